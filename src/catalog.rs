@@ -1,0 +1,109 @@
+//! The in-memory view of what this instance serves: for each configured site,
+//! its newest complete, verified, unexpired manifest.
+//!
+//! Rebuilt from the database whenever it changes (or every minute, so expiry
+//! takes effect); readers get a lock-free snapshot (`arc_swap`). Rebuilding
+//! re-checks every manifest's signature against the pinned owner key, so a
+//! tampered database row is never served.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::{Config, SiteConfig};
+use crate::db::Db;
+use crate::manifest::{self, VerifiedManifest};
+
+/// A site and the manifest currently served for it.
+#[derive(Debug, Clone)]
+pub struct LiveSite {
+    /// Configuration.
+    pub config: SiteConfig,
+    /// The served manifest (None: nothing complete and valid yet).
+    pub current: Option<Arc<VerifiedManifest>>,
+}
+
+impl LiveSite {
+    /// `Last-Modified` of the site's files: the manifest's issue time.
+    pub fn last_modified(&self) -> SystemTime {
+        self.current
+            .as_ref()
+            .map_or(UNIX_EPOCH, |m| UNIX_EPOCH + Duration::from_secs(m.manifest.issued))
+    }
+}
+
+/// Snapshot of all sites.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    sites: HashMap<String, LiveSite>,
+}
+
+impl Catalog {
+    /// Builds the snapshot from the database.
+    pub fn build(cfg: &Config, db: &Db, now: u64) -> Self {
+        let mut sites: HashMap<String, LiveSite> = cfg
+            .sites
+            .iter()
+            .map(|s| {
+                (
+                    s.hostname.clone(),
+                    LiveSite {
+                        config: s.clone(),
+                        current: None,
+                    },
+                )
+            })
+            .collect();
+        let rows = match db.current_manifests() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read manifests; serving nothing until the database recovers");
+                return Self { sites };
+            }
+        };
+        for row in rows {
+            let Some(site) = sites.get_mut(&row.site) else {
+                continue;
+            };
+            let vm = manifest::verify_signature(&row.envelope, &row.site, &site.config.owner_key)
+                .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm));
+            match vm {
+                Ok(vm) => site.current = Some(Arc::new(vm)),
+                Err(e) => tracing::warn!(site = %row.site, version = row.version, error = %e, "not serving stored manifest"),
+            }
+        }
+        Self { sites }
+    }
+
+    /// The site for a (normalized) hostname.
+    pub fn site(&self, host: &str) -> Option<&LiveSite> {
+        self.sites.get(host)
+    }
+
+    /// True when this instance holds a verified, current copy of `host`.
+    pub fn serving(&self, host: &str) -> bool {
+        self.sites.get(host).is_some_and(|s| s.current.is_some())
+    }
+
+    /// (site, version) pairs currently served.
+    pub fn versions(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<_> = self
+            .sites
+            .values()
+            .filter_map(|s| s.current.as_ref().map(|m| (s.config.hostname.clone(), m.manifest.version)))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Shared, swappable catalog.
+pub type SharedCatalog = Arc<arc_swap::ArcSwap<Catalog>>;

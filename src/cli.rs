@@ -1,0 +1,235 @@
+//! Command line: parse arguments, load config, wire modules, run to shutdown.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::instance::Instance;
+use crate::keys::SecretKey;
+use crate::publish::{self, PublishOptions};
+
+/// p2pcdn: a DNS-steered federation of authoritative mirrors for owner-signed static sites.
+#[derive(Parser, Debug)]
+#[command(name = "p2pcdn", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (RUST_LOG syntax), e.g. "info" or "p2pcdn=debug".
+    #[arg(long, global = true, env = "P2PCDN_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make an ed25519 key pair (a node key or a site owner key).
+    ///
+    /// Writes the secret key to OUT with mode 0600 (never overwrites) and prints
+    /// the public key, `ed25519:...`, to paste into configs (`owner_key`).
+    Keygen {
+        /// Where to write the secret key.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Print the public key of a secret key file.
+    Pubkey {
+        /// Secret key file.
+        key: PathBuf,
+    },
+    /// Publish a folder as a site's new signed version into an instance's data directory.
+    ///
+    /// Hashes every file with BLAKE3, stores new blobs (unchanged files are not
+    /// copied again), signs the manifest with the owner key and imports it. A
+    /// running `serve` on the same data directory switches to it within a second.
+    Publish {
+        /// The instance's config file (names the data directory and pins the owner key).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Site hostname, e.g. www.cdn.example.org.
+        #[arg(long)]
+        site: String,
+        /// Owner secret key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Version number (default: max(unix time, held version + 1)).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Days the manifest stays valid (default: publish.validity_days, 90).
+        #[arg(long)]
+        validity_days: Option<u64>,
+        /// Cache-Control max-age for the files, seconds.
+        #[arg(long, default_value_t = 300)]
+        cache_ttl: u32,
+        /// File served for `/` and directories.
+        #[arg(long, default_value = "index.html")]
+        default_document: String,
+        /// Also write the signed manifest to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Folder with the site's files.
+        dir: PathBuf,
+    },
+    /// Run an instance: authoritative DNS, HTTPS/HTTP mirror.
+    Serve {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and the zone files it names, then exit.
+    Check {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Set up and run a complete demo instance on 127.1.0.1 (DNS :5300, HTTPS :8443, HTTP :8080).
+    ///
+    /// Creates keys, a development CA and certificate, the zone demo.p2pcdn.test,
+    /// a sample site (HTML, CSS, image, 20 MiB file) in DIR, publishes it, serves
+    /// it, and prints dig and curl commands to try. Ctrl-C stops it.
+    Demo {
+        /// Working directory (reused across runs; default: $TMPDIR/p2pcdn-demo).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Listen address.
+        #[arg(long, default_value = crate::demo::ADDR)]
+        addr: String,
+        /// Prepare and publish, print the commands, but do not serve.
+        #[arg(long)]
+        no_serve: bool,
+    },
+}
+
+/// Runs the CLI.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Keygen { out } => {
+            let k = SecretKey::generate()?;
+            k.write_new(&out)?;
+            println!("{}", k.public());
+            eprintln!("secret key written to {} (mode 0600); public key above", out.display());
+            Ok(())
+        }
+        Command::Pubkey { key } => {
+            println!("{}", SecretKey::read(&key)?.public());
+            Ok(())
+        }
+        Command::Publish {
+            config,
+            site,
+            key,
+            version,
+            validity_days,
+            cache_ttl,
+            default_document,
+            out,
+            quiet,
+            dir,
+        } => {
+            let cfg = Config::load(&config)?;
+            let key = SecretKey::read(&key)?;
+            if !dir.is_dir() {
+                bail!("{} is not a directory", dir.display());
+            }
+            let days = validity_days.unwrap_or(cfg.publish_validity_days);
+            if !(1..=3650).contains(&days) {
+                bail!("--validity-days must be within 1..=3650");
+            }
+            let report = publish::publish(
+                &cfg,
+                &key,
+                &PublishOptions {
+                    site,
+                    dir,
+                    version,
+                    validity_secs: days * 86400,
+                    cache_ttl,
+                    default_document,
+                    progress: !quiet,
+                    now: None,
+                },
+            )?;
+            if let Some(out) = out {
+                std::fs::write(&out, &report.envelope).with_context(|| format!("writing {}", out.display()))?;
+            }
+            println!(
+                "published {} version {}: {} files, {} bytes, {} new blobs ({:?})",
+                report.site, report.version, report.files, report.bytes, report.new_blobs, report.imported
+            );
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let cfg = Config::load(&config)?;
+            runtime()?.block_on(serve(cfg))
+        }
+        Command::Check { config } => {
+            let cfg = Config::load(&config)?;
+            let zones = crate::dns::zone::ZoneSet::load_dir(&cfg.zones_dir)?;
+            for z in zones.zones() {
+                println!("zone {} ok", z.origin());
+            }
+            for s in &cfg.sites {
+                if let Some((c, k)) = &s.tls {
+                    crate::http::tls::load_certified_key(c, k)?;
+                }
+                println!("site {} ok (owner {})", s.hostname, s.owner_key);
+            }
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Demo { dir, addr, no_serve } => {
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("p2pcdn-demo"));
+            let ports = (5300, 8443, 8080);
+            let prepared = crate::demo::prepare(&dir, &addr, ports)?;
+            crate::demo::print_instructions(&prepared, &addr, ports);
+            if no_serve {
+                return Ok(());
+            }
+            runtime()?.block_on(serve(prepared.config))
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let source = cfg.source.display().to_string();
+    let inst = Instance::start(cfg).await.with_context(|| format!("starting instance from {source}"))?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    inst.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,287 @@
+//! SQLite metadata: manifests (exact signed bytes) and the blob index.
+//!
+//! The only module with SQL. Schema changes only through the files in
+//! `migrations/`, embedded at build time and applied in order inside a
+//! transaction; `PRAGMA user_version` records how many were applied.
+//! WAL mode, so a `publish` process and a running `serve` can share the file.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::hash::BlobHash;
+
+/// Migrations, in order. Never edit an applied file: add a new one.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../migrations/0001_init.sql"))];
+
+/// Database errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failure.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer p2pcdn.
+    #[error("database schema version {found} is newer than this build knows ({known})")]
+    TooNew {
+        /// Version in the file.
+        found: i64,
+        /// Versions this build has.
+        known: i64,
+    },
+    /// A migration failed.
+    #[error("migration {file} failed: {source}")]
+    Migration {
+        /// File name.
+        file: &'static str,
+        /// Cause.
+        source: rusqlite::Error,
+    },
+}
+
+/// Lifecycle of a stored manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestState {
+    /// Accepted, blobs incomplete.
+    Pending,
+    /// All blobs present and verified.
+    Complete,
+    /// Superseded.
+    Retired,
+}
+
+impl ManifestState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Complete => "complete",
+            Self::Retired => "retired",
+        }
+    }
+}
+
+/// A stored manifest row.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    /// Site name.
+    pub site: String,
+    /// Version.
+    pub version: u64,
+    /// Exact signed envelope bytes.
+    pub envelope: Vec<u8>,
+}
+
+/// A handle on the metadata database.
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Db {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
+        let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// Changes whenever another connection commits (cheap change detection).
+    pub fn data_version(&self) -> Result<i64, DbError> {
+        self.with(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))
+    }
+
+    /// Highest version ever accepted for `site` (any state): the rollback floor.
+    pub fn held_version(&self, site: &str) -> Result<Option<u64>, DbError> {
+        self.with(|c| {
+            let v: Option<i64> = c.query_row(
+                "SELECT max(version) FROM manifests WHERE site = ?1",
+                [site],
+                |r| r.get(0),
+            )?;
+            Ok(v.map(|v| v.max(0) as u64))
+        })
+    }
+
+    /// Stores an accepted manifest.
+    pub fn insert_manifest(
+        &self,
+        site: &str,
+        version: u64,
+        envelope: &[u8],
+        issued: u64,
+        expires: u64,
+        now: u64,
+        state: ManifestState,
+    ) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO manifests (site, version, envelope, issued, expires, received_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![site, i(version), envelope, i(issued), i(expires), i(now), state.as_str()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Marks `site@version` complete and retires every older version, atomically.
+    pub fn complete(&self, site: &str, version: u64) -> Result<(), DbError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = guard.transaction()?;
+        tx.execute(
+            "UPDATE manifests SET state = 'complete' WHERE site = ?1 AND version = ?2",
+            params![site, i(version)],
+        )?;
+        tx.execute(
+            "UPDATE manifests SET state = 'retired' WHERE site = ?1 AND version < ?2 AND state != 'retired'",
+            params![site, i(version)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest complete manifest of every site.
+    pub fn current_manifests(&self) -> Result<Vec<StoredManifest>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT site, version, envelope FROM manifests m
+                 WHERE state = 'complete'
+                   AND version = (SELECT max(version) FROM manifests
+                                  WHERE site = m.site AND state = 'complete')",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(StoredManifest {
+                    site: r.get(0)?,
+                    version: r.get::<_, i64>(1)?.max(0) as u64,
+                    envelope: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Manifests that still need their blobs (pending or complete).
+    pub fn live_manifests(&self) -> Result<Vec<StoredManifest>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT site, version, envelope FROM manifests WHERE state IN ('pending', 'complete')",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(StoredManifest {
+                    site: r.get(0)?,
+                    version: r.get::<_, i64>(1)?.max(0) as u64,
+                    envelope: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// A specific manifest, if held.
+    pub fn manifest(&self, site: &str, version: u64) -> Result<Option<StoredManifest>, DbError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT site, version, envelope FROM manifests WHERE site = ?1 AND version = ?2",
+                params![site, i(version)],
+                |r| {
+                    Ok(StoredManifest {
+                        site: r.get(0)?,
+                        version: r.get::<_, i64>(1)?.max(0) as u64,
+                        envelope: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    /// Records that a verified blob is in the store.
+    pub fn record_blob(&self, h: &BlobHash, size: u64, now: u64) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO blobs (hash, size, added_at) VALUES (?1, ?2, ?3)",
+                params![h.to_hex(), i(size), i(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets blobs (after GC or quarantine).
+    pub fn forget_blobs(&self, hashes: &[BlobHash]) -> Result<(), DbError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = guard.transaction()?;
+        for h in hashes {
+            tx.execute("DELETE FROM blobs WHERE hash = ?1", [h.to_hex()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Number of blobs in the index.
+    pub fn blob_count(&self) -> Result<u64, DbError> {
+        self.with(|c| {
+            let n: i64 = c.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), DbError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(DbError::TooNew {
+            found: applied,
+            known,
+        });
+    }
+    for (n, (file, sql)) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|source| DbError::Migration { file, source })?;
+        tx.pragma_update(None, "user_version", (n + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(migration = file, "applied database migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_idempotent_and_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.db");
+        {
+            let db = Db::open(&p).unwrap();
+            db.insert_manifest("s", 1, b"e1", 0, 9, 0, ManifestState::Complete).unwrap();
+            db.insert_manifest("s", 2, b"e2", 0, 9, 0, ManifestState::Pending).unwrap();
+            assert_eq!(db.held_version("s").unwrap(), Some(2));
+            assert_eq!(db.current_manifests().unwrap()[0].version, 1);
+            db.complete("s", 2).unwrap();
+        }
+        let db = Db::open(&p).unwrap();
+        let cur = db.current_manifests().unwrap();
+        assert_eq!(cur.len(), 1);
+        assert_eq!(cur[0].version, 2);
+        assert_eq!(cur[0].envelope, b"e2");
+        assert!(db.insert_manifest("s", 2, b"x", 0, 9, 0, ManifestState::Pending).is_err());
+        assert_eq!(db.held_version("nope").unwrap(), None);
+    }
+}

@@ -1,0 +1,262 @@
+//! Zone data loaded from RFC 1035 zone files, and exact/closest-match lookups.
+//!
+//! Pure after loading: a [`Zone`] is an immutable index over records. Files are
+//! named `<origin>.zone` in the zones directory; the origin is taken from the
+//! file name (and may be overridden by `$ORIGIN`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::txt::Parser;
+
+/// Zone loading errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Syntax error reported by the zone file parser.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Parser message.
+        message: String,
+    },
+    /// The zone breaks a rule (missing SOA/NS, out-of-zone data, CNAME and other data).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One authoritative zone.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    origin: LowerName,
+    soa: Record,
+    nodes: HashMap<LowerName, Vec<Record>>,
+    /// Every name that exists, including empty non-terminals.
+    names: HashSet<LowerName>,
+    /// Delegation points (NS below the apex).
+    cuts: HashSet<LowerName>,
+    has_wildcards: bool,
+}
+
+impl Zone {
+    /// Parses zone file text with the given origin.
+    pub fn parse(text: &str, origin: &Name, path: &Path) -> Result<Self, ZoneError> {
+        let p = path.display().to_string();
+        let (origin_name, sets) = Parser::new(text, Some(path.to_path_buf()), Some(origin.clone()))
+            .parse()
+            .map_err(|e| ZoneError::Parse {
+                path: p.clone(),
+                message: e.to_string(),
+            })?;
+        let origin = LowerName::new(&origin_name);
+        let invalid = |message: String| ZoneError::Invalid {
+            path: p.clone(),
+            message,
+        };
+        let mut nodes: HashMap<LowerName, Vec<Record>> = HashMap::new();
+        let mut soa = None;
+        for (key, set) in sets {
+            if !origin.zone_of(&key.name) {
+                return Err(invalid(format!("{} is outside the zone {origin}", key.name)));
+            }
+            for r in set.records_without_rrsigs() {
+                if r.record_type() == RecordType::SOA {
+                    if key.name != origin {
+                        return Err(invalid(format!("SOA at {} is not at the zone apex", key.name)));
+                    }
+                    soa = Some(r.clone());
+                }
+                nodes.entry(key.name.clone()).or_default().push(r.clone());
+            }
+        }
+        let soa = soa.ok_or_else(|| invalid(format!("zone {origin} has no SOA record")))?;
+        let apex_ns = nodes
+            .get(&origin)
+            .is_some_and(|rs| rs.iter().any(|r| r.record_type() == RecordType::NS));
+        if !apex_ns {
+            return Err(invalid(format!("zone {origin} has no NS records at the apex")));
+        }
+        let mut names = HashSet::new();
+        let mut cuts = HashSet::new();
+        let mut has_wildcards = false;
+        for (name, rs) in &nodes {
+            let types: HashSet<RecordType> = rs.iter().map(|r| r.record_type()).collect();
+            if types.contains(&RecordType::CNAME) && types.len() > 1 {
+                return Err(invalid(format!("{name} has a CNAME and other data")));
+            }
+            if *name != origin && types.contains(&RecordType::NS) {
+                cuts.insert(name.clone());
+            }
+            has_wildcards |= name.is_wildcard();
+            let mut n = name.clone();
+            while origin.zone_of(&n) && names.insert(n.clone()) && n != origin {
+                n = n.base_name();
+            }
+        }
+        Ok(Self {
+            origin,
+            soa,
+            nodes,
+            names,
+            cuts,
+            has_wildcards,
+        })
+    }
+
+    /// Reads `path`; the origin comes from the file name minus `.zone`.
+    pub fn load(path: &Path) -> Result<Self, ZoneError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ZoneError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| ZoneError::Invalid {
+                path: p.clone(),
+                message: "file name is not <zone>.zone".into(),
+            })?;
+        let origin = Name::from_ascii(format!("{stem}.")).map_err(|e| ZoneError::Invalid {
+            path: p.clone(),
+            message: format!("file name {stem:?} is not a zone name: {e}"),
+        })?;
+        Self::parse(&text, &origin, path)
+    }
+
+    /// The apex.
+    pub fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+
+    /// The SOA record.
+    pub fn soa(&self) -> &Record {
+        &self.soa
+    }
+
+    /// SOA with the TTL used for negative answers (min of TTL and MINIMUM, RFC 2308).
+    pub fn negative_soa(&self) -> Record {
+        let mut r = self.soa.clone();
+        if let RData::SOA(soa) = r.data() {
+            let ttl = r.ttl().min(soa.minimum());
+            r.set_ttl(ttl);
+        }
+        r
+    }
+
+    /// Records owned by exactly `name`.
+    pub fn node(&self, name: &LowerName) -> Option<&[Record]> {
+        self.nodes.get(name).map(Vec::as_slice)
+    }
+
+    /// Records of one type at `name`.
+    pub fn rrset(&self, name: &LowerName, t: RecordType) -> Vec<&Record> {
+        self.node(name)
+            .map(|rs| rs.iter().filter(|r| r.record_type() == t).collect())
+            .unwrap_or_default()
+    }
+
+    /// True when `name` exists (has records or is an empty non-terminal).
+    pub fn exists(&self, name: &LowerName) -> bool {
+        self.names.contains(name)
+    }
+
+    /// The delegation point at or above `name` (below the apex), if any.
+    pub fn cut_above(&self, name: &LowerName) -> Option<LowerName> {
+        if self.cuts.is_empty() {
+            return None;
+        }
+        let mut n = name.clone();
+        let mut found = None;
+        while n != self.origin && self.origin.zone_of(&n) {
+            if self.cuts.contains(&n) {
+                found = Some(n.clone());
+            }
+            n = n.base_name();
+        }
+        found
+    }
+
+    /// The wildcard node that would synthesize `name` (RFC 4592), if any.
+    pub fn wildcard_for(&self, name: &LowerName) -> Option<LowerName> {
+        if !self.has_wildcards {
+            return None;
+        }
+        let mut encloser = name.base_name();
+        while self.origin.zone_of(&encloser) {
+            if self.exists(&encloser) {
+                let wc = LowerName::new(&Name::from(encloser).prepend_label("*").ok()?);
+                return self.nodes.contains_key(&wc).then_some(wc);
+            }
+            encloser = encloser.base_name();
+        }
+        None
+    }
+
+    /// Marks `name` as existing (for steered site names without zone records).
+    pub fn add_name(&mut self, name: &LowerName) {
+        let mut n = name.clone();
+        while self.origin.zone_of(&n) && self.names.insert(n.clone()) && n != self.origin {
+            n = n.base_name();
+        }
+    }
+}
+
+/// All zones this instance is authoritative for.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneSet {
+    zones: Vec<Zone>,
+}
+
+impl ZoneSet {
+    /// Builds a set (longest origin wins on lookup).
+    pub fn new(mut zones: Vec<Zone>) -> Self {
+        zones.sort_by_key(|z| std::cmp::Reverse(z.origin.num_labels()));
+        Self { zones }
+    }
+
+    /// Loads every `*.zone` file in `dir`.
+    pub fn load_dir(dir: &Path) -> Result<Self, ZoneError> {
+        let rd = std::fs::read_dir(dir).map_err(|source| ZoneError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "zone"))
+            .collect();
+        files.sort();
+        let zones = files.iter().map(|p| Zone::load(p)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(zones))
+    }
+
+    /// The most specific zone containing `name`.
+    pub fn find(&self, name: &LowerName) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.origin.zone_of(name))
+    }
+
+    /// Mutable access for [`Zone::add_name`].
+    pub fn find_mut(&mut self, name: &LowerName) -> Option<&mut Zone> {
+        self.zones.iter_mut().find(|z| z.origin.zone_of(name))
+    }
+
+    /// The zones.
+    pub fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+}

@@ -1,0 +1,172 @@
+//! Accept loops for plain HTTP and HTTPS: TLS handshake with a timeout,
+//! HTTP/1.1 and HTTP/2 via hyper-util's auto builder, header-read timeout,
+//! a connection limit, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// True for HTTPS.
+    pub tls: bool,
+    /// SNI name sent by the client, lowercased.
+    pub sni: Option<String>,
+}
+
+/// Limits applied to every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Maximum concurrent connections per listener.
+    pub max_connections: usize,
+    /// TLS handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Deadline to receive request headers (slowloris guard).
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Live connection counter (for load reports).
+#[derive(Debug, Default)]
+pub struct ConnCounter(AtomicU64);
+
+impl ConnCounter {
+    /// Connections open now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct ConnGuard(Arc<ConnCounter>);
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: Limits,
+    counter: Arc<ConnCounter>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; dropping connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        counter.0.fetch_add(1, Ordering::Relaxed);
+        let guard = ConnGuard(counter.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _guard = guard;
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(64 * 1024);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .max_header_list_size(64 * 1024)
+                .keep_alive_interval(Some(Duration::from_secs(30)));
+            match tls {
+                Some(acceptor) => {
+                    let tls_stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let sni = tls_stream.get_ref().1.server_name().map(str::to_ascii_lowercase);
+                    let info = ConnInfo { peer, tls: true, sni };
+                    let svc = with_info(app, info);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                None => {
+                    let info = ConnInfo { peer, tls: false, sni: None };
+                    let svc = with_info(app, info);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+        tracing::debug!("some HTTP connections did not finish within 5 s of shutdown");
+    }
+}
+
+/// Adds [`ConnInfo`] to each request, then runs the router.
+#[derive(Clone)]
+struct WithInfo {
+    app: Router,
+    info: ConnInfo,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for WithInfo {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = tower::util::Oneshot<Router, http::Request<hyper::body::Incoming>>;
+
+    fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.info.clone());
+        self.app.clone().oneshot(req)
+    }
+}
+
+fn with_info(app: Router, info: ConnInfo) -> WithInfo {
+    WithInfo { app, info }
+}

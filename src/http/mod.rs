@@ -1,0 +1,238 @@
+//! The HTTPS/HTTP mirror: axum router, thin handlers, TLS and listeners.
+//!
+//! Handlers translate between HTTP and the catalog/store; the decisions
+//! (conditional requests, ranges, path normalization) live in [`decide`].
+
+pub mod decide;
+pub mod listen;
+pub mod tls;
+
+use std::io::SeekFrom;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::catalog::SharedCatalog;
+use crate::config::PlainHttp;
+use crate::manifest::normalize_site;
+use crate::store::{BlobStore, StoreError};
+use decide::{Precondition, RangeDecision};
+use listen::{ConnCounter, ConnInfo};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// What is served.
+    pub catalog: SharedCatalog,
+    /// Where the bytes are.
+    pub store: BlobStore,
+    /// HTTPS port for redirects (None: no HTTPS listener).
+    pub https_port: Option<u16>,
+    /// This node's name (health endpoint).
+    pub node_name: Arc<str>,
+    /// Open connections.
+    pub connections: Arc<ConnCounter>,
+}
+
+/// The router: node API under `/.well-known/p2pcdn/v1/`, everything else is site content.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/.well-known/p2pcdn/v1/health", get(health))
+        .fallback(serve_site)
+        .with_state(state)
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    let cat = st.catalog.load();
+    let body = serde_json::json!({
+        "status": "ok",
+        "node": &*st.node_name,
+        "sites": cat.versions().into_iter().map(|(s, v)| serde_json::json!({"site": s, "version": v})).collect::<Vec<_>>(),
+        "open_connections": st.connections.get(),
+    });
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+fn plain(status: StatusCode, msg: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], msg).into_response()
+}
+
+/// The request's host: `:authority` (HTTP/2) or `Host`, without port, lowercase.
+fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let raw = match uri.authority() {
+        Some(a) => a.host().to_string(),
+        None => {
+            let h = headers.get(header::HOST)?.to_str().ok()?;
+            let h = h.parse::<http::uri::Authority>().ok()?;
+            h.host().to_string()
+        }
+    };
+    Some(normalize_site(&raw))
+}
+
+async fn serve_site(
+    State(st): State<AppState>,
+    conn: Option<Extension<ConnInfo>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let Some(host) = request_host(&uri, &headers) else {
+        return plain(StatusCode::BAD_REQUEST, "missing or invalid Host\n");
+    };
+    let conn = conn.map(|Extension(c)| c);
+    if let Some(sni) = conn.as_ref().and_then(|c| c.sni.as_deref()) {
+        if normalize_site(sni) != host {
+            return plain(StatusCode::MISDIRECTED_REQUEST, "Host does not match the TLS server name\n");
+        }
+    }
+    let catalog = st.catalog.load();
+    let Some(site) = catalog.site(&host) else {
+        return plain(StatusCode::MISDIRECTED_REQUEST, "this server does not serve that host\n");
+    };
+    let is_tls = conn.as_ref().is_some_and(|c| c.tls);
+    if !is_tls && site.config.plain_http == PlainHttp::Redirect {
+        if let (Some(port), Some(_)) = (st.https_port, &site.config.tls) {
+            let port = if port == 443 { String::new() } else { format!(":{port}") };
+            let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+            let loc = format!("https://{host}{port}{pq}");
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                let mut r = plain(StatusCode::PERMANENT_REDIRECT, "moved to HTTPS\n");
+                r.headers_mut().insert(header::LOCATION, v);
+                return r;
+            }
+        }
+    }
+    let Some(vm) = site.current.clone() else {
+        let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "site content not available on this mirror yet\n");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    };
+    let rp = match decide::normalize_request_path(uri.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(path = uri.path(), error = %e, "rejected request path");
+            return plain(StatusCode::BAD_REQUEST, "bad request path\n");
+        }
+    };
+    let doc = &vm.manifest.default_document;
+    let lookup = if rp.is_dir {
+        if rp.path.is_empty() {
+            doc.clone()
+        } else {
+            format!("{}/{doc}", rp.path)
+        }
+    } else {
+        rp.path.clone()
+    };
+    let Some(entry) = vm.file(&lookup) else {
+        if !rp.is_dir && vm.file(&format!("{}/{doc}", rp.path)).is_some() {
+            let q = uri.query().map_or(String::new(), |q| format!("?{q}"));
+            if let Ok(v) = HeaderValue::from_str(&format!("{}/{q}", uri.path())) {
+                let mut r = plain(StatusCode::MOVED_PERMANENTLY, "moved\n");
+                r.headers_mut().insert(header::LOCATION, v);
+                return r;
+            }
+        }
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+
+    let etag = format!("\"{}\"", entry.blake3);
+    let last_modified = site.last_modified();
+    let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    let mut resp_headers = HeaderMap::new();
+    let set = |hm: &mut HeaderMap, n: header::HeaderName, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            hm.insert(n, v);
+        }
+    };
+    set(&mut resp_headers, header::ETAG, &etag);
+    set(&mut resp_headers, header::LAST_MODIFIED, &httpdate::fmt_http_date(last_modified));
+    set(
+        &mut resp_headers,
+        header::CACHE_CONTROL,
+        &format!("public, max-age={}", vm.manifest.cache_ttl),
+    );
+
+    match decide::evaluate_preconditions(
+        h(header::IF_MATCH),
+        h(header::IF_NONE_MATCH),
+        h(header::IF_MODIFIED_SINCE),
+        h(header::IF_UNMODIFIED_SINCE),
+        &etag,
+        last_modified,
+    ) {
+        Precondition::NotModified => return (StatusCode::NOT_MODIFIED, resp_headers).into_response(),
+        Precondition::Failed => return (StatusCode::PRECONDITION_FAILED, resp_headers).into_response(),
+        Precondition::Proceed => {}
+    }
+
+    set(&mut resp_headers, header::CONTENT_TYPE, &entry.content_type);
+    resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    resp_headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    for (k, v) in &entry.headers {
+        if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            resp_headers.insert(k, v);
+        }
+    }
+
+    let size = entry.size;
+    let (status, start, len) = match decide::decide_range(h(header::RANGE), h(header::IF_RANGE), &etag, last_modified, size) {
+        RangeDecision::Full => (StatusCode::OK, 0, size),
+        RangeDecision::Partial { start, end } => {
+            set(&mut resp_headers, header::CONTENT_RANGE, &format!("bytes {start}-{end}/{size}"));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeDecision::Unsatisfiable => {
+            set(&mut resp_headers, header::CONTENT_RANGE, &format!("bytes */{size}"));
+            resp_headers.remove(header::CONTENT_TYPE);
+            return (StatusCode::RANGE_NOT_SATISFIABLE, resp_headers).into_response();
+        }
+    };
+
+    let store = st.store.clone();
+    let hash = entry.blake3;
+    let opened = tokio::task::spawn_blocking(move || store.open_verified(&hash, size)).await;
+    let file = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err(e @ (StoreError::Corrupt(_) | StoreError::Missing(_)))) => {
+            tracing::error!(site = %host, path = %lookup, error = %e, "refusing to serve unverifiable blob");
+            let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "content temporarily unavailable on this mirror\n");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(site = %host, path = %lookup, error = %e, "blob read failed");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "blob open task failed");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+        }
+    };
+    set(&mut resp_headers, header::CONTENT_LENGTH, &len.to_string());
+    if method == Method::HEAD {
+        return (status, resp_headers, Body::empty()).into_response();
+    }
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 {
+        if let Err(e) = file.seek(SeekFrom::Start(start)).await {
+            tracing::error!(error = %e, "seek failed");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+        }
+    }
+    let stream = ReaderStream::with_capacity(file.take(len), 128 * 1024);
+    (status, resp_headers, Body::from_stream(stream)).into_response()
+}

@@ -1,0 +1,280 @@
+//! One running instance: opens the store and database, loads zones, starts
+//! DNS (UDP+TCP), HTTP and HTTPS listeners and the catalog refresher, and
+//! shuts all of it down on request.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::{LowerName, Name};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::catalog::{unix_now, Catalog, SharedCatalog};
+use crate::config::Config;
+use crate::db::Db;
+use crate::dns::server::{DnsServer, DnsSettings, Handler, Steering};
+use crate::dns::zone::ZoneSet;
+use crate::http::{self, listen, AppState};
+use crate::store::BlobStore;
+
+/// Startup errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Data directory problem.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Store.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Database.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// Zones.
+    #[error(transparent)]
+    Zone(#[from] crate::dns::zone::ZoneError),
+    /// TLS.
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
+    /// A site's zone is not loaded.
+    #[error("site {site}: zone {zone} has no zone file in {dir} (expected {zone}.zone)")]
+    MissingZone {
+        /// Site.
+        site: String,
+        /// Zone.
+        zone: String,
+        /// Zones dir.
+        dir: String,
+    },
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Which listener.
+        what: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad name.
+    #[error("invalid DNS name {0}")]
+    Name(String),
+}
+
+/// Steering for a single instance: a site is answered with this instance's
+/// addresses while it holds a verified, current copy of the site.
+struct LocalSteering {
+    catalog: SharedCatalog,
+    addresses: Vec<IpAddr>,
+}
+
+impl Steering for LocalSteering {
+    fn addresses(&self, site: &LowerName, _client: IpAddr, _subnet: Option<(IpAddr, u8)>) -> Option<Vec<IpAddr>> {
+        let host = site.to_string();
+        let host = host.trim_end_matches('.');
+        if self.catalog.load().serving(host) && !self.addresses.is_empty() {
+            Some(self.addresses.clone())
+        } else {
+            None
+        }
+    }
+}
+
+/// A running instance.
+pub struct Instance {
+    /// Bound DNS addresses (UDP and TCP).
+    pub dns_addrs: Vec<SocketAddr>,
+    /// Bound plain HTTP addresses.
+    pub http_addrs: Vec<SocketAddr>,
+    /// Bound HTTPS addresses.
+    pub https_addrs: Vec<SocketAddr>,
+    /// The served catalog.
+    pub catalog: SharedCatalog,
+    dns: Option<DnsServer>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Instance {
+    /// Starts everything described by `cfg`.
+    pub async fn start(cfg: Config) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = BlobStore::open(&cfg.data_dir)?;
+        let db = Arc::new(Db::open(&cfg.data_dir.join("p2pcdn.db"))?);
+        let mut zones = ZoneSet::load_dir(&cfg.zones_dir)?;
+        let mut steered = HashSet::new();
+        for s in &cfg.sites {
+            let name = Name::from_ascii(format!("{}.", s.hostname)).map_err(|_| StartError::Name(s.hostname.clone()))?;
+            let lname = LowerName::new(&name);
+            let zone_name = LowerName::new(
+                &Name::from_ascii(format!("{}.", s.zone)).map_err(|_| StartError::Name(s.zone.clone()))?,
+            );
+            match zones.find_mut(&lname) {
+                Some(z) if *z.origin() == zone_name => z.add_name(&lname),
+                _ => {
+                    return Err(StartError::MissingZone {
+                        site: s.hostname.clone(),
+                        zone: s.zone.clone(),
+                        dir: cfg.zones_dir.display().to_string(),
+                    })
+                }
+            }
+            steered.insert(lname);
+        }
+        for z in zones.zones() {
+            tracing::info!(zone = %z.origin(), "loaded zone");
+        }
+
+        let catalog: SharedCatalog = Arc::new(ArcSwap::from_pointee(Catalog::build(&cfg, &db, unix_now())));
+        for (site, version) in catalog.load().versions() {
+            tracing::info!(%site, version, "serving site");
+        }
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        // DNS.
+        let handler = Handler::new(
+            Arc::new(zones),
+            Arc::new(steered),
+            Arc::new(LocalSteering {
+                catalog: catalog.clone(),
+                addresses: cfg.node.addresses.clone(),
+            }),
+            DnsSettings {
+                answer_ttl: cfg.dns.answer_ttl,
+                max_udp_payload: cfg.dns.max_udp_payload,
+            },
+        );
+        let dns = DnsServer::bind(handler, &cfg.dns.listen, Duration::from_secs(cfg.dns.tcp_idle_timeout_secs))
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.dns.listen.first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                what: "dns",
+                source,
+            })?;
+        let dns_addrs = dns.addrs.clone();
+
+        // HTTP(S).
+        let tls = http::tls::server_config(&cfg)?;
+        let mut https_listeners = vec![];
+        if tls.is_some() {
+            for a in &cfg.https_listen {
+                let l = TcpListener::bind(a).await.map_err(|source| StartError::Bind {
+                    addr: *a,
+                    what: "https",
+                    source,
+                })?;
+                https_listeners.push(l);
+            }
+        } else if !cfg.https_listen.is_empty() {
+            tracing::warn!("https.listen is set but no site has a certificate: HTTPS disabled");
+        }
+        let https_addrs: Vec<SocketAddr> = https_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let mut http_listeners = vec![];
+        for a in &cfg.http_listen {
+            let l = TcpListener::bind(a).await.map_err(|source| StartError::Bind {
+                addr: *a,
+                what: "http",
+                source,
+            })?;
+            http_listeners.push(l);
+        }
+        let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let connections = Arc::new(listen::ConnCounter::default());
+        let app = http::router(AppState {
+            catalog: catalog.clone(),
+            store: store.clone(),
+            https_port: https_addrs.first().map(|a| a.port()),
+            node_name: cfg.node.name.clone().into(),
+            connections: connections.clone(),
+        });
+        let limits = listen::Limits::default();
+        for l in http_listeners {
+            tasks.spawn(listen::serve(l, None, app.clone(), limits, connections.clone(), shutdown_rx.clone()));
+        }
+        if let Some(tls) = tls {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            for l in https_listeners {
+                tasks.spawn(listen::serve(
+                    l,
+                    Some(acceptor.clone()),
+                    app.clone(),
+                    limits,
+                    connections.clone(),
+                    shutdown_rx.clone(),
+                ));
+            }
+        }
+
+        // Catalog refresher: picks up publishes (another process writing the
+        // database) within ~0.5 s, and applies expiry every minute.
+        {
+            let catalog = catalog.clone();
+            let db = db.clone();
+            let cfg = cfg.clone();
+            let mut rx = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let mut last = db.data_version().ok();
+                let mut ticks = 0u32;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = rx.changed() => break,
+                    }
+                    ticks = ticks.wrapping_add(1);
+                    let dv = db.data_version().ok();
+                    if dv != last || ticks % 120 == 0 {
+                        last = dv;
+                        let db2 = db.clone();
+                        let cfg2 = cfg.clone();
+                        let built = tokio::task::spawn_blocking(move || Catalog::build(&cfg2, &db2, unix_now())).await;
+                        if let Ok(new) = built {
+                            let old = catalog.load().versions();
+                            let now = new.versions();
+                            if old != now {
+                                tracing::info!(versions = ?now, "catalog updated");
+                            }
+                            catalog.store(Arc::new(new));
+                        }
+                    }
+                }
+            });
+        }
+
+        tracing::info!(
+            dns = ?dns_addrs,
+            http = ?http_addrs,
+            https = ?https_addrs,
+            "p2pcdn instance ready"
+        );
+        Ok(Self {
+            dns_addrs,
+            http_addrs,
+            https_addrs,
+            catalog,
+            dns: Some(dns),
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops all listeners and background tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(dns) = self.dns.take() {
+            dns.shutdown().await;
+        }
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

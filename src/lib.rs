@@ -1,0 +1,33 @@
+//! p2pcdn: a DNS-steered federation of authoritative mirrors.
+//!
+//! Module map (see `docs/ARCHITECTURE.md`):
+//! - [`config`]: typed, validated TOML configuration.
+//! - [`keys`], [`hash`]: ed25519 keys and BLAKE3 content addresses.
+//! - [`manifest`]: owner-signed manifests and their acceptance rules (pure).
+//! - [`store`]: the content-addressed blob store on disk.
+//! - [`db`]: SQLite metadata (the only module with SQL).
+//! - [`ingest`], [`publish`]: bringing signed content into an instance.
+//! - [`catalog`]: the in-memory snapshot of what is served.
+//! - [`dns`]: authoritative DNS (zone data, answers, hickory-server glue).
+//! - [`http`]: the HTTPS/HTTP mirror.
+//! - [`instance`]: starting and stopping everything.
+//! - [`devca`], [`demo`], [`cli`]: development CA, the demo, the command line.
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod devca;
+pub mod dns;
+pub mod hash;
+pub mod http;
+pub mod ingest;
+pub mod instance;
+pub mod keys;
+pub mod manifest;
+pub mod publish;
+pub mod store;

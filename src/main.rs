@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = p2pcdn::cli::Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // hickory-server logs every query at info; keep that at warn unless asked.
+    let spec = if cli.log.contains("hickory") { cli.log.clone() } else { format!("{},hickory_server=warn", cli.log) };
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

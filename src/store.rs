@@ -277,6 +277,9 @@ impl BlobStore {
             self.quarantine(h);
             return Err(StoreError::Corrupt(*h));
         }
+        // Hashing read the file to its end: rewind before handing it out.
+        let mut f = f;
+        io::Seek::seek(&mut f, io::SeekFrom::Start(0)).map_err(io_err(&path))?;
         self.remember(*h, stamp);
         Ok(f)
     }
@@ -378,7 +381,10 @@ mod tests {
         let h = BlobHash::of(&data);
         assert!(s.put_reader(h, 11, &data[..]).unwrap());
         assert!(!s.put_reader(h, 11, &data[..]).unwrap(), "dedup");
-        assert!(s.open_verified(&h, 11).is_ok());
+        let mut fresh = BlobStore::open(dir.path()).unwrap().open_verified(&h, 11).unwrap();
+        let mut got = String::new();
+        fresh.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "hello world", "first (verifying) open is rewound");
 
         let wrong = BlobHash::of(b"other");
         assert!(matches!(

@@ -1,0 +1,252 @@
+//! Authoritative DNS through real sockets: UDP and TCP, with hickory-proto
+//! messages and (where installed) dig.
+
+mod common;
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use common::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::{RData, RecordType};
+
+fn types(rs: &[hickory_proto::rr::Record]) -> Vec<RecordType> {
+    rs.iter().map(|r| r.record_type()).collect()
+}
+
+fn addrs(m: &Message) -> Vec<IpAddr> {
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn steered_site_answers_and_falls_back() {
+    let w = World::new();
+    let inst = w.start().await;
+    let dns = inst.dns_addrs[0];
+
+    // Nothing published yet: the zone file's record is the fallback.
+    let r = udp(dns, &query("www.t.test.", RecordType::A, None, None)).await;
+    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert!(r.authoritative());
+    assert_eq!(addrs(&r), vec![IpAddr::from_str("192.0.2.1").unwrap()]);
+    assert_eq!(r.answers()[0].ttl(), 300);
+
+    w.publish(SITE, &w.site_dir("a"), None).unwrap();
+    let ok = eventually(5, async || {
+        let r = udp(dns, &query("www.t.test.", RecordType::A, None, None)).await;
+        addrs(&r) == vec![IpAddr::from_str("127.0.0.1").unwrap()]
+    })
+    .await;
+    assert!(ok, "steered answer after publish");
+    let r = udp(dns, &query("WWW.T.TEST.", RecordType::A, None, None)).await;
+    assert!(r.authoritative());
+    assert!(!r.recursion_available());
+    assert_eq!(r.answers()[0].ttl(), 17, "answer TTL from config");
+    let r = tcp(dns, &query("www.t.test.", RecordType::AAAA, None, None)).await;
+    assert_eq!(addrs(&r), vec![IpAddr::from_str("::1").unwrap()]);
+
+    // CNAME into a steered name follows steering.
+    let r = udp(dns, &query("alias.t.test.", RecordType::A, None, None)).await;
+    assert_eq!(types(r.answers()), vec![RecordType::CNAME, RecordType::A]);
+    assert_eq!(addrs(&r), vec![IpAddr::from_str("127.0.0.1").unwrap()]);
+    inst.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn record_types_negative_answers_and_refusal() {
+    let w = World::new();
+    let inst = w.start().await;
+    let dns = inst.dns_addrs[0];
+
+    for (name, t) in [
+        ("t.test.", RecordType::SOA),
+        ("t.test.", RecordType::NS),
+        ("t.test.", RecordType::MX),
+        ("t.test.", RecordType::TXT),
+        ("t.test.", RecordType::CAA),
+        ("_https._tcp.t.test.", RecordType::SRV),
+        ("ns2.t.test.", RecordType::AAAA),
+        ("alias.t.test.", RecordType::CNAME),
+    ] {
+        let r = udp(dns, &query(name, t, Some(1232), None)).await;
+        assert_eq!(r.response_code(), ResponseCode::NoError, "{name} {t}");
+        assert!(r.authoritative(), "{name} {t}");
+        assert!(r.answers().iter().any(|a| a.record_type() == t), "{name} {t}: {:?}", r.answers());
+    }
+    // MX answer carries the exchange's address as additional data.
+    let r = udp(dns, &query("t.test.", RecordType::MX, Some(1232), None)).await;
+    assert!(r.additionals().iter().any(|a| a.record_type() == RecordType::A));
+
+    // NXDOMAIN and NODATA carry the SOA (negative TTL = SOA minimum).
+    let r = udp(dns, &query("nope.t.test.", RecordType::A, None, None)).await;
+    assert_eq!(r.response_code(), ResponseCode::NXDomain);
+    assert!(r.authoritative());
+    assert_eq!(types(r.name_servers()), vec![RecordType::SOA]);
+    assert_eq!(r.name_servers()[0].ttl(), 60);
+    let r = udp(dns, &query("mail.t.test.", RecordType::AAAA, None, None)).await;
+    assert_eq!(r.response_code(), ResponseCode::NoError);
+    assert!(r.answers().is_empty());
+    assert_eq!(types(r.name_servers()), vec![RecordType::SOA]);
+    let r = udp(dns, &query("b.t.test.", RecordType::A, None, None)).await;
+    assert_eq!(r.response_code(), ResponseCode::NoError, "empty non-terminal");
+
+    // Delegation below the zone: referral, not authoritative, glue.
+    let r = udp(dns, &query("x.deleg.t.test.", RecordType::A, None, None)).await;
+    assert!(!r.authoritative());
+    assert_eq!(types(r.name_servers()), vec![RecordType::NS]);
+    assert_eq!(types(r.additionals()), vec![RecordType::A]);
+
+    // Outside our zones: REFUSED, never recursion.
+    for name in ["example.com.", "test.", "."] {
+        let r = udp(dns, &query(name, RecordType::A, None, None)).await;
+        assert_eq!(r.response_code(), ResponseCode::Refused, "{name}");
+        assert!(!r.recursion_available());
+        assert!(r.answers().is_empty());
+    }
+    // Zone transfers are refused.
+    let r = tcp(dns, &query("t.test.", RecordType::AXFR, None, None)).await;
+    assert_eq!(r.response_code(), ResponseCode::Refused);
+
+    // ANY is answered minimally (RFC 8482): one RRset.
+    let r = udp(dns, &query("t.test.", RecordType::ANY, None, None)).await;
+    let mut ts = types(r.answers());
+    ts.dedup();
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    inst.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edns_ecs_and_truncation() {
+    let w = World::new();
+    let inst = w.start().await;
+    let dns = inst.dns_addrs[0];
+
+    // EDNS: our OPT comes back with our payload size.
+    let r = udp(dns, &query("t.test.", RecordType::SOA, Some(4096), None)).await;
+    let e = r.extensions().as_ref().expect("OPT in response");
+    assert_eq!(e.max_payload(), 1232);
+    // No EDNS in the query: none in the response.
+    let r = udp(dns, &query("t.test.", RecordType::SOA, None, None)).await;
+    assert!(r.extensions().is_none());
+
+    // ECS echoed with family, prefix and address (RFC 7871), scope 0.
+    let r = udp(dns, &query("www.t.test.", RecordType::A, Some(1232), Some(("10.5.0.0".parse().unwrap(), 24)))).await;
+    let e = r.extensions().as_ref().unwrap();
+    match e.option(EdnsCode::Subnet) {
+        Some(EdnsOption::Subnet(cs)) => {
+            assert_eq!(cs.source_prefix(), 24);
+            assert_eq!(cs.addr(), "10.5.0.0".parse::<IpAddr>().unwrap());
+            assert_eq!(cs.scope_prefix(), 0);
+        }
+        other => panic!("no ECS echoed: {other:?}"),
+    }
+
+    // EDNS version 1: BADVERS.
+    let mut q = query("t.test.", RecordType::SOA, Some(1232), None);
+    q.extensions_mut().as_mut().unwrap().set_version(1);
+    let r = udp(dns, &q).await;
+    // Extended rcode 16 (BADVERS; hickory decodes 16 as its alias BADSIG).
+    assert_eq!(u16::from(r.response_code()), 16);
+
+    // A big RRset: truncated over UDP without EDNS (512 bytes), full over TCP.
+    let (r, len) = udp_len(dns, &query("big.t.test.", RecordType::TXT, None, None)).await;
+    assert!(r.truncated(), "TC set");
+    assert!(len <= 512, "{len}");
+    let (r, len) = udp_len(dns, &query("big.t.test.", RecordType::TXT, Some(1232), None)).await;
+    assert!(r.truncated());
+    assert!(len <= 1232, "{len}");
+    let r = tcp(dns, &query("big.t.test.", RecordType::TXT, None, None)).await;
+    assert!(!r.truncated());
+    assert_eq!(r.answers().len(), 30);
+    inst.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_packets_do_not_stop_the_server() {
+    let w = World::new();
+    let inst = w.start().await;
+    let dns = inst.dns_addrs[0];
+
+    // Too short to have a header: dropped.
+    assert!(udp_raw(dns, &[1, 2, 3]).await.is_none());
+    // A header claiming one question followed by garbage: FORMERR.
+    let mut junk = vec![0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    junk.extend_from_slice(&[0xff; 40]);
+    if let Some(resp) = udp_raw(dns, &junk).await {
+        let r = Message::from_vec(&resp).unwrap();
+        assert_eq!(r.response_code(), ResponseCode::FormErr);
+        assert_eq!(r.id(), 0xabcd);
+    }
+    // Two questions: FORMERR.
+    let mut q = query("t.test.", RecordType::SOA, None, None);
+    q.add_query(hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii("www.t.test.").unwrap(),
+        RecordType::A,
+    ));
+    let r = udp(dns, &q).await;
+    assert_eq!(r.response_code(), ResponseCode::FormErr);
+    // A response packet is ignored (reflection guard).
+    let mut resp = query("t.test.", RecordType::SOA, None, None);
+    resp.set_message_type(hickory_proto::op::MessageType::Response);
+    assert!(udp_raw(dns, &resp.to_vec().unwrap()).await.is_none());
+    // Garbage on TCP, then the server still answers.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(dns).await.unwrap();
+        let _ = s.write_all(&[0, 5, 1, 2, 3, 4, 5, 0xff, 0xff]).await;
+    }
+    for _ in 0..3 {
+        let r = udp(dns, &query("t.test.", RecordType::SOA, None, None)).await;
+        assert_eq!(r.response_code(), ResponseCode::NoError);
+        let r = tcp(dns, &query("t.test.", RecordType::SOA, None, None)).await;
+        assert_eq!(r.response_code(), ResponseCode::NoError);
+    }
+    inst.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dig_sees_what_resolvers_see() {
+    if !has_cmd("dig") {
+        eprintln!("dig not installed; skipping (CI installs bind9-dnsutils)");
+        return;
+    }
+    let w = World::new();
+    w.publish(SITE, &w.site_dir("a"), None).unwrap();
+    let inst = w.start().await;
+    let dns = inst.dns_addrs[0];
+    let dig = move |args: &[&str]| {
+        let out = std::process::Command::new("dig")
+            .args(["@127.0.0.1", "-p", &dns.port().to_string(), "+time=2", "+tries=1"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        (
+            dig(&["+short", "www.t.test", "A"]),
+            dig(&["+tcp", "+short", "www.t.test", "AAAA"]),
+            dig(&["nope.t.test", "A"]),
+            dig(&["example.org", "A"]),
+            dig(&["+ignore", "+noedns", "big.t.test", "TXT"]),
+            dig(&["+subnet=10.5.0.0/24", "www.t.test", "A"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.0.trim(), "127.0.0.1");
+    assert_eq!(out.1.trim(), "::1");
+    assert!(out.2.contains("status: NXDOMAIN") && out.2.contains("flags: qr aa rd;"), "{}", out.2);
+    assert!(out.3.contains("status: REFUSED"), "{}", out.3);
+    assert!(out.4.contains(" tc"), "{}", out.4);
+    assert!(out.5.contains("CLIENT-SUBNET: 10.5.0.0/24/0"), "{}", out.5);
+    inst.shutdown().await;
+}

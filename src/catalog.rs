@@ -26,9 +26,9 @@ pub struct LiveSite {
 impl LiveSite {
     /// `Last-Modified` of the site's files: the manifest's issue time.
     pub fn last_modified(&self) -> SystemTime {
-        self.current
-            .as_ref()
-            .map_or(UNIX_EPOCH, |m| UNIX_EPOCH + Duration::from_secs(m.manifest.issued))
+        self.current.as_ref().map_or(UNIX_EPOCH, |m| {
+            UNIX_EPOCH + Duration::from_secs(m.manifest.issued)
+        })
     }
 }
 
@@ -69,7 +69,9 @@ impl Catalog {
                 .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm));
             match vm {
                 Ok(vm) => site.current = Some(Arc::new(vm)),
-                Err(e) => tracing::warn!(site = %row.site, version = row.version, error = %e, "not serving stored manifest"),
+                Err(e) => {
+                    tracing::warn!(site = %row.site, version = row.version, error = %e, "not serving stored manifest")
+                }
             }
         }
         Self { sites }
@@ -90,7 +92,11 @@ impl Catalog {
         let mut v: Vec<_> = self
             .sites
             .values()
-            .filter_map(|s| s.current.as_ref().map(|m| (s.config.hostname.clone(), m.manifest.version)))
+            .filter_map(|s| {
+                s.current
+                    .as_ref()
+                    .map(|m| (s.config.hostname.clone(), m.manifest.version))
+            })
             .collect();
         v.sort();
         v

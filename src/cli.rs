@@ -112,7 +112,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let k = SecretKey::generate()?;
             k.write_new(&out)?;
             println!("{}", k.public());
-            eprintln!("secret key written to {} (mode 0600); public key above", out.display());
+            eprintln!(
+                "secret key written to {} (mode 0600); public key above",
+                out.display()
+            );
             Ok(())
         }
         Command::Pubkey { key } => {
@@ -155,11 +158,17 @@ pub fn run(cli: Cli) -> Result<()> {
                 },
             )?;
             if let Some(out) = out {
-                std::fs::write(&out, &report.envelope).with_context(|| format!("writing {}", out.display()))?;
+                std::fs::write(&out, &report.envelope)
+                    .with_context(|| format!("writing {}", out.display()))?;
             }
             println!(
                 "published {} version {}: {} files, {} bytes, {} new blobs ({:?})",
-                report.site, report.version, report.files, report.bytes, report.new_blobs, report.imported
+                report.site,
+                report.version,
+                report.files,
+                report.bytes,
+                report.new_blobs,
+                report.imported
             );
             Ok(())
         }
@@ -182,7 +191,11 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Demo { dir, addr, no_serve } => {
+        Command::Demo {
+            dir,
+            addr,
+            no_serve,
+        } => {
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("p2pcdn-demo"));
             let ports = (5300, 8443, 8080);
             let prepared = crate::demo::prepare(&dir, &addr, ports)?;
@@ -204,7 +217,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 async fn serve(cfg: Config) -> Result<()> {
     let source = cfg.source.display().to_string();
-    let inst = Instance::start(cfg).await.with_context(|| format!("starting instance from {source}"))?;
+    let inst = Instance::start(cfg)
+        .await
+        .with_context(|| format!("starting instance from {source}"))?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     inst.shutdown().await;

@@ -279,24 +279,37 @@ impl Config {
                 base.join(q)
             }
         };
-        let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
-            path: p.clone(),
-            line: line_of(text, span.start),
-            key: key.to_string(),
-            message,
-        };
+        let invalid =
+            |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
+                path: p.clone(),
+                line: line_of(text, span.start),
+                key: key.to_string(),
+                message,
+            };
 
         let name = normalize_site(raw.node.name.get_ref());
         if !is_hostname(&name) {
-            return Err(invalid(raw.node.name.span(), "node.name", format!("{name:?} is not a valid DNS name")));
+            return Err(invalid(
+                raw.node.name.span(),
+                "node.name",
+                format!("{name:?} is not a valid DNS name"),
+            ));
         }
         let location = match (&raw.node.latitude, &raw.node.longitude) {
             (Some(lat), Some(lon)) => {
                 if !(-90.0..=90.0).contains(lat.get_ref()) {
-                    return Err(invalid(lat.span(), "node.latitude", "must be within -90..=90".into()));
+                    return Err(invalid(
+                        lat.span(),
+                        "node.latitude",
+                        "must be within -90..=90".into(),
+                    ));
                 }
                 if !(-180.0..=180.0).contains(lon.get_ref()) {
-                    return Err(invalid(lon.span(), "node.longitude", "must be within -180..=180".into()));
+                    return Err(invalid(
+                        lon.span(),
+                        "node.longitude",
+                        "must be within -180..=180".into(),
+                    ));
                 }
                 Some((*lat.get_ref(), *lon.get_ref()))
             }
@@ -311,19 +324,35 @@ impl Config {
         };
         let ttl = *raw.dns.answer_ttl.get_ref();
         if !(1..=86400).contains(&ttl) {
-            return Err(invalid(raw.dns.answer_ttl.span(), "dns.answer_ttl", "must be within 1..=86400 seconds".into()));
+            return Err(invalid(
+                raw.dns.answer_ttl.span(),
+                "dns.answer_ttl",
+                "must be within 1..=86400 seconds".into(),
+            ));
         }
         let payload = *raw.dns.max_udp_payload.get_ref();
         if !(512..=4096).contains(&payload) {
-            return Err(invalid(raw.dns.max_udp_payload.span(), "dns.max_udp_payload", "must be within 512..=4096 bytes".into()));
+            return Err(invalid(
+                raw.dns.max_udp_payload.span(),
+                "dns.max_udp_payload",
+                "must be within 512..=4096 bytes".into(),
+            ));
         }
         let tcp_to = *raw.dns.tcp_idle_timeout_secs.get_ref();
         if !(1..=3600).contains(&tcp_to) {
-            return Err(invalid(raw.dns.tcp_idle_timeout_secs.span(), "dns.tcp_idle_timeout_secs", "must be within 1..=3600".into()));
+            return Err(invalid(
+                raw.dns.tcp_idle_timeout_secs.span(),
+                "dns.tcp_idle_timeout_secs",
+                "must be within 1..=3600".into(),
+            ));
         }
         let validity = match &raw.publish.validity_days {
             Some(v) if !(1..=3650).contains(v.get_ref()) => {
-                return Err(invalid(v.span(), "publish.validity_days", "must be within 1..=3650".into()))
+                return Err(invalid(
+                    v.span(),
+                    "publish.validity_days",
+                    "must be within 1..=3650".into(),
+                ))
             }
             Some(v) => *v.get_ref(),
             None => 90,
@@ -347,23 +376,43 @@ impl Config {
             let zone = normalize_site(s.zone.get_ref());
             let key = |k: &str| format!("site[{n}].{k}");
             if !is_hostname(&host) {
-                return Err(invalid(s.hostname.span(), &key("hostname"), format!("{host:?} is not a valid DNS name")));
+                return Err(invalid(
+                    s.hostname.span(),
+                    &key("hostname"),
+                    format!("{host:?} is not a valid DNS name"),
+                ));
             }
             if !is_hostname(&zone) {
-                return Err(invalid(s.zone.span(), &key("zone"), format!("{zone:?} is not a valid DNS name")));
+                return Err(invalid(
+                    s.zone.span(),
+                    &key("zone"),
+                    format!("{zone:?} is not a valid DNS name"),
+                ));
             }
             if host != zone && !host.ends_with(&format!(".{zone}")) {
-                return Err(invalid(s.zone.span(), &key("zone"), format!("site {host} is not inside zone {zone}")));
+                return Err(invalid(
+                    s.zone.span(),
+                    &key("zone"),
+                    format!("site {host} is not inside zone {zone}"),
+                ));
             }
             if sites.iter().any(|o| o.hostname == host) {
-                return Err(invalid(s.hostname.span(), &key("hostname"), format!("site {host} is configured twice")));
+                return Err(invalid(
+                    s.hostname.span(),
+                    &key("hostname"),
+                    format!("site {host} is configured twice"),
+                ));
             }
             let tls = match (s.tls_cert, s.tls_key) {
                 (Some(c), Some(k)) => Some((abs(&c), abs(k.get_ref()))),
                 (None, None) => None,
                 (_, k) => {
                     let span = k.map(|k| k.span()).unwrap_or(s.hostname.span());
-                    return Err(invalid(span, &key("tls_cert"), "tls_cert and tls_key must be given together".into()));
+                    return Err(invalid(
+                        span,
+                        &key("tls_cert"),
+                        "tls_cert and tls_key must be given together".into(),
+                    ));
                 }
             };
             sites.push(SiteConfig {
@@ -407,7 +456,8 @@ impl Config {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(1, |t| t.matches('\n').count() + 1)
+    text.get(..offset)
+        .map_or(1, |t| t.matches('\n').count() + 1)
 }
 
 fn find_line(text: &str, needle: &str) -> usize {
@@ -421,7 +471,8 @@ pub fn is_hostname(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -466,26 +517,39 @@ owner_key = "{KEY}"
     #[test]
     fn unknown_key_names_key_and_line() {
         let t = ok_text().replace("answer_ttl = 20", "answer_ttl = 20\nbogus = 1");
-        let e = Config::parse(&t, Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::parse(&t, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus") && e.contains("line 11"), "{e}");
     }
 
     #[test]
     fn bad_values_name_key_and_line() {
         let t = ok_text().replace("answer_ttl = 20", "answer_ttl = 0");
-        let e = Config::parse(&t, Path::new("c.toml")).unwrap_err().to_string();
-        assert!(e.contains("c.toml:10") && e.contains("dns.answer_ttl"), "{e}");
+        let e = Config::parse(&t, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.toml:10") && e.contains("dns.answer_ttl"),
+            "{e}"
+        );
 
         let t = ok_text().replace("zone = \"cdn.example.org\"", "zone = \"other.org\"");
-        let e = Config::parse(&t, Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::parse(&t, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(":14") && e.contains("site[0].zone"), "{e}");
 
         let t = ok_text().replace("192.0.2.1", "192.0.2.300");
-        let e = Config::parse(&t, Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::parse(&t, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 6"), "{e}");
 
         let t = ok_text().replace(KEY, "ed25519:nope");
-        let e = Config::parse(&t, Path::new("c.toml")).unwrap_err().to_string();
+        let e = Config::parse(&t, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 15") && e.contains("owner_key"), "{e}");
     }
 }

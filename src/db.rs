@@ -14,7 +14,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::hash::BlobHash;
 
 /// Migrations, in order. Never edit an applied file: add a new one.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init.sql", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init.sql", include_str!("../migrations/0001_init.sql"))];
 
 /// Database errors.
 #[derive(Debug, thiserror::Error)]
@@ -117,14 +118,11 @@ impl Db {
         })
     }
 
-    /// Stores an accepted manifest.
+    /// Stores an accepted manifest with its exact envelope bytes.
     pub fn insert_manifest(
         &self,
-        site: &str,
-        version: u64,
+        m: &crate::manifest::Manifest,
         envelope: &[u8],
-        issued: u64,
-        expires: u64,
         now: u64,
         state: ManifestState,
     ) -> Result<(), DbError> {
@@ -132,7 +130,7 @@ impl Db {
             c.execute(
                 "INSERT INTO manifests (site, version, envelope, issued, expires, received_at, state)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![site, i(version), envelope, i(issued), i(expires), i(now), state.as_str()],
+                params![m.site, i(m.version), envelope, i(m.issued), i(m.expires), i(now), state.as_str()],
             )?;
             Ok(())
         })
@@ -264,14 +262,30 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
 mod tests {
     use super::*;
 
+    fn m(site: &str, version: u64) -> crate::manifest::Manifest {
+        crate::manifest::Manifest {
+            format: 1,
+            site: site.into(),
+            version,
+            issued: 0,
+            expires: 9,
+            default_document: "index.html".into(),
+            cache_ttl: 1,
+            mirrors: vec![],
+            files: vec![],
+        }
+    }
+
     #[test]
     fn migrate_idempotent_and_current() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.db");
         {
             let db = Db::open(&p).unwrap();
-            db.insert_manifest("s", 1, b"e1", 0, 9, 0, ManifestState::Complete).unwrap();
-            db.insert_manifest("s", 2, b"e2", 0, 9, 0, ManifestState::Pending).unwrap();
+            db.insert_manifest(&m("s", 1), b"e1", 0, ManifestState::Complete)
+                .unwrap();
+            db.insert_manifest(&m("s", 2), b"e2", 0, ManifestState::Pending)
+                .unwrap();
             assert_eq!(db.held_version("s").unwrap(), Some(2));
             assert_eq!(db.current_manifests().unwrap()[0].version, 1);
             db.complete("s", 2).unwrap();
@@ -281,7 +295,9 @@ mod tests {
         assert_eq!(cur.len(), 1);
         assert_eq!(cur[0].version, 2);
         assert_eq!(cur[0].envelope, b"e2");
-        assert!(db.insert_manifest("s", 2, b"x", 0, 9, 0, ManifestState::Pending).is_err());
+        assert!(db
+            .insert_manifest(&m("s", 2), b"x", 0, ManifestState::Pending)
+            .is_err());
         assert_eq!(db.held_version("nope").unwrap(), None);
     }
 }

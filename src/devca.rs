@@ -32,9 +32,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevCaError + '_ {
 fn ca_params() -> Result<CertificateParams, DevCaError> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, "p2pcdn development CA");
-    p.distinguished_name.push(DnType::OrganizationName, "p2pcdn (not for production)");
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.distinguished_name
+        .push(DnType::CommonName, "p2pcdn development CA");
+    p.distinguished_name
+        .push(DnType::OrganizationName, "p2pcdn (not for production)");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     Ok(p)
 }
 
@@ -82,11 +88,17 @@ impl DevCa {
 
     /// Issues a leaf certificate for `names` (DNS names or IP addresses),
     /// written to `dir/<stem>.pem` and `dir/<stem>.key`.
-    pub fn issue(&self, dir: &Path, stem: &str, names: &[String]) -> Result<(PathBuf, PathBuf), DevCaError> {
+    pub fn issue(
+        &self,
+        dir: &Path,
+        stem: &str,
+        names: &[String],
+    ) -> Result<(PathBuf, PathBuf), DevCaError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut p = CertificateParams::new(names.to_vec())?;
         if let Some(first) = names.first() {
-            p.distinguished_name.push(DnType::CommonName, first.as_str());
+            p.distinguished_name
+                .push(DnType::CommonName, first.as_str());
         }
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &self.issuer)?;

@@ -56,7 +56,11 @@ impl From<blake3::Hash> for BlobHash {
 impl FromStr for BlobHash {
     type Err = BadHash;
     fn from_str(s: &str) -> Result<Self, BadHash> {
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(BadHash(s.chars().take(80).collect()));
         }
         blake3::Hash::from_hex(s)

@@ -28,7 +28,9 @@ pub enum IngestError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The site is not configured on this instance.
-    #[error("site {0} is not configured on this instance (add a [[site]] entry with its owner key)")]
+    #[error(
+        "site {0} is not configured on this instance (add a [[site]] entry with its owner key)"
+    )]
     UnknownSite(String),
 }
 
@@ -79,7 +81,7 @@ pub fn import_manifest(
     } else {
         ManifestState::Pending
     };
-    db.insert_manifest(&m.site, m.version, &vm.envelope, m.issued, m.expires, now, state)?;
+    db.insert_manifest(m, &vm.envelope, now, state)?;
     if !missing.is_empty() {
         return Ok(Imported::Pending {
             version: m.version,
@@ -101,7 +103,8 @@ pub fn collect_garbage(db: &Db, store: &BlobStore) -> Result<(usize, u64), Inges
             continue;
         };
         use base64::Engine;
-        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(env.manifest.as_bytes()) else {
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(env.manifest.as_bytes())
+        else {
             continue;
         };
         let Ok(m) = serde_json::from_slice::<manifest::Manifest>(&bytes) else {

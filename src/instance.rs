@@ -77,7 +77,12 @@ struct LocalSteering {
 }
 
 impl Steering for LocalSteering {
-    fn addresses(&self, site: &LowerName, _client: IpAddr, _subnet: Option<(IpAddr, u8)>) -> Option<Vec<IpAddr>> {
+    fn addresses(
+        &self,
+        site: &LowerName,
+        _client: IpAddr,
+        _subnet: Option<(IpAddr, u8)>,
+    ) -> Option<Vec<IpAddr>> {
         let host = site.to_string();
         let host = host.trim_end_matches('.');
         if self.catalog.load().serving(host) && !self.addresses.is_empty() {
@@ -115,10 +120,12 @@ impl Instance {
         let mut zones = ZoneSet::load_dir(&cfg.zones_dir)?;
         let mut steered = HashSet::new();
         for s in &cfg.sites {
-            let name = Name::from_ascii(format!("{}.", s.hostname)).map_err(|_| StartError::Name(s.hostname.clone()))?;
+            let name = Name::from_ascii(format!("{}.", s.hostname))
+                .map_err(|_| StartError::Name(s.hostname.clone()))?;
             let lname = LowerName::new(&name);
             let zone_name = LowerName::new(
-                &Name::from_ascii(format!("{}.", s.zone)).map_err(|_| StartError::Name(s.zone.clone()))?,
+                &Name::from_ascii(format!("{}.", s.zone))
+                    .map_err(|_| StartError::Name(s.zone.clone()))?,
             );
             match zones.find_mut(&lname) {
                 Some(z) if *z.origin() == zone_name => z.add_name(&lname),
@@ -136,7 +143,8 @@ impl Instance {
             tracing::info!(zone = %z.origin(), "loaded zone");
         }
 
-        let catalog: SharedCatalog = Arc::new(ArcSwap::from_pointee(Catalog::build(&cfg, &db, unix_now())));
+        let catalog: SharedCatalog =
+            Arc::new(ArcSwap::from_pointee(Catalog::build(&cfg, &db, unix_now())));
         for (site, version) in catalog.load().versions() {
             tracing::info!(%site, version, "serving site");
         }
@@ -156,13 +164,22 @@ impl Instance {
                 max_udp_payload: cfg.dns.max_udp_payload,
             },
         );
-        let dns = DnsServer::bind(handler, &cfg.dns.listen, Duration::from_secs(cfg.dns.tcp_idle_timeout_secs))
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: cfg.dns.listen.first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-                what: "dns",
-                source,
-            })?;
+        let dns = DnsServer::bind(
+            handler,
+            &cfg.dns.listen,
+            Duration::from_secs(cfg.dns.tcp_idle_timeout_secs),
+        )
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: cfg
+                .dns
+                .listen
+                .first()
+                .copied()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            what: "dns",
+            source,
+        })?;
         let dns_addrs = dns.addrs.clone();
 
         // HTTP(S).
@@ -170,27 +187,37 @@ impl Instance {
         let mut https_listeners = vec![];
         if tls.is_some() {
             for a in &cfg.https_listen {
-                let l = TcpListener::bind(a).await.map_err(|source| StartError::Bind {
-                    addr: *a,
-                    what: "https",
-                    source,
-                })?;
+                let l = TcpListener::bind(a)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: *a,
+                        what: "https",
+                        source,
+                    })?;
                 https_listeners.push(l);
             }
         } else if !cfg.https_listen.is_empty() {
             tracing::warn!("https.listen is set but no site has a certificate: HTTPS disabled");
         }
-        let https_addrs: Vec<SocketAddr> = https_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let https_addrs: Vec<SocketAddr> = https_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         let mut http_listeners = vec![];
         for a in &cfg.http_listen {
-            let l = TcpListener::bind(a).await.map_err(|source| StartError::Bind {
-                addr: *a,
-                what: "http",
-                source,
-            })?;
+            let l = TcpListener::bind(a)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: *a,
+                    what: "http",
+                    source,
+                })?;
             http_listeners.push(l);
         }
-        let http_addrs: Vec<SocketAddr> = http_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let http_addrs: Vec<SocketAddr> = http_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         let connections = Arc::new(listen::ConnCounter::default());
         let app = http::router(AppState {
             catalog: catalog.clone(),
@@ -201,7 +228,14 @@ impl Instance {
         });
         let limits = listen::Limits::default();
         for l in http_listeners {
-            tasks.spawn(listen::serve(l, None, app.clone(), limits, connections.clone(), shutdown_rx.clone()));
+            tasks.spawn(listen::serve(
+                l,
+                None,
+                app.clone(),
+                limits,
+                connections.clone(),
+                shutdown_rx.clone(),
+            ));
         }
         if let Some(tls) = tls {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -238,7 +272,10 @@ impl Instance {
                         last = dv;
                         let db2 = db.clone();
                         let cfg2 = cfg.clone();
-                        let built = tokio::task::spawn_blocking(move || Catalog::build(&cfg2, &db2, unix_now())).await;
+                        let built = tokio::task::spawn_blocking(move || {
+                            Catalog::build(&cfg2, &db2, unix_now())
+                        })
+                        .await;
                         if let Ok(new) = built {
                             let old = catalog.load().versions();
                             let now = new.versions();

@@ -25,13 +25,17 @@ pub enum KeyError {
     #[error("invalid public key {0:?}: expected ed25519:<43 base64url characters>")]
     BadPublic(String),
     /// A secret key file does not hold a valid secret.
-    #[error("{path}: not a p2pcdn secret key file (expected one line starting with {SECRET_PREFIX})")]
+    #[error(
+        "{path}: not a p2pcdn secret key file (expected one line starting with {SECRET_PREFIX})"
+    )]
     BadSecret {
         /// The file.
         path: String,
     },
     /// The secret key file is readable by group or others.
-    #[error("{path}: secret key file has mode {mode:o}; it must not be readable by others (chmod 600)")]
+    #[error(
+        "{path}: secret key file has mode {mode:o}; it must not be readable by others (chmod 600)"
+    )]
     Permissions {
         /// The file.
         path: String,
@@ -83,7 +87,11 @@ impl FromStr for PublicKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{PUB_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.0.as_bytes()))
+        write!(
+            f,
+            "{PUB_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(self.0.as_bytes())
+        )
     }
 }
 
@@ -141,7 +149,10 @@ impl SecretKey {
             opts.mode(0o600);
         }
         let mut f = opts.open(path).map_err(io)?;
-        let line = format!("{SECRET_PREFIX}{}\n", URL_SAFE_NO_PAD.encode(self.0.to_bytes()));
+        let line = format!(
+            "{SECRET_PREFIX}{}\n",
+            URL_SAFE_NO_PAD.encode(self.0.to_bytes())
+        );
         f.write_all(line.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)
     }
@@ -200,7 +211,10 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-            assert!(matches!(SecretKey::read(&p), Err(KeyError::Permissions { .. })));
+            assert!(matches!(
+                SecretKey::read(&p),
+                Err(KeyError::Permissions { .. })
+            ));
         }
     }
 }

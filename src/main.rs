@@ -8,8 +8,13 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = p2pcdn::cli::Cli::parse();
     // hickory-server logs every query at info; keep that at warn unless asked.
-    let spec = if cli.log.contains("hickory") { cli.log.clone() } else { format!("{},hickory_server=warn", cli.log) };
-    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
+    let spec = if cli.log.contains("hickory") {
+        cli.log.clone()
+    } else {
+        format!("{},hickory_server=warn", cli.log)
+    };
+    let filter =
+        EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -17,7 +22,16 @@ fn main() -> ExitCode {
     match p2pcdn::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Print the cause chain, skipping causes already quoted by their parent.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
     }

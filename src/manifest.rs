@@ -166,13 +166,19 @@ pub struct VerifiedManifest {
 impl VerifiedManifest {
     /// Looks a file up by its clean relative path.
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
-        self.index.get(path).and_then(|&i| self.manifest.files.get(i))
+        self.index
+            .get(path)
+            .and_then(|&i| self.manifest.files.get(i))
     }
 
     /// Distinct blobs referenced.
     pub fn blobs(&self) -> Vec<(BlobHash, u64)> {
-        let mut v: Vec<(BlobHash, u64)> =
-            self.manifest.files.iter().map(|f| (f.blake3, f.size)).collect();
+        let mut v: Vec<(BlobHash, u64)> = self
+            .manifest
+            .files
+            .iter()
+            .map(|f| (f.blake3, f.size))
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -329,7 +335,10 @@ fn check_files(m: &Manifest) -> Result<HashMap<String, usize>, ManifestError> {
     let mut prev: Option<&str> = None;
     for (i, f) in m.files.iter().enumerate() {
         if !is_clean_relative_path(&f.path) {
-            return Err(ManifestError::Files(format!("path {:?} is not clean", f.path)));
+            return Err(ManifestError::Files(format!(
+                "path {:?} is not clean",
+                f.path
+            )));
         }
         if let Some(p) = prev {
             if p >= f.path.as_str() {
@@ -350,7 +359,10 @@ fn check_files(m: &Manifest) -> Result<HashMap<String, usize>, ManifestError> {
             )));
         }
         for (k, v) in &f.headers {
-            if !is_allowed_extra_header(k) || v.len() > 1024 || v.bytes().any(|b| b.is_ascii_control()) {
+            if !is_allowed_extra_header(k)
+                || v.len() > 1024
+                || v.bytes().any(|b| b.is_ascii_control())
+            {
                 return Err(ManifestError::Files(format!(
                     "header {k:?} not allowed for {:?}",
                     f.path
@@ -508,7 +520,9 @@ mod tests {
         for ok in ["a", "a/b.txt", "x y/z", "✓.png"] {
             assert!(is_clean_relative_path(ok), "{ok}");
         }
-        for bad in ["", "/a", "a/", "a//b", "./a", "a/../b", "..", "a\\b", "a\0b"] {
+        for bad in [
+            "", "/a", "a/", "a//b", "./a", "a/../b", "..", "a\\b", "a\0b",
+        ] {
             assert!(!is_clean_relative_path(bad), "{bad:?}");
         }
     }

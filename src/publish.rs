@@ -113,7 +113,11 @@ pub struct PublishReport {
 pub fn content_type_for(path: &str) -> String {
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let s = mime.essence_str().to_string();
-    if s.starts_with("text/") || s == "application/javascript" || s == "application/json" || s == "image/svg+xml" {
+    if s.starts_with("text/")
+        || s == "application/javascript"
+        || s == "application/json"
+        || s == "image/svg+xml"
+    {
         format!("{s}; charset=utf-8")
     } else {
         s
@@ -128,9 +132,14 @@ struct Found {
 
 fn walk(dir: &Path) -> Result<Vec<Found>, PublishError> {
     let mut out = vec![];
-    for entry in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(|e| PublishError::Walk {
-            path: e.path().map_or_else(|| dir.display().to_string(), |p| p.display().to_string()),
+            path: e
+                .path()
+                .map_or_else(|| dir.display().to_string(), |p| p.display().to_string()),
             message: e.to_string(),
         })?;
         let ft = entry.file_type();
@@ -169,7 +178,11 @@ fn walk(dir: &Path) -> Result<Vec<Found>, PublishError> {
 }
 
 /// Publishes `opts.dir` as `opts.site` into the instance described by `cfg`.
-pub fn publish(cfg: &Config, key: &SecretKey, opts: &PublishOptions) -> Result<PublishReport, PublishError> {
+pub fn publish(
+    cfg: &Config,
+    key: &SecretKey,
+    opts: &PublishOptions,
+) -> Result<PublishReport, PublishError> {
     let site = manifest::normalize_site(&opts.site);
     let site_cfg = cfg
         .site(&site)
@@ -208,10 +221,12 @@ pub fn publish(cfg: &Config, key: &SecretKey, opts: &PublishOptions) -> Result<P
     let mut last_report = Instant::now();
     for (i, f) in files.iter().enumerate() {
         let (hash, size, wrote): (BlobHash, u64, bool) =
-            store.put_file(&f.abs).map_err(|source| PublishError::Store {
-                path: f.abs.display().to_string(),
-                source,
-            })?;
+            store
+                .put_file(&f.abs)
+                .map_err(|source| PublishError::Store {
+                    path: f.abs.display().to_string(),
+                    source,
+                })?;
         db.record_blob(&hash, size, now)?;
         new_blobs += usize::from(wrote);
         done_bytes += size;
@@ -222,7 +237,9 @@ pub fn publish(cfg: &Config, key: &SecretKey, opts: &PublishOptions) -> Result<P
             content_type: content_type_for(&f.rel),
             headers: Default::default(),
         });
-        if opts.progress && (last_report.elapsed() > Duration::from_millis(500) || i + 1 == files.len()) {
+        if opts.progress
+            && (last_report.elapsed() > Duration::from_millis(500) || i + 1 == files.len())
+        {
             last_report = Instant::now();
             let secs = started.elapsed().as_secs_f64().max(0.001);
             let _ = write!(
@@ -256,10 +273,21 @@ pub fn publish(cfg: &Config, key: &SecretKey, opts: &PublishOptions) -> Result<P
         files: entries,
     };
     let envelope = manifest::sign(&m, key)?;
-    let imported = ingest::import_manifest(&db, &store, &site_cfg, &envelope, now)?;
+    // Acceptance always uses the real clock, whatever issue time was chosen.
+    let imported = ingest::import_manifest(
+        &db,
+        &store,
+        &site_cfg,
+        &envelope,
+        crate::catalog::unix_now(),
+    )?;
     match ingest::collect_garbage(&db, &store) {
         Ok((0, _)) => {}
-        Ok((n, b)) => tracing::info!(removed = n, bytes = b, "garbage-collected unreferenced blobs"),
+        Ok((n, b)) => tracing::info!(
+            removed = n,
+            bytes = b,
+            "garbage-collected unreferenced blobs"
+        ),
         Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
     }
     Ok(PublishReport {

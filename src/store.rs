@@ -184,7 +184,12 @@ impl BlobStore {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StoreError::Io { path: "source".into(), source: e }),
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        path: "source".into(),
+                        source: e,
+                    })
+                }
             };
             let chunk = buf.get(..n).unwrap_or_default();
             hasher.update(chunk);
@@ -248,7 +253,11 @@ impl BlobStore {
     }
 
     fn known(&self, h: &BlobHash) -> Option<Stamp> {
-        self.inner.verified.lock().ok().and_then(|m| m.get(h).copied())
+        self.inner
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(h).copied())
     }
 
     /// Opens a blob for serving, guaranteeing its bytes hash to `h`.
@@ -381,7 +390,10 @@ mod tests {
         let h = BlobHash::of(&data);
         assert!(s.put_reader(h, 11, &data[..]).unwrap());
         assert!(!s.put_reader(h, 11, &data[..]).unwrap(), "dedup");
-        let mut fresh = BlobStore::open(dir.path()).unwrap().open_verified(&h, 11).unwrap();
+        let mut fresh = BlobStore::open(dir.path())
+            .unwrap()
+            .open_verified(&h, 11)
+            .unwrap();
         let mut got = String::new();
         fresh.read_to_string(&mut got).unwrap();
         assert_eq!(got, "hello world", "first (verifying) open is rewound");
@@ -396,7 +408,11 @@ mod tests {
             s.put_reader(wrong, 5, &data[..]),
             Err(StoreError::SizeMismatch { .. })
         ));
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp left");
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temp left"
+        );
     }
 
     #[test]

@@ -79,11 +79,18 @@ async fn record_types_negative_answers_and_refusal() {
         let r = udp(dns, &query(name, t, Some(1232), None)).await;
         assert_eq!(r.response_code(), ResponseCode::NoError, "{name} {t}");
         assert!(r.authoritative(), "{name} {t}");
-        assert!(r.answers().iter().any(|a| a.record_type() == t), "{name} {t}: {:?}", r.answers());
+        assert!(
+            r.answers().iter().any(|a| a.record_type() == t),
+            "{name} {t}: {:?}",
+            r.answers()
+        );
     }
     // MX answer carries the exchange's address as additional data.
     let r = udp(dns, &query("t.test.", RecordType::MX, Some(1232), None)).await;
-    assert!(r.additionals().iter().any(|a| a.record_type() == RecordType::A));
+    assert!(r
+        .additionals()
+        .iter()
+        .any(|a| a.record_type() == RecordType::A));
 
     // NXDOMAIN and NODATA carry the SOA (negative TTL = SOA minimum).
     let r = udp(dns, &query("nope.t.test.", RecordType::A, None, None)).await;
@@ -96,7 +103,11 @@ async fn record_types_negative_answers_and_refusal() {
     assert!(r.answers().is_empty());
     assert_eq!(types(r.name_servers()), vec![RecordType::SOA]);
     let r = udp(dns, &query("b.t.test.", RecordType::A, None, None)).await;
-    assert_eq!(r.response_code(), ResponseCode::NoError, "empty non-terminal");
+    assert_eq!(
+        r.response_code(),
+        ResponseCode::NoError,
+        "empty non-terminal"
+    );
 
     // Delegation below the zone: referral, not authoritative, glue.
     let r = udp(dns, &query("x.deleg.t.test.", RecordType::A, None, None)).await;
@@ -138,7 +149,16 @@ async fn edns_ecs_and_truncation() {
     assert!(r.extensions().is_none());
 
     // ECS echoed with family, prefix and address (RFC 7871), scope 0.
-    let r = udp(dns, &query("www.t.test.", RecordType::A, Some(1232), Some(("10.5.0.0".parse().unwrap(), 24)))).await;
+    let r = udp(
+        dns,
+        &query(
+            "www.t.test.",
+            RecordType::A,
+            Some(1232),
+            Some(("10.5.0.0".parse().unwrap(), 24)),
+        ),
+    )
+    .await;
     let e = r.extensions().as_ref().unwrap();
     match e.option(EdnsCode::Subnet) {
         Some(EdnsOption::Subnet(cs)) => {
@@ -160,7 +180,11 @@ async fn edns_ecs_and_truncation() {
     let (r, len) = udp_len(dns, &query("big.t.test.", RecordType::TXT, None, None)).await;
     assert!(r.truncated(), "TC set");
     assert!(len <= 512, "{len}");
-    let (r, len) = udp_len(dns, &query("big.t.test.", RecordType::TXT, Some(1232), None)).await;
+    let (r, len) = udp_len(
+        dns,
+        &query("big.t.test.", RecordType::TXT, Some(1232), None),
+    )
+    .await;
     assert!(r.truncated());
     assert!(len <= 1232, "{len}");
     let r = tcp(dns, &query("big.t.test.", RecordType::TXT, None, None)).await;
@@ -224,7 +248,13 @@ async fn dig_sees_what_resolvers_see() {
     let dns = inst.dns_addrs[0];
     let dig = move |args: &[&str]| {
         let out = std::process::Command::new("dig")
-            .args(["@127.0.0.1", "-p", &dns.port().to_string(), "+time=2", "+tries=1"])
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &dns.port().to_string(),
+                "+time=2",
+                "+tries=1",
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -244,7 +274,11 @@ async fn dig_sees_what_resolvers_see() {
     .unwrap();
     assert_eq!(out.0.trim(), "127.0.0.1");
     assert_eq!(out.1.trim(), "::1");
-    assert!(out.2.contains("status: NXDOMAIN") && out.2.contains("flags: qr aa rd;"), "{}", out.2);
+    assert!(
+        out.2.contains("status: NXDOMAIN") && out.2.contains("flags: qr aa rd;"),
+        "{}",
+        out.2
+    );
     assert!(out.3.contains("status: REFUSED"), "{}", out.3);
     assert!(out.4.contains(" tc"), "{}", out.4);
     assert!(out.5.contains("CLIENT-SUBNET: 10.5.0.0/24/0"), "{}", out.5);

@@ -85,10 +85,16 @@ pub fn resolve(
         steered: false,
     };
 
-    if steered.contains(q.name) && matches!(q.qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) {
+    if steered.contains(q.name)
+        && matches!(q.qtype, RecordType::A | RecordType::AAAA | RecordType::ANY)
+    {
         if let Some(addrs) = steer(q.name) {
             let owner = Name::from(q.name.clone());
-            let want = if q.qtype == RecordType::ANY { RecordType::A } else { q.qtype };
+            let want = if q.qtype == RecordType::ANY {
+                RecordType::A
+            } else {
+                q.qtype
+            };
             let recs: Vec<Record> = addrs
                 .iter()
                 .filter_map(|ip| match (ip, want) {
@@ -114,7 +120,10 @@ pub fn resolve(
             Some(rs) => (rs.to_vec(), None),
             None if zone.exists(&name) => (vec![], None),
             None => match zone.wildcard_for(&name) {
-                Some(wc) => (zone.node(&wc).map(<[Record]>::to_vec).unwrap_or_default(), Some(wc)),
+                Some(wc) => (
+                    zone.node(&wc).map(<[Record]>::to_vec).unwrap_or_default(),
+                    Some(wc),
+                ),
                 None => {
                     // RFC 6604: the rcode reflects the last name of a CNAME chain.
                     ans.rcode = ResponseCode::NXDomain;
@@ -160,7 +169,9 @@ pub fn resolve(
             ans.answers.extend(exact);
             return ans;
         }
-        let cname = records.iter().find(|r| r.record_type() == RecordType::CNAME);
+        let cname = records
+            .iter()
+            .find(|r| r.record_type() == RecordType::CNAME);
         match cname.map(|r| (r.clone(), r.data().clone())) {
             Some((r, RData::CNAME(target))) => {
                 ans.answers.push(fix_owner(r));
@@ -168,8 +179,18 @@ pub fn resolve(
                 if !zone.origin().zone_of(&target) || ans.answers.len() >= MAX_CNAME_CHAIN {
                     return ans;
                 }
-                if steered.contains(&target) && matches!(q.qtype, RecordType::A | RecordType::AAAA) {
-                    let sub = resolve(zones, steered, &Question { name: &target, qtype: q.qtype }, ttl, steer);
+                if steered.contains(&target) && matches!(q.qtype, RecordType::A | RecordType::AAAA)
+                {
+                    let sub = resolve(
+                        zones,
+                        steered,
+                        &Question {
+                            name: &target,
+                            qtype: q.qtype,
+                        },
+                        ttl,
+                        steer,
+                    );
                     ans.answers.extend(sub.answers);
                     ans.authority.extend(sub.authority);
                     ans.steered |= sub.steered;
@@ -187,7 +208,11 @@ pub fn resolve(
 }
 
 fn referral(zones: &ZoneSet, zone: &Zone, cut: &LowerName) -> Answer {
-    let ns: Vec<Record> = zone.rrset(cut, RecordType::NS).into_iter().cloned().collect();
+    let ns: Vec<Record> = zone
+        .rrset(cut, RecordType::NS)
+        .into_iter()
+        .cloned()
+        .collect();
     let mut additional = vec![];
     add_additional(zones, &ns, &mut additional);
     Answer {
@@ -246,7 +271,12 @@ ns.sub  IN A   192.0.2.99
 "#;
 
     fn zones() -> ZoneSet {
-        let z = Zone::parse(ZONE, &Name::from_str("ex.test.").unwrap(), Path::new("ex.test.zone")).unwrap();
+        let z = Zone::parse(
+            ZONE,
+            &Name::from_str("ex.test.").unwrap(),
+            Path::new("ex.test.zone"),
+        )
+        .unwrap();
         ZoneSet::new(vec![z])
     }
 
@@ -254,20 +284,39 @@ ns.sub  IN A   192.0.2.99
         let n = LowerName::from_str(name).unwrap();
         let mut steered = HashSet::new();
         steered.insert(LowerName::from_str("www.ex.test.").unwrap());
-        resolve(&zones(), &steered, &Question { name: &n, qtype: t }, 30, &move |_| steer.clone())
+        resolve(
+            &zones(),
+            &steered,
+            &Question { name: &n, qtype: t },
+            30,
+            &move |_| steer.clone(),
+        )
     }
 
     #[test]
     fn exact_nodata_nxdomain_refused() {
         let a = ask("ns1.ex.test.", RecordType::A, None);
-        assert_eq!((a.rcode, a.authoritative, a.answers.len()), (ResponseCode::NoError, true, 1));
+        assert_eq!(
+            (a.rcode, a.authoritative, a.answers.len()),
+            (ResponseCode::NoError, true, 1)
+        );
         let a = ask("ns1.ex.test.", RecordType::AAAA, None);
-        assert_eq!((a.rcode, a.answers.len(), a.authority.len()), (ResponseCode::NoError, 0, 1));
+        assert_eq!(
+            (a.rcode, a.answers.len(), a.authority.len()),
+            (ResponseCode::NoError, 0, 1)
+        );
         assert_eq!(a.authority[0].ttl(), 60, "negative TTL = SOA minimum");
         let a = ask("nope.ex.test.", RecordType::A, None);
-        assert_eq!((a.rcode, a.authority[0].record_type()), (ResponseCode::NXDomain, RecordType::SOA));
+        assert_eq!(
+            (a.rcode, a.authority[0].record_type()),
+            (ResponseCode::NXDomain, RecordType::SOA)
+        );
         let a = ask("b.c.ex.test.", RecordType::A, None);
-        assert_eq!(a.rcode, ResponseCode::NoError, "empty non-terminal is NODATA");
+        assert_eq!(
+            a.rcode,
+            ResponseCode::NoError,
+            "empty non-terminal is NODATA"
+        );
         let a = ask("www.example.com.", RecordType::A, None);
         assert_eq!((a.rcode, a.authoritative), (ResponseCode::Refused, false));
         let a = ask("ex.test.", RecordType::AXFR, None);
@@ -277,26 +326,53 @@ ns.sub  IN A   192.0.2.99
     #[test]
     fn steering_and_fallback() {
         let a = ask("www.ex.test.", RecordType::A, None);
-        assert_eq!(a.answers[0].data(), &RData::A(A::from_str("192.0.2.80").unwrap()));
+        assert_eq!(
+            a.answers[0].data(),
+            &RData::A(A::from_str("192.0.2.80").unwrap())
+        );
         assert!(!a.steered);
-        let a = ask("WWW.ex.test.", RecordType::A, Some(vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()]));
+        let a = ask(
+            "WWW.ex.test.",
+            RecordType::A,
+            Some(vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()]),
+        );
         assert_eq!(a.answers.len(), 1);
         assert_eq!(a.answers[0].ttl(), 30);
         assert!(a.steered);
-        let a = ask("www.ex.test.", RecordType::AAAA, Some(vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()]));
-        assert_eq!(a.answers[0].data(), &RData::AAAA(AAAA::from_str("::1").unwrap()));
+        let a = ask(
+            "www.ex.test.",
+            RecordType::AAAA,
+            Some(vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()]),
+        );
+        assert_eq!(
+            a.answers[0].data(),
+            &RData::AAAA(AAAA::from_str("::1").unwrap())
+        );
         // CNAME to a steered name follows steering.
-        let a = ask("alias.ex.test.", RecordType::A, Some(vec!["10.0.0.7".parse().unwrap()]));
+        let a = ask(
+            "alias.ex.test.",
+            RecordType::A,
+            Some(vec!["10.0.0.7".parse().unwrap()]),
+        );
         assert_eq!(a.answers.len(), 2);
-        assert_eq!(a.answers[1].data(), &RData::A(A::from_str("10.0.0.7").unwrap()));
+        assert_eq!(
+            a.answers[1].data(),
+            &RData::A(A::from_str("10.0.0.7").unwrap())
+        );
     }
 
     #[test]
     fn cname_wildcard_referral_any_mx() {
         let a = ask("ext.ex.test.", RecordType::A, None);
-        assert_eq!((a.answers.len(), a.answers[0].record_type()), (1, RecordType::CNAME));
+        assert_eq!(
+            (a.answers.len(), a.answers[0].record_type()),
+            (1, RecordType::CNAME)
+        );
         let a = ask("x.wild.ex.test.", RecordType::TXT, None);
-        assert_eq!(a.answers[0].name(), &Name::from_str("x.wild.ex.test.").unwrap());
+        assert_eq!(
+            a.answers[0].name(),
+            &Name::from_str("x.wild.ex.test.").unwrap()
+        );
         let a = ask("host.sub.ex.test.", RecordType::A, None);
         assert!(!a.authoritative);
         assert_eq!(a.authority[0].record_type(), RecordType::NS);

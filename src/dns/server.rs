@@ -24,7 +24,12 @@ use super::zone::ZoneSet;
 /// Where steered addresses come from (an in-memory view; must not block).
 pub trait Steering: Send + Sync + 'static {
     /// Addresses to answer for a steered site name, or `None` for the zone fallback.
-    fn addresses(&self, site: &LowerName, client: IpAddr, subnet: Option<(IpAddr, u8)>) -> Option<Vec<IpAddr>>;
+    fn addresses(
+        &self,
+        site: &LowerName,
+        client: IpAddr,
+        subnet: Option<(IpAddr, u8)>,
+    ) -> Option<Vec<IpAddr>>;
 }
 
 /// Settings for the DNS handler.
@@ -103,10 +108,12 @@ impl Handler {
 
         let client = unmap(request.src().ip());
         let subnet = req_edns.and_then(|e| match e.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(cs)) => Some(cs.clone()),
+            Some(EdnsOption::Subnet(cs)) => Some(*cs),
             _ => None,
         });
-        let sub = subnet.as_ref().map(|cs| (unmap(cs.addr()), cs.source_prefix()));
+        let sub = subnet
+            .as_ref()
+            .map(|cs| (unmap(cs.addr()), cs.source_prefix()));
         let steer = |name: &LowerName| self.steering.addresses(name, client, sub);
         let ans: Answer = resolve(
             &self.zones,
@@ -122,7 +129,11 @@ impl Handler {
         if let (Some(e), Some(cs)) = (edns.as_mut(), subnet) {
             // RFC 7871 §7.2.1: echo family, source prefix and address; scope 0
             // means the answer does not depend on the client's subnet.
-            let scope = if ans.steered { self.steering_scope(&cs) } else { 0 };
+            let scope = if ans.steered {
+                self.steering_scope(&cs)
+            } else {
+                0
+            };
             let echo = ClientSubnet::new(cs.addr(), cs.source_prefix(), scope);
             e.options_mut().insert(EdnsOption::Subnet(echo));
         }
@@ -175,7 +186,11 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
         let msg = self.respond(request);
         let header = *msg.header();
         let mut builder = MessageResponseBuilder::from_message_request(request);
@@ -210,7 +225,11 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// Binds UDP and TCP on every address (same port for both; port 0 picks one).
-    pub async fn bind(handler: Handler, listen: &[SocketAddr], tcp_timeout: Duration) -> std::io::Result<Self> {
+    pub async fn bind(
+        handler: Handler,
+        listen: &[SocketAddr],
+        tcp_timeout: Duration,
+    ) -> std::io::Result<Self> {
         let mut server = ServerFuture::new(handler);
         let mut addrs = vec![];
         for want in listen {

@@ -71,12 +71,18 @@ impl Zone {
         let mut soa = None;
         for (key, set) in sets {
             if !origin.zone_of(&key.name) {
-                return Err(invalid(format!("{} is outside the zone {origin}", key.name)));
+                return Err(invalid(format!(
+                    "{} is outside the zone {origin}",
+                    key.name
+                )));
             }
             for r in set.records_without_rrsigs() {
                 if r.record_type() == RecordType::SOA {
                     if key.name != origin {
-                        return Err(invalid(format!("SOA at {} is not at the zone apex", key.name)));
+                        return Err(invalid(format!(
+                            "SOA at {} is not at the zone apex",
+                            key.name
+                        )));
                     }
                     soa = Some(r.clone());
                 }
@@ -88,7 +94,9 @@ impl Zone {
             .get(&origin)
             .is_some_and(|rs| rs.iter().any(|r| r.record_type() == RecordType::NS));
         if !apex_ns {
-            return Err(invalid(format!("zone {origin} has no NS records at the apex")));
+            return Err(invalid(format!(
+                "zone {origin} has no NS records at the apex"
+            )));
         }
         let mut names = HashSet::new();
         let mut cuts = HashSet::new();
@@ -241,7 +249,10 @@ impl ZoneSet {
             .filter(|p| p.extension().is_some_and(|e| e == "zone"))
             .collect();
         files.sort();
-        let zones = files.iter().map(|p| Zone::load(p)).collect::<Result<Vec<_>, _>>()?;
+        let zones = files
+            .iter()
+            .map(|p| Zone::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::new(zones))
     }
 

@@ -117,7 +117,12 @@ pub async fn serve(
                 .keep_alive_interval(Some(Duration::from_secs(30)));
             match tls {
                 Some(acceptor) => {
-                    let tls_stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+                    let tls_stream = match tokio::time::timeout(
+                        limits.handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -128,14 +133,27 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let sni = tls_stream.get_ref().1.server_name().map(str::to_ascii_lowercase);
-                    let info = ConnInfo { peer, tls: true, sni };
+                    let sni = tls_stream
+                        .get_ref()
+                        .1
+                        .server_name()
+                        .map(str::to_ascii_lowercase);
+                    let info = ConnInfo {
+                        peer,
+                        tls: true,
+                        sni,
+                    };
                     let svc = with_info(app, info);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
                 None => {
-                    let info = ConnInfo { peer, tls: false, sni: None };
+                    let info = ConnInfo {
+                        peer,
+                        tls: false,
+                        sni: None,
+                    };
                     let svc = with_info(app, info);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
@@ -144,7 +162,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::debug!("some HTTP connections did not finish within 5 s of shutdown");
     }
 }

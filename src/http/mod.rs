@@ -61,7 +61,15 @@ async fn health(State(st): State<AppState>) -> Response {
 }
 
 fn plain(status: StatusCode, msg: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], msg).into_response()
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        msg,
+    )
+        .into_response()
 }
 
 /// The request's host: `:authority` (HTTP/2) or `Host`, without port, lowercase.
@@ -86,7 +94,8 @@ async fn serve_site(
 ) -> Response {
     if method != Method::GET && method != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let Some(host) = request_host(&uri, &headers) else {
@@ -95,17 +104,27 @@ async fn serve_site(
     let conn = conn.map(|Extension(c)| c);
     if let Some(sni) = conn.as_ref().and_then(|c| c.sni.as_deref()) {
         if normalize_site(sni) != host {
-            return plain(StatusCode::MISDIRECTED_REQUEST, "Host does not match the TLS server name\n");
+            return plain(
+                StatusCode::MISDIRECTED_REQUEST,
+                "Host does not match the TLS server name\n",
+            );
         }
     }
     let catalog = st.catalog.load();
     let Some(site) = catalog.site(&host) else {
-        return plain(StatusCode::MISDIRECTED_REQUEST, "this server does not serve that host\n");
+        return plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server does not serve that host\n",
+        );
     };
     let is_tls = conn.as_ref().is_some_and(|c| c.tls);
     if !is_tls && site.config.plain_http == PlainHttp::Redirect {
         if let (Some(port), Some(_)) = (st.https_port, &site.config.tls) {
-            let port = if port == 443 { String::new() } else { format!(":{port}") };
+            let port = if port == 443 {
+                String::new()
+            } else {
+                format!(":{port}")
+            };
             let pq = uri.path_and_query().map_or("/", |p| p.as_str());
             let loc = format!("https://{host}{port}{pq}");
             if let Ok(v) = HeaderValue::from_str(&loc) {
@@ -116,8 +135,12 @@ async fn serve_site(
         }
     }
     let Some(vm) = site.current.clone() else {
-        let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "site content not available on this mirror yet\n");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let mut r = plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "site content not available on this mirror yet\n",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return r;
     };
     let rp = match decide::normalize_request_path(uri.path()) {
@@ -159,7 +182,11 @@ async fn serve_site(
         }
     };
     set(&mut resp_headers, header::ETAG, &etag);
-    set(&mut resp_headers, header::LAST_MODIFIED, &httpdate::fmt_http_date(last_modified));
+    set(
+        &mut resp_headers,
+        header::LAST_MODIFIED,
+        &httpdate::fmt_http_date(last_modified),
+    );
     set(
         &mut resp_headers,
         header::CACHE_CONTROL,
@@ -174,29 +201,53 @@ async fn serve_site(
         &etag,
         last_modified,
     ) {
-        Precondition::NotModified => return (StatusCode::NOT_MODIFIED, resp_headers).into_response(),
-        Precondition::Failed => return (StatusCode::PRECONDITION_FAILED, resp_headers).into_response(),
+        Precondition::NotModified => {
+            return (StatusCode::NOT_MODIFIED, resp_headers).into_response()
+        }
+        Precondition::Failed => {
+            return (StatusCode::PRECONDITION_FAILED, resp_headers).into_response()
+        }
         Precondition::Proceed => {}
     }
 
     set(&mut resp_headers, header::CONTENT_TYPE, &entry.content_type);
     resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    resp_headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp_headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     for (k, v) in &entry.headers {
-        if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             resp_headers.insert(k, v);
         }
     }
 
     let size = entry.size;
-    let (status, start, len) = match decide::decide_range(h(header::RANGE), h(header::IF_RANGE), &etag, last_modified, size) {
+    let (status, start, len) = match decide::decide_range(
+        h(header::RANGE),
+        h(header::IF_RANGE),
+        &etag,
+        last_modified,
+        size,
+    ) {
         RangeDecision::Full => (StatusCode::OK, 0, size),
         RangeDecision::Partial { start, end } => {
-            set(&mut resp_headers, header::CONTENT_RANGE, &format!("bytes {start}-{end}/{size}"));
+            set(
+                &mut resp_headers,
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{end}/{size}"),
+            );
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         RangeDecision::Unsatisfiable => {
-            set(&mut resp_headers, header::CONTENT_RANGE, &format!("bytes */{size}"));
+            set(
+                &mut resp_headers,
+                header::CONTENT_RANGE,
+                &format!("bytes */{size}"),
+            );
             resp_headers.remove(header::CONTENT_TYPE);
             return (StatusCode::RANGE_NOT_SATISFIABLE, resp_headers).into_response();
         }
@@ -209,8 +260,12 @@ async fn serve_site(
         Ok(Ok(f)) => f,
         Ok(Err(e @ (StoreError::Corrupt(_) | StoreError::Missing(_)))) => {
             tracing::error!(site = %host, path = %lookup, error = %e, "refusing to serve unverifiable blob");
-            let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "content temporarily unavailable on this mirror\n");
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            let mut r = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "content temporarily unavailable on this mirror\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return r;
         }
         Ok(Err(e)) => {

@@ -64,12 +64,17 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let owner = SecretKey::generate().unwrap();
-        SecretKey::generate().unwrap().write_new(&d.join("node.key")).unwrap();
+        SecretKey::generate()
+            .unwrap()
+            .write_new(&d.join("node.key"))
+            .unwrap();
         let ca = DevCa::open_or_create(&d.join("tls")).unwrap();
         let (cert, key) = ca
             .issue(&d.join("tls"), SITE, &[SITE.to_string(), ZONE.to_string()])
             .unwrap();
-        let (cert2, key2) = ca.issue(&d.join("tls"), SITE2, &[SITE2.to_string()]).unwrap();
+        let (cert2, key2) = ca
+            .issue(&d.join("tls"), SITE2, &[SITE2.to_string()])
+            .unwrap();
         std::fs::create_dir_all(d.join("zones")).unwrap();
         std::fs::write(d.join("zones").join(format!("{ZONE}.zone")), zone_text()).unwrap();
         let cfg = format!(
@@ -143,7 +148,10 @@ plain_http = "redirect"
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, data).unwrap();
         };
-        w("index.html", format!("<html><body>home {tag}</body></html>").as_bytes());
+        w(
+            "index.html",
+            format!("<html><body>home {tag}</body></html>").as_bytes(),
+        );
         w("style.css", b"body { color: red }");
         w("sub/index.html", format!("sub {tag}").as_bytes());
         w("space name.txt", b"spaces ok");
@@ -152,7 +160,12 @@ plain_http = "redirect"
         s
     }
 
-    pub fn publish(&self, site: &str, dir: &Path, version: Option<u64>) -> Result<PublishReport, publish::PublishError> {
+    pub fn publish(
+        &self,
+        site: &str,
+        dir: &Path,
+        version: Option<u64>,
+    ) -> Result<PublishReport, publish::PublishError> {
         publish::publish(&self.config(), &self.owner, &opts(site, dir, version))
     }
 }
@@ -205,7 +218,8 @@ pub fn query(name: &str, t: RecordType, edns: Option<u16>, ecs: Option<(IpAddr, 
         let mut e = Edns::new();
         e.set_max_payload(p);
         if let Some((ip, prefix)) = ecs {
-            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
+            e.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
         }
         m.set_edns(e);
     }
@@ -229,7 +243,9 @@ pub async fn udp_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub async fn udp(addr: SocketAddr, m: &Message) -> Message {
-    let bytes = udp_raw(addr, &m.to_vec().unwrap()).await.expect("no UDP response");
+    let bytes = udp_raw(addr, &m.to_vec().unwrap())
+        .await
+        .expect("no UDP response");
     assert!(bytes.len() <= 65535);
     let r = Message::from_vec(&bytes).unwrap();
     assert_eq!(r.id(), m.id());
@@ -237,7 +253,9 @@ pub async fn udp(addr: SocketAddr, m: &Message) -> Message {
 }
 
 pub async fn udp_len(addr: SocketAddr, m: &Message) -> (Message, usize) {
-    let bytes = udp_raw(addr, &m.to_vec().unwrap()).await.expect("no UDP response");
+    let bytes = udp_raw(addr, &m.to_vec().unwrap())
+        .await
+        .expect("no UDP response");
     (Message::from_vec(&bytes).unwrap(), bytes.len())
 }
 
@@ -247,7 +265,10 @@ pub async fn tcp(addr: SocketAddr, m: &Message) -> Message {
     s.write_all(&(b.len() as u16).to_be_bytes()).await.unwrap();
     s.write_all(&b).await.unwrap();
     let mut len = [0u8; 2];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+        .await
+        .unwrap()
+        .unwrap();
     let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
     s.read_exact(&mut buf).await.unwrap();
     Message::from_vec(&buf).unwrap()

@@ -1,0 +1,432 @@
+//! Publishing and refusing content: tampered, forged, rolled-back and expired
+//! manifests, wrong blobs, corrupt blobs on disk, restart on the same data dir,
+//! and the CLI (`keygen`, `publish`, `check`, `demo`) as a user runs it.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use p2pcdn::db::Db;
+use p2pcdn::hash::BlobHash;
+use p2pcdn::ingest::{self, Imported, IngestError};
+use p2pcdn::keys::SecretKey;
+use p2pcdn::manifest::{self, ManifestError, SignedManifest};
+use p2pcdn::publish::PublishError;
+use p2pcdn::store::{BlobStore, StoreError};
+use reqwest::StatusCode;
+
+async fn home(c: &reqwest::Client, inst: &p2pcdn::instance::Instance) -> String {
+    c.get(https_url(inst, SITE, "/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn import(w: &World, env: &[u8]) -> Result<Imported, IngestError> {
+    let cfg = w.config();
+    let db = Db::open(&cfg.data_dir.join("p2pcdn.db")).unwrap();
+    let store = BlobStore::open(&cfg.data_dir).unwrap();
+    ingest::import_manifest(
+        &db,
+        &store,
+        cfg.site(SITE).unwrap(),
+        env,
+        p2pcdn::catalog::unix_now(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_manifests_are_refused_and_old_version_keeps_serving() {
+    let w = World::new();
+    let v1 = w.publish(SITE, &w.site_dir("one"), Some(10)).unwrap();
+    let inst = w.start().await;
+    let c = https_client(&w, &inst);
+    assert!(home(&c, &inst).await.contains("home one"));
+
+    // Tampered bytes: flip the version inside the signed manifest.
+    let mut env: SignedManifest = serde_json::from_slice(&v1.envelope).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&env.manifest)
+        .unwrap();
+    let text = String::from_utf8(raw)
+        .unwrap()
+        .replace("\"version\":10", "\"version\":11");
+    env.manifest = base64::engine::general_purpose::STANDARD.encode(text);
+    let tampered = serde_json::to_vec(&env).unwrap();
+    assert!(matches!(
+        import(&w, &tampered),
+        Err(IngestError::Manifest(ManifestError::BadSignature))
+    ));
+
+    // Signed by someone else (claiming the owner's key, or with their own key).
+    let mallory = SecretKey::generate().unwrap();
+    let mut m = manifest::verify_signature(&v1.envelope, SITE, &w.owner.public())
+        .unwrap()
+        .manifest;
+    m.version = 50;
+    let forged = manifest::sign(&m, &mallory).unwrap();
+    assert!(matches!(
+        import(&w, &forged),
+        Err(IngestError::Manifest(ManifestError::WrongKey { .. }))
+    ));
+    let mut e: SignedManifest = serde_json::from_slice(&forged).unwrap();
+    e.key = w.owner.public();
+    assert!(matches!(
+        import(&w, &serde_json::to_vec(&e).unwrap()),
+        Err(IngestError::Manifest(ManifestError::BadSignature))
+    ));
+    // Publishing with a key that is not the site's owner key.
+    let err = p2pcdn::publish::publish(
+        &w.config(),
+        &mallory,
+        &opts(SITE, &w.site_dir("evil"), Some(60)),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PublishError::NotOwner { .. }), "{err}");
+
+    // Rollback: same or lower version.
+    for v in [10, 9] {
+        let err = w.publish(SITE, &w.site_dir("old"), Some(v)).unwrap_err();
+        assert!(err.to_string().contains("rollback refused"), "{err}");
+    }
+    // Replaying the exact v1 envelope.
+    assert!(matches!(
+        import(&w, &v1.envelope),
+        Err(IngestError::Manifest(ManifestError::NotNewer { .. }))
+    ));
+
+    // Expired.
+    let mut o = opts(SITE, &w.site_dir("expired"), Some(70));
+    o.now = Some(p2pcdn::catalog::unix_now() - 10 * 86400);
+    let err = p2pcdn::publish::publish(&w.config(), &w.owner, &o).unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+
+    // A manifest naming a blob nobody has: accepted as pending, not served.
+    let mut m2 = m.clone();
+    m2.version = 80;
+    m2.expires = p2pcdn::catalog::unix_now() + 3600;
+    m2.issued = p2pcdn::catalog::unix_now();
+    if let Some(f) = m2.files.iter_mut().find(|f| f.path == "index.html") {
+        f.blake3 = BlobHash::of(b"bytes that were never stored");
+    }
+    let pending = manifest::sign(&m2, &w.owner).unwrap();
+    assert!(matches!(
+        import(&w, &pending),
+        Ok(Imported::Pending { version: 80, .. })
+    ));
+
+    // A blob whose bytes do not match its hash is never stored.
+    let store = BlobStore::open(&w.config().data_dir).unwrap();
+    let claimed = BlobHash::of(b"bytes that were never stored");
+    let r = store.put_reader(claimed, 9, &b"evilbytes"[..]);
+    assert!(matches!(r, Err(StoreError::HashMismatch { .. })));
+    assert!(!store.contains(&claimed, 9));
+
+    // After all that, the first version is still what is served.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(home(&c, &inst).await.contains("home one"));
+    assert_eq!(inst.catalog.load().versions(), vec![(SITE.to_string(), 10)]);
+
+    // A good newer version is picked up by the running server.
+    w.publish(SITE, &w.site_dir("two"), Some(90)).unwrap();
+    let ok = eventually(5, async || home(&c, &inst).await.contains("home two")).await;
+    assert!(ok, "running instance switched to the new version");
+    inst.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_blob_on_disk_is_never_served() {
+    let w = World::new();
+    w.publish(SITE, &w.site_dir("a"), None).unwrap();
+    let inst = w.start().await;
+    let c = https_client(&w, &inst);
+    let url = https_url(&inst, SITE, "/files/big.bin");
+    // Serve once so the blob is marked verified.
+    assert_eq!(
+        c.get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len(),
+        BIG_LEN
+    );
+
+    let store = BlobStore::open(&w.config().data_dir).unwrap();
+    let h = BlobHash::from(blake3::hash(&big_bytes()));
+    let p = store.blob_path(&h);
+    let mut bad = big_bytes();
+    bad[1234] ^= 0x55;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(&p, &bad).unwrap();
+
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.bytes().await.unwrap();
+    assert!(body.len() < 1000, "no blob bytes in the error");
+    let r = c
+        .get(&url)
+        .header("range", "bytes=1000-2000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Other files are unaffected.
+    assert!(home(&c, &inst).await.contains("home a"));
+    inst.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_serves_same_site_without_republishing() {
+    let w = World::new();
+    let rep = w.publish(SITE, &w.site_dir("persist"), None).unwrap();
+    let inst = w.start().await;
+    let c = https_client(&w, &inst);
+    assert!(home(&c, &inst).await.contains("home persist"));
+    inst.shutdown().await;
+
+    let inst = w.start().await;
+    let c = https_client(&w, &inst);
+    assert!(home(&c, &inst).await.contains("home persist"));
+    assert_eq!(
+        inst.catalog.load().versions(),
+        vec![(SITE.to_string(), rep.version)]
+    );
+    let r = udp(
+        inst.dns_addrs[0],
+        &query("www.t.test.", hickory_proto::rr::RecordType::A, None, None),
+    )
+    .await;
+    assert_eq!(
+        r.answers()[0].ttl(),
+        17,
+        "steered (not fallback) after restart"
+    );
+
+    // Re-publishing unchanged files writes no new blobs.
+    let again = w.publish(SITE, &w.site_dir("persist"), None).unwrap();
+    assert_eq!(again.new_blobs, 0);
+    assert!(again.version > rep.version);
+    inst.shutdown().await;
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_p2pcdn"))
+}
+
+#[test]
+fn cli_keygen_publish_check() {
+    let w = World::new();
+    let d = w.path();
+    let out = bin()
+        .args(["keygen", "--out"])
+        .arg(d.join("k2.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout).unwrap();
+    assert!(public.trim().starts_with("ed25519:"), "{public}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("k2.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // Refuses to overwrite a key.
+    assert!(!bin()
+        .args(["keygen", "--out"])
+        .arg(d.join("k2.key"))
+        .status()
+        .unwrap()
+        .success());
+
+    w.owner.write_new(&d.join("owner.key")).unwrap();
+    let site = w.site_dir("cli");
+    let out = bin()
+        .args(["publish", "--quiet", "--config"])
+        .arg(&w.config_path)
+        .args(["--site", SITE, "--key"])
+        .arg(d.join("owner.key"))
+        .arg("--out")
+        .arg(d.join("signed.json"))
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("6 new blobs") && text.contains("Complete"),
+        "{text}"
+    );
+    assert!(d.join("signed.json").exists());
+
+    // Wrong key: clear error, non-zero exit.
+    let out = bin()
+        .args(["publish", "--config"])
+        .arg(&w.config_path)
+        .args(["--site", SITE, "--key"])
+        .arg(d.join("k2.key"))
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not the owner key"));
+
+    assert!(bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&w.config_path)
+        .status()
+        .unwrap()
+        .success());
+    // A bad config names the key and the line.
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, "[node]\nname = \"x.test\"\nkey = \"k\"\nbogus = 3\n").unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("bogus") && err.contains("line 4"), "{err}");
+}
+
+/// `p2pcdn demo` on its documented addresses: DNS 127.1.0.1:5300, HTTPS :8443, HTTP :8080.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_runs_on_documented_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dns: std::net::SocketAddr = "127.1.0.1:5300".parse().unwrap();
+    let up = eventually(120, async || {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let q = query(
+            "www.demo.p2pcdn.test.",
+            hickory_proto::rr::RecordType::A,
+            None,
+            None,
+        );
+        sock.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
+        let mut buf = [0u8; 512];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await,
+            Ok(Ok(_))
+        )
+    })
+    .await;
+    assert!(up, "demo DNS came up");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the demo process itself is serving (is another demo running on 127.1.0.1?)"
+    );
+    let r = udp(
+        dns,
+        &query(
+            "www.demo.p2pcdn.test.",
+            hickory_proto::rr::RecordType::A,
+            None,
+            None,
+        ),
+    )
+    .await;
+    assert!(r.authoritative());
+    assert_eq!(r.answers()[0].ttl(), 30, "steered");
+
+    let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve("www.demo.p2pcdn.test", "127.1.0.1:8443".parse().unwrap())
+        .build()
+        .unwrap();
+    let html = c
+        .get("https://www.demo.p2pcdn.test:8443/")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Hello from p2pcdn"));
+    let png = c
+        .get("https://www.demo.p2pcdn.test:8443/img/logo.png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png.headers()["content-type"], "image/png");
+    let big = c
+        .head("https://www.demo.p2pcdn.test:8443/files/big.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        big.headers()["content-length"],
+        (20 * 1024 * 1024).to_string().as_str()
+    );
+    let (code, _) = raw_http(
+        "127.1.0.1:8080".parse().unwrap(),
+        "GET /style.css HTTP/1.1\r\nHost: www.demo.p2pcdn.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    // The printed walkthrough names the CA file and working commands.
+    #[cfg(unix)]
+    unsafe {
+        libc_kill(child.id() as i32, 2);
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        use std::io::Read;
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        (child.wait().unwrap(), out)
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.0.success(),
+        "Ctrl-C stops the demo cleanly: {:?}",
+        status.0
+    );
+    assert!(
+        status
+            .1
+            .contains("dig @127.1.0.1 -p 5300 www.demo.p2pcdn.test A"),
+        "{}",
+        status.1
+    );
+    assert!(status.1.contains("--cacert"), "{}", status.1);
+}
+
+#[cfg(unix)]
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}

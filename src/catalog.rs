@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, SiteConfig};
 use crate::db::Db;
+use crate::federation::replicate::authorized;
+use crate::keys::PublicKey;
 use crate::manifest::{self, VerifiedManifest};
 
 /// A site and the manifest currently served for it.
@@ -19,8 +21,11 @@ use crate::manifest::{self, VerifiedManifest};
 pub struct LiveSite {
     /// Configuration.
     pub config: SiteConfig,
-    /// The served manifest (None: nothing complete and valid yet).
+    /// The served manifest (None: nothing complete, valid and authorized).
     pub current: Option<Arc<VerifiedManifest>>,
+    /// The newest valid manifest known (may still be replicating; decides
+    /// which mirrors are authorized and which version steering wants).
+    pub newest: Option<Arc<VerifiedManifest>>,
 }
 
 impl LiveSite {
@@ -39,8 +44,10 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Builds the snapshot from the database.
-    pub fn build(cfg: &Config, db: &Db, now: u64) -> Self {
+    /// Builds the snapshot from the database. `me` is this node's key: a
+    /// version is served only if its manifest authorizes `me` (or lists no
+    /// mirrors at all) and the newest known manifest still does.
+    pub fn build(cfg: &Config, db: &Db, now: u64, me: Option<&PublicKey>) -> Self {
         let mut sites: HashMap<String, LiveSite> = cfg
             .sites
             .iter()
@@ -50,6 +57,7 @@ impl Catalog {
                     LiveSite {
                         config: s.clone(),
                         current: None,
+                        newest: None,
                     },
                 )
             })
@@ -61,14 +69,40 @@ impl Catalog {
                 return Self { sites };
             }
         };
+        let valid = |site: &LiveSite, envelope: &[u8]| {
+            manifest::verify_signature(envelope, &site.config.hostname, &site.config.owner_key)
+                .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm))
+        };
+        let allowed =
+            |vm: &VerifiedManifest| me.is_none_or(|me| authorized(&vm.manifest.mirrors, me));
+        for site in sites.values_mut() {
+            match db.newest_manifest(&site.config.hostname) {
+                Ok(Some(row)) => match valid(site, &row.envelope) {
+                    Ok(vm) => site.newest = Some(Arc::new(vm)),
+                    Err(e) => {
+                        tracing::warn!(site = %row.site, version = row.version, error = %e, "newest stored manifest is not valid")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read manifests"),
+            }
+        }
         for row in rows {
             let Some(site) = sites.get_mut(&row.site) else {
                 continue;
             };
-            let vm = manifest::verify_signature(&row.envelope, &row.site, &site.config.owner_key)
-                .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm));
-            match vm {
-                Ok(vm) => site.current = Some(Arc::new(vm)),
+            if !site.config.mirror {
+                continue;
+            }
+            match valid(site, &row.envelope) {
+                Ok(vm) => {
+                    let newest_allows = site.newest.as_ref().is_none_or(|n| allowed(n));
+                    if allowed(&vm) && newest_allows {
+                        site.current = Some(Arc::new(vm));
+                    } else {
+                        tracing::info!(site = %row.site, version = row.version, "owner does not authorize this node to serve the site");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(site = %row.site, version = row.version, error = %e, "not serving stored manifest")
                 }
@@ -85,6 +119,11 @@ impl Catalog {
     /// True when this instance holds a verified, current copy of `host`.
     pub fn serving(&self, host: &str) -> bool {
         self.sites.get(host).is_some_and(|s| s.current.is_some())
+    }
+
+    /// All sites.
+    pub fn sites(&self) -> impl Iterator<Item = &LiveSite> {
+        self.sites.values()
     }
 
     /// (site, version) pairs currently served.

@@ -76,8 +76,60 @@ struct RawConfig {
     https: RawHttps,
     #[serde(default)]
     publish: RawPublish,
+    #[serde(default)]
+    federation: RawFederation,
+    #[serde(default)]
+    steering: RawSteering,
+    #[serde(default, rename = "geo_override")]
+    geo_overrides: Vec<RawGeoOverride>,
     #[serde(default, rename = "site")]
     sites: Vec<RawSite>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFederation {
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    webpki_roots: Option<bool>,
+    #[serde(default)]
+    gossip_interval_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    fanout: Option<Spanned<usize>>,
+    #[serde(default)]
+    probe_interval_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    report_ttl_secs: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    url: Spanned<String>,
+    #[serde(default)]
+    address: Option<IpAddr>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSteering {
+    #[serde(default)]
+    answers: Option<Spanned<usize>>,
+    #[serde(default)]
+    spill_threshold: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGeoOverride {
+    prefix: Spanned<String>,
+    latitude: Spanned<f64>,
+    longitude: Spanned<f64>,
+    #[serde(default)]
+    country: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +143,12 @@ struct RawNode {
     latitude: Option<Spanned<f64>>,
     #[serde(default)]
     longitude: Option<Spanned<f64>>,
+    #[serde(default)]
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    capacity_rps: Option<Spanned<f64>>,
+    #[serde(default)]
+    capacity_bps: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +220,14 @@ struct RawSite {
     tls_key: Option<Spanned<PathBuf>>,
     #[serde(default)]
     plain_http: PlainHttp,
+    #[serde(default = "d_true")]
+    mirror: bool,
+    #[serde(default)]
+    mirrors: Vec<PublicKey>,
+}
+
+fn d_true() -> bool {
+    true
 }
 
 fn d_data() -> PathBuf {
@@ -197,6 +263,66 @@ pub struct NodeConfig {
     pub addresses: Vec<IpAddr>,
     /// Location (latitude, longitude) in degrees, if declared.
     pub location: Option<(f64, f64)>,
+    /// Public HTTPS base URL peers use (`https://<name>[:port]`), if set.
+    pub url: Option<String>,
+    /// Declared capacity, requests per second.
+    pub capacity_rps: f64,
+    /// Declared capacity, bytes per second.
+    pub capacity_bps: f64,
+}
+
+/// A bootstrap peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// HTTPS base URL, e.g. `https://m2.mirrors.example.net:8443`.
+    pub url: String,
+    /// Host name in the URL (what TLS verifies and the node key is bound to).
+    pub host: String,
+    /// Address to connect to instead of resolving the host name.
+    pub address: Option<IpAddr>,
+}
+
+/// Federation settings.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// Bootstrap peers.
+    pub peers: Vec<PeerConfig>,
+    /// Extra CA certificates (PEM) trusted for peer TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Trust the Mozilla (WebPKI) roots.
+    pub webpki_roots: bool,
+    /// Anti-entropy round interval.
+    pub gossip_interval_ms: u64,
+    /// Peers contacted per round.
+    pub fanout: usize,
+    /// Health probe interval.
+    pub probe_interval_ms: u64,
+    /// Lifetime of this node's signed reports.
+    pub report_ttl_secs: u64,
+}
+
+/// Steering policy knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct SteeringConfig {
+    /// Addresses per answer (k).
+    pub answers: usize,
+    /// Load fraction above which answers spill to farther mirrors.
+    pub spill_threshold: f64,
+}
+
+/// An operator's prefix → location override.
+#[derive(Debug, Clone)]
+pub struct GeoOverrideConfig {
+    /// Network address.
+    pub network: IpAddr,
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// Latitude.
+    pub latitude: f64,
+    /// Longitude.
+    pub longitude: f64,
+    /// ISO country code.
+    pub country: Option<String>,
 }
 
 /// DNS server settings.
@@ -225,6 +351,10 @@ pub struct SiteConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Plain HTTP policy.
     pub plain_http: PlainHttp,
+    /// Whether this instance holds and serves a copy (false: DNS authority only).
+    pub mirror: bool,
+    /// Mirrors `publish` authorizes in new manifests (besides this node).
+    pub mirrors: Vec<PublicKey>,
 }
 
 /// A validated instance configuration.
@@ -252,6 +382,12 @@ pub struct Config {
     pub publish_validity_days: u64,
     /// Sites.
     pub sites: Vec<SiteConfig>,
+    /// Federation.
+    pub federation: FederationConfig,
+    /// Steering.
+    pub steering: SteeringConfig,
+    /// Geolocation overrides.
+    pub geo_overrides: Vec<GeoOverrideConfig>,
 }
 
 impl Config {
@@ -370,6 +506,147 @@ impl Config {
             }
         };
 
+        let positive =
+            |v: &Option<Spanned<f64>>, key: &str, default: f64| -> Result<f64, ConfigError> {
+                match v {
+                    Some(x) if !(x.get_ref().is_finite() && *x.get_ref() > 0.0) => {
+                        Err(invalid(x.span(), key, "must be a positive number".into()))
+                    }
+                    Some(x) => Ok(*x.get_ref()),
+                    None => Ok(default),
+                }
+            };
+        let capacity_rps = positive(&raw.node.capacity_rps, "node.capacity_rps", 10_000.0)?;
+        let capacity_bps = positive(&raw.node.capacity_bps, "node.capacity_bps", 1.25e9)?;
+        let node_url = match &raw.node.url {
+            Some(u) => Some(
+                normalize_url(u.get_ref())
+                    .map_err(|m| invalid(u.span(), "node.url", m))?
+                    .0,
+            ),
+            None => None,
+        };
+
+        let f = raw.federation;
+        let mut peers = vec![];
+        for (n, p) in f.peers.into_iter().enumerate() {
+            let (url, host) = normalize_url(p.url.get_ref())
+                .map_err(|m| invalid(p.url.span(), &format!("federation.peers[{n}].url"), m))?;
+            peers.push(PeerConfig {
+                url,
+                host,
+                address: p.address,
+            });
+        }
+        let ranged = |v: &Option<Spanned<u64>>,
+                      key: &str,
+                      lo: u64,
+                      hi: u64,
+                      default: u64|
+         -> Result<u64, ConfigError> {
+            match v {
+                Some(x) if !(lo..=hi).contains(x.get_ref()) => Err(invalid(
+                    x.span(),
+                    key,
+                    format!("must be within {lo}..={hi}"),
+                )),
+                Some(x) => Ok(*x.get_ref()),
+                None => Ok(default),
+            }
+        };
+        let fanout = match &f.fanout {
+            Some(x) if !(1..=64).contains(x.get_ref()) => {
+                return Err(invalid(
+                    x.span(),
+                    "federation.fanout",
+                    "must be within 1..=64".into(),
+                ))
+            }
+            Some(x) => *x.get_ref(),
+            None => 3,
+        };
+        let federation = FederationConfig {
+            peers,
+            ca_file: f.ca_file.as_deref().map(abs),
+            webpki_roots: f.webpki_roots.unwrap_or(true),
+            gossip_interval_ms: ranged(
+                &f.gossip_interval_ms,
+                "federation.gossip_interval_ms",
+                100,
+                600_000,
+                1000,
+            )?,
+            fanout,
+            probe_interval_ms: ranged(
+                &f.probe_interval_ms,
+                "federation.probe_interval_ms",
+                100,
+                60_000,
+                1000,
+            )?,
+            report_ttl_secs: ranged(
+                &f.report_ttl_secs,
+                "federation.report_ttl_secs",
+                3,
+                3600,
+                15,
+            )?,
+        };
+        let answers = match &raw.steering.answers {
+            Some(x) if !(1..=8).contains(x.get_ref()) => {
+                return Err(invalid(
+                    x.span(),
+                    "steering.answers",
+                    "must be within 1..=8".into(),
+                ))
+            }
+            Some(x) => *x.get_ref(),
+            None => 2,
+        };
+        let spill_threshold = match &raw.steering.spill_threshold {
+            Some(x) if !(0.05..=1.0).contains(x.get_ref()) => {
+                return Err(invalid(
+                    x.span(),
+                    "steering.spill_threshold",
+                    "must be within 0.05..=1.0".into(),
+                ))
+            }
+            Some(x) => *x.get_ref(),
+            None => 0.8,
+        };
+        let mut geo_overrides = vec![];
+        for (n, o) in raw.geo_overrides.into_iter().enumerate() {
+            let (network, prefix_len) =
+                crate::geo::parse_prefix(o.prefix.get_ref()).map_err(|e| {
+                    invalid(
+                        o.prefix.span(),
+                        &format!("geo_override[{n}].prefix"),
+                        e.to_string(),
+                    )
+                })?;
+            if !(-90.0..=90.0).contains(o.latitude.get_ref()) {
+                return Err(invalid(
+                    o.latitude.span(),
+                    &format!("geo_override[{n}].latitude"),
+                    "must be within -90..=90".into(),
+                ));
+            }
+            if !(-180.0..=180.0).contains(o.longitude.get_ref()) {
+                return Err(invalid(
+                    o.longitude.span(),
+                    &format!("geo_override[{n}].longitude"),
+                    "must be within -180..=180".into(),
+                ));
+            }
+            geo_overrides.push(GeoOverrideConfig {
+                network,
+                prefix_len,
+                latitude: *o.latitude.get_ref(),
+                longitude: *o.longitude.get_ref(),
+                country: o.country,
+            });
+        }
+
         let mut sites: Vec<SiteConfig> = Vec::new();
         for (n, s) in raw.sites.into_iter().enumerate() {
             let host = normalize_site(s.hostname.get_ref());
@@ -421,6 +698,8 @@ impl Config {
                 owner_key: s.owner_key,
                 tls,
                 plain_http: s.plain_http,
+                mirror: s.mirror,
+                mirrors: s.mirrors,
             });
         }
 
@@ -434,6 +713,9 @@ impl Config {
                 key: abs(&raw.node.key),
                 addresses: raw.node.addresses,
                 location,
+                url: node_url,
+                capacity_rps,
+                capacity_bps,
             },
             dns: DnsConfig {
                 listen: raw.dns.listen,
@@ -446,12 +728,47 @@ impl Config {
             https_default_cert: default_cert,
             publish_validity_days: validity,
             sites,
+            federation,
+            steering: SteeringConfig {
+                answers,
+                spill_threshold,
+            },
+            geo_overrides,
         })
     }
 
     /// The site config for a hostname (already normalized).
     pub fn site(&self, host: &str) -> Option<&SiteConfig> {
         self.sites.iter().find(|s| s.hostname == host)
+    }
+}
+
+/// Checks an `https://host[:port]` base URL; returns it without a trailing
+/// slash, and the lowercased host.
+pub fn normalize_url(u: &str) -> Result<(String, String), String> {
+    let rest = u
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("{u:?} must start with https://"))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') || rest.contains('?') || rest.contains('#') || rest.contains('@') {
+        return Err(format!(
+            "{u:?} must be a base URL like https://host:port (no path)"
+        ));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    let host = normalize_site(host);
+    if !is_hostname(&host) {
+        return Err(format!("{u:?}: {host:?} is not a DNS name"));
+    }
+    match port {
+        Some(p) => {
+            let p: u16 = p.parse().map_err(|_| format!("{u:?}: bad port"))?;
+            Ok((format!("https://{host}:{p}"), host))
+        }
+        None => Ok((format!("https://{host}"), host)),
     }
 }
 

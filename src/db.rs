@@ -71,6 +71,27 @@ pub struct StoredManifest {
     pub version: u64,
     /// Exact signed envelope bytes.
     pub envelope: Vec<u8>,
+    /// Lifecycle state.
+    pub state: ManifestState,
+}
+
+impl ManifestState {
+    fn parse(s: &str) -> Self {
+        match s {
+            "complete" => Self::Complete,
+            "pending" => Self::Pending,
+            _ => Self::Retired,
+        }
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredManifest> {
+    Ok(StoredManifest {
+        site: r.get(0)?,
+        version: r.get::<_, i64>(1)?.max(0) as u64,
+        envelope: r.get(2)?,
+        state: ManifestState::parse(&r.get::<_, String>(3)?),
+    })
 }
 
 /// A handle on the metadata database.
@@ -156,18 +177,12 @@ impl Db {
     pub fn current_manifests(&self) -> Result<Vec<StoredManifest>, DbError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT site, version, envelope FROM manifests m
+                "SELECT site, version, envelope, state FROM manifests m
                  WHERE state = 'complete'
                    AND version = (SELECT max(version) FROM manifests
                                   WHERE site = m.site AND state = 'complete')",
             )?;
-            let rows = st.query_map([], |r| {
-                Ok(StoredManifest {
-                    site: r.get(0)?,
-                    version: r.get::<_, i64>(1)?.max(0) as u64,
-                    envelope: r.get(2)?,
-                })
-            })?;
+            let rows = st.query_map([], row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
@@ -176,15 +191,9 @@ impl Db {
     pub fn live_manifests(&self) -> Result<Vec<StoredManifest>, DbError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT site, version, envelope FROM manifests WHERE state IN ('pending', 'complete')",
+                "SELECT site, version, envelope, state FROM manifests WHERE state IN ('pending', 'complete')",
             )?;
-            let rows = st.query_map([], |r| {
-                Ok(StoredManifest {
-                    site: r.get(0)?,
-                    version: r.get::<_, i64>(1)?.max(0) as u64,
-                    envelope: r.get(2)?,
-                })
-            })?;
+            let rows = st.query_map([], row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
@@ -193,15 +202,21 @@ impl Db {
     pub fn manifest(&self, site: &str, version: u64) -> Result<Option<StoredManifest>, DbError> {
         self.with(|c| {
             Ok(c.query_row(
-                "SELECT site, version, envelope FROM manifests WHERE site = ?1 AND version = ?2",
+                "SELECT site, version, envelope, state FROM manifests WHERE site = ?1 AND version = ?2",
                 params![site, i(version)],
-                |r| {
-                    Ok(StoredManifest {
-                        site: r.get(0)?,
-                        version: r.get::<_, i64>(1)?.max(0) as u64,
-                        envelope: r.get(2)?,
-                    })
-                },
+                row,
+            )
+            .optional()?)
+        })
+    }
+
+    /// The newest accepted manifest of `site`, any state.
+    pub fn newest_manifest(&self, site: &str) -> Result<Option<StoredManifest>, DbError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT site, version, envelope, state FROM manifests WHERE site = ?1 ORDER BY version DESC LIMIT 1",
+                [site],
+                row,
             )
             .optional()?)
         })

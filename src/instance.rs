@@ -3,7 +3,7 @@
 //! shuts all of it down on request.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +16,10 @@ use tokio::task::JoinSet;
 use crate::catalog::{unix_now, Catalog, SharedCatalog};
 use crate::config::Config;
 use crate::db::Db;
-use crate::dns::server::{DnsServer, DnsSettings, Handler, Steering};
+use crate::dns::server::{DnsServer, DnsSettings, Handler};
 use crate::dns::zone::ZoneSet;
+use crate::federation::{self, Federation};
+use crate::geo::Geo;
 use crate::http::{self, listen, AppState};
 use crate::store::BlobStore;
 
@@ -67,30 +69,12 @@ pub enum StartError {
     /// Bad name.
     #[error("invalid DNS name {0}")]
     Name(String),
-}
-
-/// Steering for a single instance: a site is answered with this instance's
-/// addresses while it holds a verified, current copy of the site.
-struct LocalSteering {
-    catalog: SharedCatalog,
-    addresses: Vec<IpAddr>,
-}
-
-impl Steering for LocalSteering {
-    fn addresses(
-        &self,
-        site: &LowerName,
-        _client: IpAddr,
-        _subnet: Option<(IpAddr, u8)>,
-    ) -> Option<Vec<IpAddr>> {
-        let host = site.to_string();
-        let host = host.trim_end_matches('.');
-        if self.catalog.load().serving(host) && !self.addresses.is_empty() {
-            Some(self.addresses.clone())
-        } else {
-            None
-        }
-    }
+    /// Federation setup.
+    #[error(transparent)]
+    Federation(#[from] crate::federation::FederationError),
+    /// Geolocation database.
+    #[error(transparent)]
+    Geo(#[from] crate::geo::GeoError),
 }
 
 /// A running instance.
@@ -103,6 +87,8 @@ pub struct Instance {
     pub https_addrs: Vec<SocketAddr>,
     /// The served catalog.
     pub catalog: SharedCatalog,
+    /// The federation agent.
+    pub federation: Arc<Federation>,
     dns: Option<DnsServer>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -143,11 +129,51 @@ impl Instance {
             tracing::info!(zone = %z.origin(), "loaded zone");
         }
 
-        let catalog: SharedCatalog =
-            Arc::new(ArcSwap::from_pointee(Catalog::build(&cfg, &db, unix_now())));
+        let me = crate::keys::SecretKey::read(&cfg.node.key)
+            .map_err(crate::federation::FederationError::from)?
+            .public();
+        let catalog: SharedCatalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
+            &cfg,
+            &db,
+            unix_now(),
+            Some(&me),
+        )));
         for (site, version) in catalog.load().versions() {
             tracing::info!(%site, version, "serving site");
         }
+        let geo = match &cfg.geodata {
+            Some(path) => {
+                let overrides = cfg
+                    .geo_overrides
+                    .iter()
+                    .map(|o| crate::geo::PrefixOverride {
+                        network: o.network,
+                        prefix_len: o.prefix_len,
+                        location: crate::geo::Location {
+                            point: Some(crate::geo::GeoPoint {
+                                lat: o.latitude,
+                                lon: o.longitude,
+                            }),
+                            country: o.country.clone(),
+                            continent: None,
+                        },
+                    })
+                    .collect();
+                let g = Geo::open(path, overrides)?;
+                tracing::info!(database = %path.display(), kind = g.database_type(), "loaded geolocation database");
+                Some(Arc::new(g))
+            }
+            None => {
+                tracing::warn!("no geodata configured: steering cannot tell where clients are");
+                None
+            }
+        };
+        let policy = crate::steer::Policy {
+            k: cfg.steering.answers,
+            spill_threshold: cfg.steering.spill_threshold,
+            ..Default::default()
+        };
+        let (steering, steer_view) = federation::view::FederatedSteering::new(geo, policy);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
@@ -155,10 +181,7 @@ impl Instance {
         let handler = Handler::new(
             Arc::new(zones),
             Arc::new(steered),
-            Arc::new(LocalSteering {
-                catalog: catalog.clone(),
-                addresses: cfg.node.addresses.clone(),
-            }),
+            Arc::new(steering),
             DnsSettings {
                 answer_ttl: cfg.dns.answer_ttl,
                 max_udp_payload: cfg.dns.max_udp_payload,
@@ -219,12 +242,25 @@ impl Instance {
             .filter_map(|l| l.local_addr().ok())
             .collect();
         let connections = Arc::new(listen::ConnCounter::default());
+        let refresh = Arc::new(tokio::sync::Notify::new());
+        let cfg_arc = Arc::new(cfg.clone());
+        let fed = Arc::new(Federation::new(
+            cfg_arc,
+            db.clone(),
+            store.clone(),
+            catalog.clone(),
+            refresh.clone(),
+            connections.clone(),
+            https_addrs.first().map(|a| a.port()),
+        )?);
         let app = http::router(AppState {
             catalog: catalog.clone(),
             store: store.clone(),
             https_port: https_addrs.first().map(|a| a.port()),
             node_name: cfg.node.name.clone().into(),
             connections: connections.clone(),
+            load: fed.load.clone(),
+            fed: Some(fed.clone()),
         });
         let limits = listen::Limits::default();
         for l in http_listeners {
@@ -252,28 +288,32 @@ impl Instance {
         }
 
         // Catalog refresher: picks up publishes (another process writing the
-        // database) within ~0.5 s, and applies expiry every minute.
+        // database) within ~0.5 s, in-process changes (replication) at once,
+        // and applies expiry every minute.
         {
             let catalog = catalog.clone();
             let db = db.clone();
             let cfg = cfg.clone();
             let mut rx = shutdown_rx.clone();
+            let refresh = refresh.clone();
             tasks.spawn(async move {
                 let mut last = db.data_version().ok();
                 let mut ticks = 0u32;
                 loop {
+                    let mut forced = false;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = refresh.notified() => forced = true,
                         _ = rx.changed() => break,
                     }
                     ticks = ticks.wrapping_add(1);
                     let dv = db.data_version().ok();
-                    if dv != last || ticks % 120 == 0 {
+                    if forced || dv != last || ticks % 120 == 0 {
                         last = dv;
                         let db2 = db.clone();
                         let cfg2 = cfg.clone();
                         let built = tokio::task::spawn_blocking(move || {
-                            Catalog::build(&cfg2, &db2, unix_now())
+                            Catalog::build(&cfg2, &db2, unix_now(), Some(&me))
                         })
                         .await;
                         if let Ok(new) = built {
@@ -288,6 +328,13 @@ impl Instance {
                 }
             });
         }
+        federation::agent::spawn(fed.clone(), &mut tasks, shutdown_rx.clone());
+        tasks.spawn(federation::view::run(
+            fed.clone(),
+            catalog.clone(),
+            steer_view,
+            shutdown_rx.clone(),
+        ));
 
         tracing::info!(
             dns = ?dns_addrs,
@@ -300,6 +347,7 @@ impl Instance {
             http_addrs,
             https_addrs,
             catalog,
+            federation: fed,
             dns: Some(dns),
             shutdown,
             tasks,

@@ -10,6 +10,8 @@
 //! - [`catalog`]: the in-memory snapshot of what is served.
 //! - [`dns`]: authoritative DNS (zone data, answers, hickory-server glue).
 //! - [`http`]: the HTTPS/HTTP mirror.
+//! - [`federation`], [`report`]: peers, signed reports, gossip, probes, replication.
+//! - [`geo`], [`steer`]: client location and the pure steering decision.
 //! - [`instance`]: starting and stopping everything.
 //! - [`devca`], [`demo`], [`cli`]: development CA, the demo, the command line.
 
@@ -23,6 +25,8 @@ pub mod db;
 pub mod demo;
 pub mod devca;
 pub mod dns;
+pub mod federation;
+pub mod geo;
 pub mod hash;
 pub mod http;
 pub mod ingest;
@@ -30,4 +34,6 @@ pub mod instance;
 pub mod keys;
 pub mod manifest;
 pub mod publish;
+pub mod report;
+pub mod steer;
 pub mod store;

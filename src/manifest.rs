@@ -277,6 +277,26 @@ pub fn verify_signature(
     })
 }
 
+/// Reads the site name from an envelope without verifying anything (only to
+/// route it to the right owner key, which then verifies it).
+pub fn peek_site(envelope: &[u8]) -> Result<String, ManifestError> {
+    if envelope.len() > MAX_ENVELOPE_BYTES {
+        return Err(ManifestError::Envelope("too large".into()));
+    }
+    let env: SignedManifest =
+        serde_json::from_slice(envelope).map_err(|e| ManifestError::Envelope(e.to_string()))?;
+    let bytes = STANDARD
+        .decode(env.manifest.as_bytes())
+        .map_err(|e| ManifestError::Envelope(format!("manifest field: {e}")))?;
+    #[derive(Deserialize)]
+    struct SiteOnly {
+        site: String,
+    }
+    let s: SiteOnly =
+        serde_json::from_slice(&bytes).map_err(|e| ManifestError::Body(e.to_string()))?;
+    Ok(normalize_site(&s.site))
+}
+
 /// Full acceptance check for a newly offered manifest: signature, site,
 /// format, file table, version strictly above `held_version`, not expired,
 /// not issued in the future.

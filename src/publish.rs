@@ -269,7 +269,7 @@ pub fn publish(
         expires: now.saturating_add(opts.validity_secs),
         default_document: opts.default_document.clone(),
         cache_ttl: opts.cache_ttl,
-        mirrors: vec![],
+        mirrors: authorized_mirrors(cfg, &site_cfg.mirrors),
         files: entries,
     };
     let envelope = manifest::sign(&m, key)?;
@@ -299,6 +299,24 @@ pub fn publish(
         imported,
         envelope,
     })
+}
+
+/// The mirrors a new manifest authorizes: this instance's node key (when its
+/// key file is readable) plus the site's configured `mirrors`.
+fn authorized_mirrors(
+    cfg: &Config,
+    extra: &[crate::keys::PublicKey],
+) -> Vec<crate::keys::PublicKey> {
+    let mut v = vec![];
+    if let Ok(k) = SecretKey::read(&cfg.node.key) {
+        v.push(k.public());
+    }
+    for k in extra {
+        if !v.contains(k) {
+            v.push(*k);
+        }
+    }
+    v
 }
 
 /// Hashes a file (exposed for benchmarks and tools).

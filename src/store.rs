@@ -240,6 +240,29 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Where a resumable download of `h` keeps its bytes.
+    pub fn partial_path(&self, h: &BlobHash) -> PathBuf {
+        self.inner.tmp.join(format!("{}.partial", h.to_hex()))
+    }
+
+    /// Moves a fully downloaded and already hash-checked partial file into
+    /// place (fsync, rename). The caller verified the hash while streaming.
+    pub fn commit_partial(&self, h: &BlobHash, part: &Path) -> Result<(), StoreError> {
+        let f = File::open(part).map_err(io_err(part))?;
+        self.commit(f, part, h)
+    }
+
+    /// Opens a verified blob of unknown size (its file length is checked by hashing).
+    pub fn open_verified_any(&self, h: &BlobHash) -> Result<(File, u64), StoreError> {
+        let path = self.blob_path(h);
+        let size = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Missing(*h)),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        Ok((self.open_verified(h, size)?, size))
+    }
+
     fn remember(&self, h: BlobHash, s: Stamp) {
         if let Ok(mut m) = self.inner.verified.lock() {
             m.insert(h, s);

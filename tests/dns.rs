@@ -281,6 +281,10 @@ async fn dig_sees_what_resolvers_see() {
     );
     assert!(out.3.contains("status: REFUSED"), "{}", out.3);
     assert!(out.4.contains(" tc"), "{}", out.4);
-    assert!(out.5.contains("CLIENT-SUBNET: 10.5.0.0/24/0"), "{}", out.5);
+    assert!(
+        out.5.contains("CLIENT-SUBNET: 10.5.0.0/24/24"),
+        "steered answers are scoped to the client /24: {}",
+        out.5
+    );
     inst.shutdown().await;
 }

@@ -21,15 +21,26 @@ use tokio::net::{TcpListener, UdpSocket};
 use super::answer::{resolve, Answer, Question};
 use super::zone::ZoneSet;
 
+/// A steering decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steered {
+    /// Addresses, best first.
+    pub addrs: Vec<IpAddr>,
+    /// ECS scope prefix to return (0: valid for every client).
+    pub scope: u8,
+}
+
 /// Where steered addresses come from (an in-memory view; must not block).
 pub trait Steering: Send + Sync + 'static {
-    /// Addresses to answer for a steered site name, or `None` for the zone fallback.
+    /// Addresses (of the family asked: `v6`) to answer for a steered site
+    /// name, or `None` for the zone's fallback records.
     fn addresses(
         &self,
         site: &LowerName,
+        v6: bool,
         client: IpAddr,
         subnet: Option<(IpAddr, u8)>,
-    ) -> Option<Vec<IpAddr>>;
+    ) -> Option<Steered>;
 }
 
 /// Settings for the DNS handler.
@@ -114,7 +125,14 @@ impl Handler {
         let sub = subnet
             .as_ref()
             .map(|cs| (unmap(cs.addr()), cs.source_prefix()));
-        let steer = |name: &LowerName| self.steering.addresses(name, client, sub);
+        let scope = std::cell::Cell::new(0u8);
+        let v6 = query.query_type() == hickory_proto::rr::RecordType::AAAA;
+        let steer = |name: &LowerName| {
+            self.steering.addresses(name, v6, client, sub).map(|s| {
+                scope.set(s.scope);
+                s.addrs
+            })
+        };
         let ans: Answer = resolve(
             &self.zones,
             &self.steered,
@@ -129,11 +147,7 @@ impl Handler {
         if let (Some(e), Some(cs)) = (edns.as_mut(), subnet) {
             // RFC 7871 §7.2.1: echo family, source prefix and address; scope 0
             // means the answer does not depend on the client's subnet.
-            let scope = if ans.steered {
-                self.steering_scope(&cs)
-            } else {
-                0
-            };
+            let scope = if ans.steered { scope.get() } else { 0 };
             let echo = ClientSubnet::new(cs.addr(), cs.source_prefix(), scope);
             e.options_mut().insert(EdnsOption::Subnet(echo));
         }
@@ -167,12 +181,6 @@ impl Handler {
             }
         }
         msg
-    }
-
-    /// ECS scope for a steered answer: this instance's steering does not vary
-    /// by client yet, so the answer is valid for every subnet.
-    fn steering_scope(&self, _cs: &ClientSubnet) -> u8 {
-        0
     }
 }
 

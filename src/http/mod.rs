@@ -3,6 +3,7 @@
 //! Handlers translate between HTTP and the catalog/store; the decisions
 //! (conditional requests, ranges, path normalization) live in [`decide`].
 
+pub mod api;
 pub mod decide;
 pub mod listen;
 pub mod tls;
@@ -39,12 +40,30 @@ pub struct AppState {
     pub node_name: Arc<str>,
     /// Open connections.
     pub connections: Arc<ConnCounter>,
+    /// Request and byte counters (load reports).
+    pub load: Arc<crate::federation::LoadMeter>,
+    /// The federation agent, when enabled.
+    pub fed: Option<Arc<crate::federation::Federation>>,
 }
 
 /// The router: node API under `/.well-known/p2pcdn/v1/`, everything else is site content.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/.well-known/p2pcdn/v1/health", get(health))
+        .route("/.well-known/p2pcdn/v1/node", get(api::node))
+        .route("/.well-known/p2pcdn/v1/status", get(api::status))
+        .route(
+            "/.well-known/p2pcdn/v1/sync",
+            axum::routing::post(api::sync),
+        )
+        .route(
+            "/.well-known/p2pcdn/v1/push",
+            axum::routing::post(api::push),
+        )
+        .route("/.well-known/p2pcdn/v1/blob/{hash}", get(api::blob))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::federation::wire::MAX_BUNDLE_BYTES,
+        ))
         .fallback(serve_site)
         .with_state(state)
 }
@@ -278,6 +297,7 @@ async fn serve_site(
         }
     };
     set(&mut resp_headers, header::CONTENT_LENGTH, &len.to_string());
+    st.load.record(if method == Method::HEAD { 0 } else { len });
     if method == Method::HEAD {
         return (status, resp_headers, Body::empty()).into_response();
     }

@@ -1,0 +1,223 @@
+//! The agent's background loops: signed reports, anti-entropy gossip with
+//! binding of new peers, and health probes. Each loop stops on shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::seq::IndexedRandom;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::wire::{Bundle, SyncRequest, SyncResponse};
+use super::{replicate, Federation};
+use crate::catalog::unix_now;
+use crate::report::{self, Capacity, Held, Load, Point, Report};
+
+/// Starts the report, gossip, probe and replication loops.
+pub fn spawn(fed: Arc<Federation>, tasks: &mut JoinSet<()>, shutdown: watch::Receiver<bool>) {
+    tasks.spawn(report_loop(fed.clone(), shutdown.clone()));
+    tasks.spawn(gossip_loop(fed.clone(), shutdown.clone()));
+    tasks.spawn(probe_loop(fed.clone(), shutdown.clone()));
+    tasks.spawn(replicate::run(fed, shutdown));
+}
+
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+/// Builds and signs this node's current report.
+pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
+    let cfg = fed.config();
+    let now = unix_now();
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let prev = fed.own_report().map_or(0, |r| r.report.seq);
+    let (rps, bps) = fed.load.rates();
+    let holds = fed
+        .catalog
+        .load()
+        .versions()
+        .into_iter()
+        .map(|(site, version)| Held { site, version })
+        .collect();
+    let r = Report {
+        format: 1,
+        node: fed.me,
+        name: fed.name.clone(),
+        url: fed.url.clone(),
+        addresses: cfg.node.addresses.clone(),
+        location: cfg.node.location.map(|(lat, lon)| Point { lat, lon }),
+        capacity: Capacity {
+            rps: cfg.node.capacity_rps,
+            bps: cfg.node.capacity_bps,
+        },
+        load: Load {
+            rps,
+            bps,
+            connections: fed.connections.get(),
+        },
+        holds,
+        mirrors: cfg
+            .sites
+            .iter()
+            .filter(|s| s.mirror)
+            .map(|s| s.hostname.clone())
+            .collect(),
+        rtt_ms: fed.rtts(),
+        seq: millis.max(prev + 1),
+        issued: now,
+        expires: now + cfg.federation.report_ttl_secs,
+    };
+    let bytes = report::sign(&r, &fed.key).ok()?;
+    report::verify(&bytes, now).ok()
+}
+
+async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+    let mut last = Instant::now();
+    loop {
+        fed.load.tick(last.elapsed().as_secs_f64());
+        last = Instant::now();
+        if let Some(r) = make_report(&fed) {
+            fed.set_own_report(r);
+        }
+        if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
+            break;
+        }
+    }
+}
+
+async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(fed.config().federation.gossip_interval_ms);
+    loop {
+        // Bind URLs we learned (bootstrap peers, URLs named in reports).
+        let urls: Vec<String> = fed
+            .to_bind
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        let bound_urls: Vec<String> = fed.peers().into_iter().map(|p| p.url).collect();
+        let mut binds = JoinSet::new();
+        for url in urls
+            .into_iter()
+            .filter(|u| !bound_urls.contains(u) && *u != fed.url)
+        {
+            let fed = fed.clone();
+            binds.spawn(async move {
+                match fed.bind(&url).await {
+                    Ok(_) => {
+                        if let Ok(mut t) = fed.to_bind.lock() {
+                            t.remove(&url);
+                        }
+                    }
+                    Err(e) => tracing::debug!(%url, error = %e, "binding failed; will retry"),
+                }
+            });
+        }
+        while binds.join_next().await.is_some() {}
+
+        // Anti-entropy with a few random peers.
+        let peers = fed.peers();
+        let fanout = fed.config().federation.fanout;
+        let chosen: Vec<_> = {
+            let mut rng = rand::rng();
+            peers.choose_multiple(&mut rng, fanout).cloned().collect()
+        };
+        let mut rounds = JoinSet::new();
+        for p in chosen {
+            let fed = fed.clone();
+            rounds.spawn(async move {
+                if let Err(e) = sync_with(&fed, &p.url).await {
+                    tracing::debug!(peer = %p.name, error = %e, "sync failed");
+                }
+            });
+        }
+        while rounds.join_next().await.is_some() {}
+        if sleep_or_stop(interval, &mut stop).await {
+            break;
+        }
+    }
+}
+
+/// One push-pull exchange with the peer at `url`.
+pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
+    let req = SyncRequest {
+        digest: fed.digest(),
+    };
+    let resp = fed
+        .http
+        .post(format!("{url}/.well-known/p2pcdn/v1/sync"))
+        .json(&req)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .error_for_status()
+        .map_err(|e| e.to_string())?;
+    let body = read_limited(resp, super::wire::MAX_BUNDLE_BYTES).await?;
+    let sr: SyncResponse =
+        serde_json::from_slice(&body).map_err(|e| format!("bad sync response: {e}"))?;
+    fed.ingest_bundle(&sr.bundle);
+    let push: Bundle = fed.newer_than(&sr.digest);
+    if !push.is_empty() {
+        fed.http
+            .post(format!("{url}/.well-known/p2pcdn/v1/push"))
+            .json(&push)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .error_for_status()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Reads a response body, refusing more than `limit` bytes.
+pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(format!("response larger than {limit} bytes"));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if out.len() + chunk.len() > limit {
+            return Err(format!("response larger than {limit} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(fed.config().federation.probe_interval_ms);
+    let timeout = interval.mul_f64(0.8).min(Duration::from_secs(2));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let mut probes = JoinSet::new();
+        for p in fed.peers() {
+            let fed = fed.clone();
+            probes.spawn(async move {
+                let start = Instant::now();
+                let ok = fed
+                    .http
+                    .get(format!("{}/.well-known/p2pcdn/v1/health", p.url))
+                    .timeout(timeout)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                let rtt = ok.then(|| start.elapsed().as_secs_f64() * 1000.0);
+                fed.record_probe(&p.key, rtt);
+            });
+        }
+        while probes.join_next().await.is_some() {}
+    }
+}

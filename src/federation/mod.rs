@@ -1,0 +1,534 @@
+//! The federation agent: peers, bindings, signed reports, anti-entropy,
+//! health probes and replication.
+//!
+//! Trust model (DESIGN.md §3): a peer's node key is bound to its DNS name by
+//! fetching `/.well-known/p2pcdn/v1/node` over a TLS connection verified for
+//! that name; reports are accepted only from bound keys, only with a higher
+//! sequence than held, and only until they expire. Manifests are accepted only
+//! for configured sites, verified with the pinned owner key (`ingest`).
+//! Everything is verified before it is stored or relayed.
+//!
+//! State here is in memory and rebuilt from peers after a restart (reports
+//! expire within seconds anyway); manifests and blobs persist in `db`/`store`.
+
+pub mod agent;
+pub mod probe;
+pub mod replicate;
+pub mod view;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use crate::catalog::{unix_now, SharedCatalog};
+use crate::config::{normalize_url, Config};
+use crate::db::Db;
+use crate::ingest::{self, Imported, IngestError};
+use crate::keys::{PublicKey, SecretKey};
+use crate::manifest::{self, ManifestError};
+use crate::report::{self, VerifiedReport};
+use crate::store::BlobStore;
+use probe::ProbeState;
+use wire::{Bundle, Digest, NodeDoc};
+
+/// Federation setup errors.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// The node key could not be read.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    /// The CA file could not be used.
+    #[error("{path}: {message}")]
+    Ca {
+        /// File.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// HTTP client setup.
+    #[error("HTTP client: {0}")]
+    Client(String),
+}
+
+/// What we know about one bound peer.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Node key.
+    pub key: PublicKey,
+    /// DNS name (bound).
+    pub name: String,
+    /// HTTPS base URL.
+    pub url: String,
+    /// Newest accepted report.
+    pub report: Option<VerifiedReport>,
+    /// Health probe state.
+    pub probe: ProbeState,
+    /// Unix seconds of the last probe outcome.
+    pub probed_at: u64,
+}
+
+impl Peer {
+    /// Healthy: probes say up and its report has not expired.
+    pub fn healthy(&self, now: u64) -> bool {
+        self.probe.is_up() && self.report.as_ref().is_some_and(|r| r.report.expires > now)
+    }
+}
+
+/// Resolves peer host names: configured addresses first, then addresses from
+/// peers' reports, then the system resolver. TLS still verifies the name, so a
+/// wrong address can only make a connection fail, never bind a wrong key.
+#[derive(Debug, Default)]
+pub struct PeerResolver {
+    map: RwLock<HashMap<String, Vec<IpAddr>>>,
+    pinned: RwLock<HashSet<String>>,
+}
+
+impl PeerResolver {
+    fn pin(&self, host: &str, addr: IpAddr) {
+        if let Ok(mut m) = self.map.write() {
+            m.insert(host.to_string(), vec![addr]);
+        }
+        if let Ok(mut p) = self.pinned.write() {
+            p.insert(host.to_string());
+        }
+    }
+
+    fn learn(&self, host: &str, addrs: &[IpAddr]) {
+        if addrs.is_empty() || self.pinned.read().is_ok_and(|p| p.contains(host)) {
+            return;
+        }
+        if let Ok(mut m) = self.map.write() {
+            m.insert(host.to_string(), addrs.to_vec());
+        }
+    }
+}
+
+impl reqwest::dns::Resolve for PeerResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_ascii_lowercase();
+        let known = self.map.read().ok().and_then(|m| m.get(&host).cloned());
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = match known {
+                Some(ips) => ips.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Request/byte counters and their smoothed rates (this node's load).
+#[derive(Debug, Default)]
+pub struct LoadMeter {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+    rates: Mutex<(u64, u64, f64, f64)>,
+}
+
+impl LoadMeter {
+    /// Counts one request that sent `bytes` body bytes.
+    pub fn record(&self, bytes: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Updates the EWMA rates; call once per `secs` seconds. Returns (rps, bps).
+    pub fn tick(&self, secs: f64) -> (f64, f64) {
+        let r = self.requests.load(Ordering::Relaxed);
+        let b = self.bytes.load(Ordering::Relaxed);
+        let Ok(mut g) = self.rates.lock() else {
+            return (0.0, 0.0);
+        };
+        let (lr, lb, rps, bps) = *g;
+        let secs = secs.max(0.001);
+        let nr = r.saturating_sub(lr) as f64 / secs;
+        let nb = b.saturating_sub(lb) as f64 / secs;
+        let a = 0.5;
+        let out = (rps * (1.0 - a) + nr * a, bps * (1.0 - a) + nb * a);
+        *g = (r, b, out.0, out.1);
+        out
+    }
+
+    /// Current smoothed (rps, bps).
+    pub fn rates(&self) -> (f64, f64) {
+        self.rates.lock().map(|g| (g.2, g.3)).unwrap_or((0.0, 0.0))
+    }
+}
+
+/// The federation agent's shared state.
+pub struct Federation {
+    /// This node's key.
+    pub me: PublicKey,
+    key: SecretKey,
+    /// This node's DNS name.
+    pub name: String,
+    /// This node's HTTPS base URL.
+    pub url: String,
+    cfg: Arc<Config>,
+    http: reqwest::Client,
+    resolver: Arc<PeerResolver>,
+    peers: RwLock<HashMap<PublicKey, Peer>>,
+    /// Reports from keys not yet bound, waiting for binding.
+    unbound: Mutex<HashMap<PublicKey, VerifiedReport>>,
+    /// URLs still to bind (bootstrap peers and URLs learned from reports).
+    to_bind: Mutex<HashSet<String>>,
+    own_report: RwLock<Option<VerifiedReport>>,
+    db: Arc<Db>,
+    store: BlobStore,
+    catalog: SharedCatalog,
+    /// Wakes the catalog refresher.
+    pub refresh: Arc<tokio::sync::Notify>,
+    /// Wakes the replicator.
+    pub replicate_now: Arc<tokio::sync::Notify>,
+    /// This node's load counters.
+    pub load: Arc<LoadMeter>,
+    /// Open HTTP connections.
+    pub connections: Arc<crate::http::listen::ConnCounter>,
+}
+
+impl Federation {
+    /// Builds the agent (no tasks started; see [`agent::spawn`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Arc<Config>,
+        db: Arc<Db>,
+        store: BlobStore,
+        catalog: SharedCatalog,
+        refresh: Arc<tokio::sync::Notify>,
+        connections: Arc<crate::http::listen::ConnCounter>,
+        https_port: Option<u16>,
+    ) -> Result<Self, FederationError> {
+        let key = SecretKey::read(&cfg.node.key)?;
+        let me = key.public();
+        let url = cfg.node.url.clone().unwrap_or_else(|| match https_port {
+            Some(443) | None => format!("https://{}", cfg.node.name),
+            Some(p) => format!("https://{}:{p}", cfg.node.name),
+        });
+        let resolver = Arc::new(PeerResolver::default());
+        let mut to_bind = HashSet::new();
+        for p in &cfg.federation.peers {
+            if let Some(a) = p.address {
+                resolver.pin(&p.host, a);
+            }
+            to_bind.insert(p.url.clone());
+        }
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(cfg.federation.webpki_roots)
+            .dns_resolver(resolver.clone())
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("p2pcdn/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &cfg.federation.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| FederationError::Ca {
+                path: ca.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| FederationError::Ca {
+                    path: ca.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            if certs.is_empty() {
+                return Err(FederationError::Ca {
+                    path: ca.display().to_string(),
+                    message: "no certificates in file".into(),
+                });
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| FederationError::Client(e.to_string()))?;
+        Ok(Self {
+            me,
+            key,
+            name: cfg.node.name.clone(),
+            url,
+            cfg,
+            http,
+            resolver,
+            peers: RwLock::new(HashMap::new()),
+            unbound: Mutex::new(HashMap::new()),
+            to_bind: Mutex::new(to_bind),
+            own_report: RwLock::new(None),
+            db,
+            store,
+            catalog,
+            refresh,
+            replicate_now: Arc::new(tokio::sync::Notify::new()),
+            load: Arc::new(LoadMeter::default()),
+            connections,
+        })
+    }
+
+    /// This node's identity document.
+    pub fn node_doc(&self) -> NodeDoc {
+        NodeDoc {
+            name: self.name.clone(),
+            key: self.me.to_string(),
+            url: self.url.clone(),
+        }
+    }
+
+    /// A snapshot of bound peers.
+    pub fn peers(&self) -> Vec<Peer> {
+        let mut v: Vec<Peer> = self
+            .peers
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// This node's newest signed report.
+    pub fn own_report(&self) -> Option<VerifiedReport> {
+        self.own_report.read().ok().and_then(|r| r.clone())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Binds `url`'s host to the node key served there over verified TLS.
+    pub async fn bind(&self, url: &str) -> Result<PublicKey, String> {
+        let (url, host) = normalize_url(url)?;
+        let doc: NodeDoc = self
+            .http
+            .get(format!("{url}/.well-known/p2pcdn/v1/node"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .error_for_status()
+            .map_err(|e| format!("{url}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("{url}: bad node document: {e}"))?;
+        let key: PublicKey = doc.key.parse().map_err(|e| format!("{url}: {e}"))?;
+        let (doc_url, _) = normalize_url(&doc.url)?;
+        if manifest::normalize_site(&doc.name) != host || doc_url != url {
+            return Err(format!(
+                "{url}: node document names {} at {}, not this URL",
+                doc.name, doc.url
+            ));
+        }
+        if key == self.me {
+            return Err(format!("{url} is this node"));
+        }
+        let fresh = {
+            let Ok(mut peers) = self.peers.write() else {
+                return Err("peer table poisoned".into());
+            };
+            let fresh = !peers.contains_key(&key);
+            let entry = peers.entry(key).or_insert_with(|| Peer {
+                key,
+                name: host.clone(),
+                url: url.clone(),
+                report: None,
+                probe: ProbeState::default(),
+                probed_at: 0,
+            });
+            entry.name = host.clone();
+            entry.url = url.clone();
+            fresh
+        };
+        if fresh {
+            tracing::info!(peer = %host, key = %key, "bound peer: node key verified over TLS for its name");
+        }
+        // A report that arrived before binding can be accepted now.
+        let waiting = self.unbound.lock().ok().and_then(|mut u| u.remove(&key));
+        if let Some(r) = waiting {
+            self.accept_report(r);
+        }
+        Ok(key)
+    }
+
+    /// Records a verified report (sequence, binding and name checks here).
+    fn accept_report(&self, r: VerifiedReport) -> bool {
+        let rep = &r.report;
+        if rep.node == self.me {
+            return false;
+        }
+        let (url, host) = match normalize_url(&rep.url) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "report with a bad URL dropped");
+                return false;
+            }
+        };
+        self.resolver.learn(&host, &rep.addresses);
+        let Ok(mut peers) = self.peers.write() else {
+            return false;
+        };
+        match peers.get_mut(&rep.node) {
+            Some(p) if p.name == host && p.url == url => {
+                let held = p.report.as_ref().map_or(0, |o| o.report.seq);
+                if rep.seq <= held {
+                    tracing::trace!(peer = %p.name, seq = rep.seq, held, "stale or replayed report dropped");
+                    return false;
+                }
+                p.report = Some(r);
+                true
+            }
+            Some(p) => {
+                tracing::warn!(peer = %p.name, claimed = %host, "report names a different host than the bound one; dropped");
+                false
+            }
+            None => {
+                drop(peers);
+                if let Ok(mut tb) = self.to_bind.lock() {
+                    tb.insert(url);
+                }
+                if let Ok(mut u) = self.unbound.lock() {
+                    let newer = u.get(&rep.node).is_none_or(|o| o.report.seq < rep.seq);
+                    if newer && u.len() < 10_000 {
+                        u.insert(rep.node, r);
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Our digest: newest manifest per configured site, newest report seq per node.
+    pub fn digest(&self) -> Digest {
+        let mut d = Digest::default();
+        for s in &self.cfg.sites {
+            let v = self
+                .db
+                .held_version(&s.hostname)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            d.manifests.insert(s.hostname.clone(), v);
+        }
+        if let Some(r) = self.own_report() {
+            d.reports.insert(self.me.to_string(), r.report.seq);
+        }
+        for p in self.peers() {
+            if let Some(r) = &p.report {
+                d.reports.insert(p.key.to_string(), r.report.seq);
+            }
+        }
+        d
+    }
+
+    /// Documents we hold that are newer than `theirs`.
+    pub fn newer_than(&self, theirs: &Digest) -> Bundle {
+        let mut b = Bundle::default();
+        for (site, their_v) in &theirs.manifests {
+            if self.cfg.site(site).is_none() {
+                continue;
+            }
+            if let Ok(Some(row)) = self.db.newest_manifest(site) {
+                if row.version > *their_v {
+                    b.manifests.push(STANDARD.encode(&row.envelope));
+                }
+            }
+        }
+        let mut reports: Vec<(String, VerifiedReport)> = vec![];
+        if let Some(r) = self.own_report() {
+            reports.push((self.me.to_string(), r));
+        }
+        for p in self.peers() {
+            if let Some(r) = p.report {
+                reports.push((p.key.to_string(), r));
+            }
+        }
+        let now = unix_now();
+        for (k, r) in reports {
+            if r.report.expires > now && theirs.reports.get(&k).is_none_or(|s| *s < r.report.seq) {
+                b.reports.push(STANDARD.encode(&r.envelope));
+            }
+        }
+        b
+    }
+
+    /// Verifies and takes in a bundle from a peer. Returns (manifests accepted, reports accepted).
+    pub fn ingest_bundle(&self, b: &Bundle) -> (usize, usize) {
+        let now = unix_now();
+        let mut nr = 0;
+        for r in b.reports.iter().take(10_000) {
+            let Ok(bytes) = STANDARD.decode(r.as_bytes()) else {
+                tracing::debug!("undecodable report dropped");
+                continue;
+            };
+            match report::verify(&bytes, now) {
+                Ok(v) => nr += usize::from(self.accept_report(v)),
+                Err(e) => tracing::debug!(error = %e, "report refused"),
+            }
+        }
+        let mut nm = 0;
+        for m in b.manifests.iter().take(1_000) {
+            let Ok(bytes) = STANDARD.decode(m.as_bytes()) else {
+                continue;
+            };
+            match self.ingest_manifest(&bytes) {
+                Ok(Some(_)) => nm += 1,
+                Ok(None) => {}
+                Err(e) => tracing::info!(error = %e, "manifest from peer refused"),
+            }
+        }
+        if nm > 0 {
+            self.refresh.notify_one();
+            self.replicate_now.notify_one();
+        }
+        (nm, nr)
+    }
+
+    /// Verifies and stores one manifest envelope. `Ok(None)`: not newer (ignored) or unknown site.
+    pub fn ingest_manifest(&self, envelope: &[u8]) -> Result<Option<Imported>, IngestError> {
+        let site = manifest::peek_site(envelope).map_err(IngestError::Manifest)?;
+        let Some(sc) = self.cfg.site(&site) else {
+            return Ok(None);
+        };
+        match ingest::import_manifest(&self.db, &self.store, sc, envelope, unix_now()) {
+            Ok(i) => {
+                tracing::info!(site = %site, outcome = ?i, "accepted manifest from the federation");
+                Ok(Some(i))
+            }
+            Err(IngestError::Manifest(ManifestError::NotNewer { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// RTTs measured to peers, by node key text.
+    pub fn rtts(&self) -> BTreeMap<String, f64> {
+        self.peers()
+            .into_iter()
+            .filter_map(|p| p.probe.rtt_ms().map(|r| (p.key.to_string(), r)))
+            .collect()
+    }
+
+    fn set_own_report(&self, r: VerifiedReport) {
+        if let Ok(mut o) = self.own_report.write() {
+            *o = Some(r);
+        }
+    }
+
+    fn record_probe(&self, key: &PublicKey, outcome: Option<f64>) {
+        if let Ok(mut peers) = self.peers.write() {
+            if let Some(p) = peers.get_mut(key) {
+                let was = p.probe.is_up();
+                p.probe = p.probe.observe(outcome);
+                p.probed_at = unix_now();
+                if was != p.probe.is_up() {
+                    tracing::info!(peer = %p.name, up = p.probe.is_up(), "peer health changed");
+                }
+            }
+        }
+    }
+}

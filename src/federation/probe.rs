@@ -1,0 +1,89 @@
+//! Health-probe state machine (pure): a peer is up after [`UP_AFTER`]
+//! consecutive successful probes and down after [`DOWN_AFTER`] consecutive
+//! misses; RTT is an exponentially weighted moving average.
+
+/// Successes needed to mark a peer up.
+pub const UP_AFTER: u32 = 2;
+/// Misses needed to mark a peer down.
+pub const DOWN_AFTER: u32 = 2;
+/// EWMA weight of a new RTT sample.
+const ALPHA: f64 = 0.3;
+
+/// Probe history of one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ProbeState {
+    up: bool,
+    ok_streak: u32,
+    fail_streak: u32,
+    rtt_ms: Option<f64>,
+}
+
+impl ProbeState {
+    /// Folds in one probe outcome: `Some(rtt_ms)` for success, `None` for a miss.
+    pub fn observe(self, outcome: Option<f64>) -> Self {
+        match outcome {
+            Some(rtt) if rtt.is_finite() && rtt >= 0.0 => {
+                let ok = self.ok_streak.saturating_add(1);
+                Self {
+                    up: self.up || ok >= UP_AFTER,
+                    ok_streak: ok,
+                    fail_streak: 0,
+                    rtt_ms: Some(
+                        self.rtt_ms
+                            .map_or(rtt, |old| old * (1.0 - ALPHA) + rtt * ALPHA),
+                    ),
+                }
+            }
+            _ => {
+                let fails = self.fail_streak.saturating_add(1);
+                Self {
+                    up: self.up && fails < DOWN_AFTER,
+                    ok_streak: 0,
+                    fail_streak: fails,
+                    rtt_ms: self.rtt_ms,
+                }
+            }
+        }
+    }
+
+    /// True when the peer is considered up.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Smoothed RTT, if ever measured.
+    pub fn rtt_ms(&self) -> Option<f64> {
+        self.rtt_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn up_and_down_with_hysteresis() {
+        let s = ProbeState::default();
+        assert!(!s.is_up());
+        let s = s.observe(Some(1.0));
+        assert!(!s.is_up());
+        let s = s.observe(Some(3.0));
+        assert!(s.is_up());
+        let s = s.observe(None);
+        assert!(s.is_up(), "one miss is tolerated");
+        let s = s.observe(Some(1.0)).observe(None).observe(None);
+        assert!(!s.is_up());
+        assert!(s.rtt_ms().unwrap() > 1.0);
+    }
+
+    proptest! {
+        #[test]
+        fn trailing_streaks_decide(outcomes in proptest::collection::vec(proptest::option::of(0.0f64..100.0), 0..50)) {
+            let s = outcomes.iter().fold(ProbeState::default(), |s, o| s.observe(*o));
+            let n = outcomes.len();
+            if n >= 2 && outcomes[n-1].is_some() && outcomes[n-2].is_some() { prop_assert!(s.is_up()); }
+            if n >= 2 && outcomes[n-1].is_none() && outcomes[n-2].is_none() { prop_assert!(!s.is_up()); }
+        }
+    }
+}

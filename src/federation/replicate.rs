@@ -1,0 +1,228 @@
+//! Replication: a mirror that holds a newer valid manifest it is authorized
+//! for pulls the missing blobs from peers that hold the site (healthy ones
+//! first, those holding the newest version first, then by RTT and load),
+//! several in parallel, resuming partial downloads, hashing while it
+//! streams; only a complete, verified set switches the served version
+//! (`Db::complete`, one transaction).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use super::{Federation, Peer};
+use crate::catalog::unix_now;
+use crate::db::ManifestState;
+use crate::hash::BlobHash;
+use crate::manifest;
+
+/// Blobs fetched at once.
+const PARALLEL: usize = 4;
+
+/// Runs until shutdown: on every manifest arrival and every second.
+pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+    loop {
+        replicate_once(&fed).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = fed.replicate_now.notified() => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Whether `me` may serve content of a manifest with this mirror list.
+pub fn authorized(mirrors: &[crate::keys::PublicKey], me: &crate::keys::PublicKey) -> bool {
+    mirrors.is_empty() || mirrors.contains(me)
+}
+
+async fn replicate_once(fed: &Arc<Federation>) {
+    let now = unix_now();
+    for site in fed.config().sites.iter().filter(|s| s.mirror) {
+        let row = match fed.db.newest_manifest(&site.hostname) {
+            Ok(Some(r)) if r.state == ManifestState::Pending => r,
+            _ => continue,
+        };
+        let vm = match manifest::verify_signature(&row.envelope, &site.hostname, &site.owner_key)
+            .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm))
+        {
+            Ok(vm) => vm,
+            Err(e) => {
+                tracing::warn!(site = %site.hostname, version = row.version, error = %e, "pending manifest no longer valid");
+                continue;
+            }
+        };
+        if !authorized(&vm.manifest.mirrors, &fed.me) {
+            tracing::debug!(site = %site.hostname, version = row.version, "not authorized by the owner to mirror this version");
+            continue;
+        }
+        let missing: Vec<(BlobHash, u64)> = vm
+            .blobs()
+            .into_iter()
+            .filter(|(h, s)| !fed.store.contains(h, *s))
+            .collect();
+        if !missing.is_empty() {
+            let sources = sources_for(fed, &site.hostname, row.version, now);
+            if sources.is_empty() {
+                tracing::debug!(site = %site.hostname, "no healthy peer holds this site yet");
+                continue;
+            }
+            tracing::info!(site = %site.hostname, version = row.version, blobs = missing.len(), sources = sources.len(), "replicating");
+            let sources = Arc::new(sources);
+            let jobs: Vec<_> = missing
+                .iter()
+                .copied()
+                .enumerate()
+                .map(|(i, (h, size))| {
+                let fed = fed.clone();
+                let sources = sources.clone();
+                async move {
+                    // Rotate the starting source so parallel pulls spread out.
+                    let n = sources.len();
+                    for k in 0..n {
+                        let Some(p) = sources.get((i + k) % n) else { continue };
+                        match fetch_blob(&fed, &p.url, h, size).await {
+                            Ok(()) => return true,
+                            Err(e) => tracing::warn!(blob = %h.short(), peer = %p.name, error = %e, "blob pull failed; trying another peer"),
+                        }
+                    }
+                    false
+                }
+            })
+            .collect();
+            let results = futures_util::stream::iter(jobs)
+                .buffer_unordered(PARALLEL)
+                .collect::<Vec<bool>>()
+                .await;
+            if results.iter().any(|ok| !ok) {
+                continue;
+            }
+        }
+        let still_missing = vm.blobs().iter().any(|(h, s)| !fed.store.contains(h, *s));
+        if still_missing {
+            continue;
+        }
+        for (h, s) in vm.blobs() {
+            let _ = fed.db.record_blob(&h, s, now);
+        }
+        match fed.db.complete(&site.hostname, row.version) {
+            Ok(()) => {
+                tracing::info!(site = %site.hostname, version = row.version, "replicated and verified; now serving");
+                fed.refresh.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "could not mark version complete"),
+        }
+    }
+}
+
+/// Healthy peers that report holding the site, best first.
+fn sources_for(fed: &Federation, site: &str, version: u64, now: u64) -> Vec<Peer> {
+    let mut v: Vec<(bool, f64, f64, Peer)> = fed
+        .peers()
+        .into_iter()
+        .filter(|p| p.healthy(now))
+        .filter_map(|p| {
+            let r = p.report.as_ref()?;
+            let held = r.report.holds_version(site)?;
+            let load = r.report.load.fraction(&r.report.capacity);
+            Some((held != version, p.probe.rtt_ms().unwrap_or(1e6), load, p))
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1)))
+    });
+    v.into_iter().map(|x| x.3).collect()
+}
+
+/// Downloads one blob from `url`, resuming a partial file, hashing while
+/// streaming; commits it to the store only if size and BLAKE3 match.
+pub async fn fetch_blob(fed: &Federation, url: &str, h: BlobHash, size: u64) -> Result<(), String> {
+    let part = fed.store.partial_path(&h);
+    let store = fed.store.clone();
+    let part2 = part.clone();
+    // Re-hash what an interrupted download left behind.
+    let (hasher, have) = tokio::task::spawn_blocking(move || -> (blake3::Hasher, u64) {
+        let mut hasher = blake3::Hasher::new();
+        match std::fs::File::open(&part2) {
+            Ok(f) => match hasher.update_reader(f).map(|h| h.count()) {
+                Ok(n) if n <= size => (hasher, n),
+                _ => {
+                    let _ = std::fs::remove_file(&part2);
+                    (blake3::Hasher::new(), 0)
+                }
+            },
+            Err(_) => (hasher, 0),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut hasher = hasher;
+    let mut have = have;
+    let mut req = fed
+        .http
+        .get(format!("{url}/.well-known/p2pcdn/v1/blob/{h}"))
+        .timeout(Duration::from_secs(3600));
+    if have > 0 && have < size {
+        req = req.header("range", format!("bytes={have}-"));
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let mut file = if status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0 {
+        tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&part)
+            .await
+            .map_err(|e| format!("{}: {e}", part.display()))?
+    } else if status.is_success() {
+        hasher = blake3::Hasher::new();
+        have = 0;
+        tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| format!("{}: {e}", part.display()))?
+    } else {
+        return Err(format!("HTTP {status}"));
+    };
+    if have > 0 {
+        tracing::info!(blob = %h.short(), resumed_at = have, "resuming partial download");
+    }
+    let mut stream = resp.bytes_stream();
+    let idle = Duration::from_secs(30);
+    loop {
+        let next = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| "peer stalled for 30 s".to_string())?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        have += chunk.len() as u64;
+        if have > size {
+            drop(file);
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(format!("peer sent more than {size} bytes"));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| format!("{}: {e}", part.display()))?;
+    }
+    file.flush().await.map_err(|e| e.to_string())?;
+    drop(file);
+    if have < size {
+        return Err(format!("truncated: {have} of {size} bytes (will resume)"));
+    }
+    let got = BlobHash::from(hasher.finalize());
+    if got != h {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(format!(
+            "peer sent wrong bytes: hash {} instead of {}",
+            got.short(),
+            h.short()
+        ));
+    }
+    tokio::task::spawn_blocking(move || store.commit_partial(&h, &part))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}

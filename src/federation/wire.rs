@@ -1,0 +1,75 @@
+//! Federation wire types (JSON over HTTPS under `/.well-known/p2pcdn/v1/`).
+//! See `docs/PROTOCOL.md`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest sync/push body accepted, bytes.
+pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
+
+/// `GET /node`: binds a node key to the DNS name the TLS connection was verified for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDoc {
+    /// DNS name.
+    pub name: String,
+    /// Node key (`ed25519:...`).
+    pub key: String,
+    /// HTTPS base URL.
+    pub url: String,
+}
+
+/// What a node holds: newest manifest version per site it knows (0 = knows
+/// the site, holds no manifest) and newest report sequence per node key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Digest {
+    /// Site → newest manifest version.
+    pub manifests: BTreeMap<String, u64>,
+    /// Node key → newest report sequence.
+    pub reports: BTreeMap<String, u64>,
+}
+
+impl Digest {
+    /// Short fingerprint (BLAKE3 of the canonical JSON), to skip identical exchanges.
+    pub fn fingerprint(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+}
+
+/// Signed documents, each the exact envelope bytes, base64.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Manifest envelopes.
+    pub manifests: Vec<String>,
+    /// Report envelopes.
+    pub reports: Vec<String>,
+}
+
+impl Bundle {
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.manifests.is_empty() && self.reports.is_empty()
+    }
+}
+
+/// `POST /sync` request: the caller's digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// Caller's digest.
+    pub digest: Digest,
+}
+
+/// `POST /sync` response: what the caller lacks, and the responder's digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncResponse {
+    /// Documents newer than the caller's digest.
+    pub bundle: Bundle,
+    /// Responder's digest (the caller pushes what the responder lacks).
+    pub digest: Digest,
+}

@@ -1,0 +1,194 @@
+//! The node API under `/.well-known/p2pcdn/v1/`: identity, health, status,
+//! anti-entropy (`sync`, `push`) and blob transfer between peers.
+//! Handlers translate; verification happens in `federation`.
+
+use std::io::SeekFrom;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::decide::{self, RangeDecision};
+use super::AppState;
+use crate::catalog::unix_now;
+use crate::federation::wire::{Bundle, SyncRequest, SyncResponse, MAX_BUNDLE_BYTES};
+use crate::hash::BlobHash;
+use crate::store::StoreError;
+
+fn no_federation() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "federation is not enabled on this node\n",
+    )
+        .into_response()
+}
+
+/// `GET /node`: name, key and URL of this node.
+pub async fn node(State(st): State<AppState>) -> Response {
+    match &st.fed {
+        Some(f) => ([(header::CACHE_CONTROL, "no-store")], Json(f.node_doc())).into_response(),
+        None => no_federation(),
+    }
+}
+
+/// `GET /status`: the federation as this node sees it (for `p2pcdn status`).
+pub async fn status(State(st): State<AppState>) -> Response {
+    let now = unix_now();
+    let cat = st.catalog.load();
+    let sites: Vec<_> = cat
+        .sites()
+        .map(|s| {
+            serde_json::json!({
+                "site": s.config.hostname,
+                "serving": s.current.as_ref().map(|m| m.manifest.version),
+                "newest": s.newest.as_ref().map(|m| m.manifest.version),
+                "mirrors": s.newest.as_ref().map(|m| m.manifest.mirrors.iter().map(|k| k.to_string()).collect::<Vec<_>>()),
+            })
+        })
+        .collect();
+    let Some(fed) = &st.fed else {
+        return Json(serde_json::json!({"node": &*st.node_name, "sites": sites, "peers": []}))
+            .into_response();
+    };
+    let me = fed.own_report();
+    let peers: Vec<_> = fed
+        .peers()
+        .into_iter()
+        .map(|p| {
+            let r = p.report.as_ref().map(|r| &r.report);
+            serde_json::json!({
+                "name": p.name,
+                "key": p.key.to_string(),
+                "url": p.url,
+                "healthy": p.healthy(now),
+                "probe_up": p.probe.is_up(),
+                "rtt_ms": p.probe.rtt_ms(),
+                "report_age_s": r.map(|r| now.saturating_sub(r.issued)),
+                "load": r.map(|r| r.load.fraction(&r.capacity)),
+                "rps": r.map(|r| r.load.rps),
+                "capacity_rps": r.map(|r| r.capacity.rps),
+                "holds": r.map(|r| r.holds.clone()).unwrap_or_default(),
+                "addresses": r.map(|r| r.addresses.clone()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "node": &*st.node_name,
+        "key": fed.me.to_string(),
+        "url": fed.url,
+        "load": me.as_ref().map(|r| r.report.load.fraction(&r.report.capacity)),
+        "rps": me.as_ref().map(|r| r.report.load.rps),
+        "holds": me.as_ref().map(|r| r.report.holds.clone()).unwrap_or_default(),
+        "sites": sites,
+        "peers": peers,
+    }))
+    .into_response()
+}
+
+/// `POST /sync`: takes the caller's digest, returns what it lacks plus our digest.
+pub async fn sync(State(st): State<AppState>, body: Bytes) -> Response {
+    let Some(fed) = st.fed.clone() else {
+        return no_federation();
+    };
+    if body.len() > MAX_BUNDLE_BYTES {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "digest too large\n").into_response();
+    }
+    let req: SyncRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("bad sync request: {e}\n")).into_response()
+        }
+    };
+    let resp = tokio::task::spawn_blocking(move || SyncResponse {
+        bundle: fed.newer_than(&req.digest),
+        digest: fed.digest(),
+    })
+    .await;
+    match resp {
+        Ok(r) => Json(r).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `POST /push`: documents a peer thinks we lack; each is verified before use.
+pub async fn push(State(st): State<AppState>, body: Bytes) -> Response {
+    let Some(fed) = st.fed.clone() else {
+        return no_federation();
+    };
+    if body.len() > MAX_BUNDLE_BYTES {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "bundle too large\n").into_response();
+    }
+    let b: Bundle = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad bundle: {e}\n")).into_response(),
+    };
+    let _ = tokio::task::spawn_blocking(move || fed.ingest_bundle(&b)).await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /blob/{blake3}`: a verified blob, with Range support (resumable pulls).
+pub async fn blob(
+    State(st): State<AppState>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(h) = hash.parse::<BlobHash>() else {
+        return (StatusCode::BAD_REQUEST, "bad hash\n").into_response();
+    };
+    let store = st.store.clone();
+    let opened = tokio::task::spawn_blocking(move || store.open_verified_any(&h)).await;
+    let (file, size) = match opened {
+        Ok(Ok(x)) => x,
+        Ok(Err(StoreError::Missing(_))) => {
+            return (StatusCode::NOT_FOUND, "no such blob\n").into_response()
+        }
+        Ok(Err(StoreError::Corrupt(_))) => {
+            return (StatusCode::NOT_FOUND, "blob failed verification\n").into_response()
+        }
+        _ => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let etag = format!("\"{h}\"");
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len, content_range) =
+        match decide::decide_range(range, None, &etag, std::time::UNIX_EPOCH, size) {
+            RangeDecision::Full => (StatusCode::OK, 0, size, None),
+            RangeDecision::Partial { start, end } => (
+                StatusCode::PARTIAL_CONTENT,
+                start,
+                end - start + 1,
+                Some(format!("bytes {start}-{end}/{size}")),
+            ),
+            RangeDecision::Unsatisfiable => {
+                return (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                )
+                    .into_response()
+            }
+        };
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    st.load.record(len);
+    let mut hm = HeaderMap::new();
+    hm.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        hm.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&len.to_string()) {
+        hm.insert(header::CONTENT_LENGTH, v);
+    }
+    if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        hm.insert(header::CONTENT_RANGE, cr);
+    }
+    let stream = ReaderStream::with_capacity(file.take(len), 128 * 1024);
+    (status, hm, Body::from_stream(stream)).into_response()
+}

@@ -1,0 +1,287 @@
+//! Node-signed reports: an instance's statement of its addresses, location,
+//! capacity, load, which (site, version) it holds verified, and the RTTs it
+//! measured to peers. Pure: no I/O, no clock.
+//!
+//! Wire form: `{"report": <base64 canonical JSON>, "signature": <base64
+//! ed25519(REPORT_DOMAIN || bytes)>}`; the signing key is `report.node`.
+//! Freshness: `seq` strictly increases per node (replays are dropped by the
+//! receiver), `expires` bounds how long a report is believed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{PublicKey, SecretKey};
+
+/// Domain separation prefix for report signatures.
+pub const REPORT_DOMAIN: &[u8] = b"p2pcdn-report-v1\0";
+/// Largest signed report accepted, bytes.
+pub const MAX_REPORT_BYTES: usize = 256 * 1024;
+/// Longest lifetime a report may claim, seconds.
+pub const MAX_REPORT_TTL: u64 = 3600;
+/// Clock skew allowance, seconds.
+pub const MAX_SKEW: u64 = 300;
+
+/// A declared location.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Point {
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+}
+
+/// Declared capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    /// Requests per second.
+    pub rps: f64,
+    /// Bytes per second.
+    pub bps: f64,
+}
+
+/// Measured load.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// Requests per second (EWMA).
+    pub rps: f64,
+    /// Bytes per second (EWMA).
+    pub bps: f64,
+    /// Open connections.
+    pub connections: u64,
+}
+
+impl Load {
+    /// Load as a fraction of capacity (the larger of the two ratios).
+    pub fn fraction(&self, cap: &Capacity) -> f64 {
+        let r = if cap.rps > 0.0 {
+            self.rps / cap.rps
+        } else {
+            0.0
+        };
+        let b = if cap.bps > 0.0 {
+            self.bps / cap.bps
+        } else {
+            0.0
+        };
+        let f = r.max(b);
+        if f.is_finite() && f >= 0.0 {
+            f
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One held site version.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Held {
+    /// Site.
+    pub site: String,
+    /// Version held verified.
+    pub version: u64,
+}
+
+/// The report body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// Format (1).
+    pub format: u32,
+    /// Signing node key.
+    pub node: PublicKey,
+    /// The node's DNS name.
+    pub name: String,
+    /// HTTPS base URL.
+    pub url: String,
+    /// Public addresses clients are steered to.
+    pub addresses: Vec<IpAddr>,
+    /// Location, if declared.
+    pub location: Option<Point>,
+    /// Declared capacity.
+    pub capacity: Capacity,
+    /// Measured load.
+    pub load: Load,
+    /// Site versions held verified.
+    pub holds: Vec<Held>,
+    /// Sites this node mirrors (wants to hold).
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// RTT in ms to peers, by node key text.
+    pub rtt_ms: BTreeMap<String, f64>,
+    /// Strictly increasing sequence number.
+    pub seq: u64,
+    /// Unix seconds when made.
+    pub issued: u64,
+    /// Unix seconds after which it is void.
+    pub expires: u64,
+}
+
+impl Report {
+    /// The version of `site` held, if any.
+    pub fn holds_version(&self, site: &str) -> Option<u64> {
+        self.holds
+            .iter()
+            .filter(|h| h.site == site)
+            .map(|h| h.version)
+            .max()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    report: String,
+    signature: String,
+}
+
+/// Why a report was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReportError {
+    /// Not a valid envelope or body, or too large.
+    #[error("malformed report: {0}")]
+    Malformed(String),
+    /// Signature does not verify with the report's node key.
+    #[error("report signature does not verify")]
+    BadSignature,
+    /// Expired, or lifetime too long, or from the future.
+    #[error("stale report from {node}: {why}")]
+    Stale {
+        /// Node.
+        node: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A report whose signature and times were checked, with its exact bytes.
+#[derive(Debug, Clone)]
+pub struct VerifiedReport {
+    /// Parsed report.
+    pub report: Report,
+    /// Envelope bytes exactly as received.
+    pub envelope: Vec<u8>,
+}
+
+/// Signs a report.
+pub fn sign(r: &Report, key: &SecretKey) -> Result<Vec<u8>, ReportError> {
+    let bytes = serde_json::to_vec(r).map_err(|e| ReportError::Malformed(e.to_string()))?;
+    let mut msg = REPORT_DOMAIN.to_vec();
+    msg.extend_from_slice(&bytes);
+    let env = Envelope {
+        report: STANDARD.encode(&bytes),
+        signature: STANDARD.encode(key.sign(&msg)),
+    };
+    serde_json::to_vec(&env).map_err(|e| ReportError::Malformed(e.to_string()))
+}
+
+/// Verifies signature and times (not sequence: that needs the receiver's state).
+pub fn verify(envelope: &[u8], now: u64) -> Result<VerifiedReport, ReportError> {
+    if envelope.len() > MAX_REPORT_BYTES {
+        return Err(ReportError::Malformed(format!(
+            "{} bytes is too large",
+            envelope.len()
+        )));
+    }
+    let env: Envelope =
+        serde_json::from_slice(envelope).map_err(|e| ReportError::Malformed(e.to_string()))?;
+    let bytes = STANDARD
+        .decode(env.report.as_bytes())
+        .map_err(|e| ReportError::Malformed(e.to_string()))?;
+    let sig = STANDARD
+        .decode(env.signature.as_bytes())
+        .map_err(|e| ReportError::Malformed(e.to_string()))?;
+    let report: Report =
+        serde_json::from_slice(&bytes).map_err(|e| ReportError::Malformed(e.to_string()))?;
+    let mut msg = REPORT_DOMAIN.to_vec();
+    msg.extend_from_slice(&bytes);
+    if !report.node.verify(&msg, &sig) {
+        return Err(ReportError::BadSignature);
+    }
+    if report.format != 1 {
+        return Err(ReportError::Malformed(format!(
+            "unsupported format {}",
+            report.format
+        )));
+    }
+    let stale = |why: String| ReportError::Stale {
+        node: report.name.clone(),
+        why,
+    };
+    if report.expires <= now {
+        return Err(stale(format!("expired at {} (now {now})", report.expires)));
+    }
+    if report.issued > now.saturating_add(MAX_SKEW) {
+        return Err(stale(format!("issued in the future ({})", report.issued)));
+    }
+    if report.expires.saturating_sub(report.issued) > MAX_REPORT_TTL {
+        return Err(stale("claims a lifetime over one hour".into()));
+    }
+    Ok(VerifiedReport {
+        report,
+        envelope: envelope.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: &SecretKey, seq: u64) -> Report {
+        Report {
+            format: 1,
+            node: key.public(),
+            name: "m1.example.net".into(),
+            url: "https://m1.example.net".into(),
+            addresses: vec!["192.0.2.1".parse().unwrap()],
+            location: Some(Point { lat: 1.0, lon: 2.0 }),
+            capacity: Capacity {
+                rps: 100.0,
+                bps: 1e6,
+            },
+            load: Load {
+                rps: 50.0,
+                bps: 9e5,
+                connections: 3,
+            },
+            holds: vec![Held {
+                site: "www.x".into(),
+                version: 4,
+            }],
+            mirrors: vec!["www.x".into()],
+            rtt_ms: BTreeMap::new(),
+            seq,
+            issued: 1000,
+            expires: 1030,
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_refusals() {
+        let k = SecretKey::generate().unwrap();
+        let env = sign(&sample(&k, 1), &k).unwrap();
+        let v = verify(&env, 1010).unwrap();
+        assert_eq!(v.report.holds_version("www.x"), Some(4));
+        assert!((v.report.load.fraction(&v.report.capacity) - 0.9).abs() < 1e-9);
+        assert!(matches!(verify(&env, 1030), Err(ReportError::Stale { .. })));
+        assert!(matches!(verify(&env, 100), Err(ReportError::Stale { .. })));
+        // Forged: someone else's key in the body.
+        let other = SecretKey::generate().unwrap();
+        let forged = sign(&sample(&k, 2), &other).unwrap();
+        assert_eq!(
+            verify(&forged, 1010).unwrap_err(),
+            ReportError::BadSignature
+        );
+        assert!(matches!(
+            verify(b"junk", 1010),
+            Err(ReportError::Malformed(_))
+        ));
+    }
+}

@@ -14,6 +14,8 @@ use p2pcdn::devca::DevCa;
 use p2pcdn::instance::Instance;
 use p2pcdn::keys::SecretKey;
 use p2pcdn::publish::{self, PublishOptions, PublishReport};
+
+pub mod fed;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 

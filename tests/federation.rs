@@ -1,0 +1,326 @@
+//! Five instances, one per test city, on their own loopback addresses:
+//! replication of owner-signed content to authorized mirrors, geographic
+//! steering by resolver address and by ECS, owner control over mirrors,
+//! replay resistance, load spill-over, mirror death and return, origin loss.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::fed::{self, Fed};
+use common::{eventually, query};
+use hickory_proto::op::Message;
+use hickory_proto::rr::{RData, RecordType};
+use p2pcdn::instance::Instance;
+
+/// Asks `server` for the site's A records from source address `src`, optionally with ECS.
+async fn ask(src: IpAddr, server: SocketAddr, ecs: Option<(&str, u8)>) -> Vec<IpAddr> {
+    let sock = tokio::net::UdpSocket::bind((src, 0)).await.unwrap();
+    let q = query(
+        "www.fed.test.",
+        RecordType::A,
+        Some(1232),
+        ecs.map(|(a, p)| (a.parse().unwrap(), p)),
+    );
+    sock.send_to(&q.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
+    else {
+        return vec![];
+    };
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn all_hold(insts: &[Option<Instance>], which: &[usize], version: u64) -> bool {
+    which.iter().all(|&i| {
+        insts[i].as_ref().is_some_and(|x| {
+            x.catalog
+                .load()
+                .versions()
+                .iter()
+                .any(|(_, v)| *v == version)
+        })
+    })
+}
+
+fn site_dir(f: &Fed, tag: &str) -> std::path::PathBuf {
+    let s = f.dir.path().join(format!("site-{tag}"));
+    std::fs::create_dir_all(s.join("files")).unwrap();
+    std::fs::write(s.join("index.html"), format!("<html>{tag}</html>")).unwrap();
+    std::fs::write(s.join("files/big.bin"), common::big_bytes()).unwrap();
+    std::fs::write(s.join("files/tag.txt"), tag).unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicate_steer_and_respect_owner_control() {
+    // Sydney (index 4) is not authorized by the owner; New York (1) declares a tiny capacity.
+    let f = fed::build(10, [10_000.0, 3.0, 10_000.0, 10_000.0, 10_000.0]);
+    let mut insts: Vec<Option<Instance>> = vec![];
+    for i in 0..5 {
+        insts.push(Some(f.start(i).await));
+    }
+    let v1 = f.publish(0, &site_dir(&f, "one"), &[0, 1, 2, 3]);
+    let ok = eventually(30, async || all_hold(&insts, &[0, 1, 2, 3], v1).await).await;
+    assert!(ok, "every authorized mirror holds the version verified");
+
+    // Mirrors serve byte-identical content.
+    for i in [1, 2, 3] {
+        let c = f.client(i);
+        let body = c
+            .get(f.url(i, "/files/big.bin"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(body.as_ref(), common::big_bytes().as_slice(), "mirror {i}");
+    }
+    // The unauthorized mirror never holds or serves the site.
+    let r = f.client(4).get(f.url(4, "/")).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(insts[4]
+        .as_ref()
+        .unwrap()
+        .catalog
+        .load()
+        .versions()
+        .is_empty());
+
+    // Wait until every authority sees every mirror healthy with its report.
+    let ok = eventually(15, async || {
+        for auth in 0..5 {
+            let a = ask("127.3.0.9".parse().unwrap(), f.nodes[auth].dns, None).await;
+            if a.first() != Some(&f.nodes[2].ip) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        ok,
+        "every authority steers a Singapore resolver to Singapore first"
+    );
+
+    // By resolver address and by ECS, from every authority: the client's city first.
+    for auth in 0..5 {
+        let dns = f.nodes[auth].dns;
+        let a = ask("127.1.0.9".parse().unwrap(), dns, None).await;
+        assert_eq!(
+            a.first(),
+            Some(&f.nodes[0].ip),
+            "Frankfurt via authority {auth}: {a:?}"
+        );
+        assert_eq!(a.len(), 2, "two answers so clients can fail over");
+        let a = ask("127.0.0.1".parse().unwrap(), dns, Some(("10.4.0.0", 24))).await;
+        assert_eq!(
+            a.first(),
+            Some(&f.nodes[3].ip),
+            "São Paulo by ECS via {auth}: {a:?}"
+        );
+        let a = ask("127.0.0.1".parse().unwrap(), dns, Some(("10.3.7.0", 24))).await;
+        assert_eq!(
+            a.first(),
+            Some(&f.nodes[2].ip),
+            "Singapore by ECS via {auth}: {a:?}"
+        );
+        // Sydney's own mirror is not authorized: never answered; the nearest authorized one is.
+        let a = ask("127.5.0.9".parse().unwrap(), dns, None).await;
+        assert!(
+            !a.contains(&f.nodes[4].ip),
+            "unauthorized mirror steered to: {a:?}"
+        );
+        assert_eq!(
+            a.first(),
+            Some(&f.nodes[2].ip),
+            "Sydney clients go to Singapore: {a:?}"
+        );
+    }
+
+    // A replayed older manifest and a replayed report change nothing.
+    let v2 = f.publish(0, &site_dir(&f, "two"), &[0, 1, 2, 3]);
+    let ok = eventually(30, async || all_hold(&insts, &[0, 1, 2, 3], v2).await).await;
+    assert!(ok, "new version replicated");
+    let old_env = {
+        let db = p2pcdn::db::Db::open(&f.config(0).data_dir.join("p2pcdn.db")).unwrap();
+        db.manifest(fed::SITE, v1).unwrap().unwrap().envelope
+    };
+    let fed2 = insts[2].as_ref().unwrap().federation.clone();
+    let old_report = fed2.own_report().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bundle = serde_json::json!({
+        "manifests": [b64.encode(&old_env)],
+        "reports": [b64.encode(&old_report.envelope)],
+    });
+    let c4 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&f.ca_pem).unwrap())
+        .resolve("ns4.fed.test", f.nodes[3].https)
+        .build()
+        .unwrap();
+    let r = c4
+        .post(format!(
+            "https://ns4.fed.test:{}/.well-known/p2pcdn/v1/push",
+            f.nodes[3].https.port()
+        ))
+        .json(&bundle)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT);
+    let fed4 = insts[3].as_ref().unwrap().federation.clone();
+    let seen = fed4
+        .peers()
+        .into_iter()
+        .find(|p| p.key == f.nodes[2].key)
+        .unwrap();
+    assert!(
+        seen.report.unwrap().report.seq > old_report.report.seq,
+        "replayed report ignored"
+    );
+    assert_eq!(
+        insts[3].as_ref().unwrap().catalog.load().versions()[0].1,
+        v2,
+        "rollback ignored"
+    );
+    let body = f
+        .client(3)
+        .get(f.url(3, "/files/tag.txt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "two");
+
+    // Load New York past its declared capacity: New York clients spill to the next nearest.
+    let a = ask("127.2.0.9".parse().unwrap(), f.nodes[0].dns, None).await;
+    assert_eq!(
+        a.first(),
+        Some(&f.nodes[1].ip),
+        "New York first before load: {a:?}"
+    );
+    let ny = f.client(1);
+    let url = f.url(1, "/index.html");
+    let spilled = eventually(20, async || {
+        for _ in 0..20 {
+            let _ = ny.get(&url).send().await;
+        }
+        let a = ask("127.2.0.9".parse().unwrap(), f.nodes[0].dns, None).await;
+        a.first().is_some_and(|x| *x != f.nodes[1].ip)
+    })
+    .await;
+    assert!(spilled, "answers spill away from the overloaded mirror");
+
+    for i in insts.into_iter().flatten() {
+        i.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_mirror_death_return_and_origin_loss() {
+    let f = fed::build(20, [10_000.0; 5]);
+    let mut insts: Vec<Option<Instance>> = vec![];
+    for i in 0..5 {
+        insts.push(Some(f.start(i).await));
+    }
+    let v1 = f.publish(0, &site_dir(&f, "one"), &[0, 1, 2, 3, 4]);
+    assert!(eventually(30, async || all_hold(&insts, &[0, 1, 2, 3, 4], v1).await).await);
+    let sg_client: IpAddr = "127.3.0.9".parse().unwrap();
+    assert!(
+        eventually(15, async || ask(sg_client, f.nodes[0].dns, None)
+            .await
+            .first()
+            == Some(&f.nodes[2].ip))
+        .await,
+        "Singapore first"
+    );
+
+    // Kill Singapore: gone from every authority's answers within 5 s.
+    insts[2].take().unwrap().shutdown().await;
+    let t0 = std::time::Instant::now();
+    let gone = eventually(8, async || {
+        for auth in [0, 1, 3, 4] {
+            if ask(sg_client, f.nodes[auth].dns, None)
+                .await
+                .contains(&f.nodes[2].ip)
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let took = t0.elapsed();
+    assert!(
+        gone && took <= Duration::from_secs(5),
+        "removed after {took:?}"
+    );
+    let a = ask(sg_client, f.nodes[0].dns, None).await;
+    assert_eq!(
+        a.first(),
+        Some(&f.nodes[4].ip),
+        "next nearest (Sydney): {a:?}"
+    );
+
+    // Restart it on the same data dir: it comes back.
+    insts[2] = Some(f.start(2).await);
+    let back = eventually(15, async || {
+        ask(sg_client, f.nodes[1].dns, None).await.first() == Some(&f.nodes[2].ip)
+    })
+    .await;
+    assert!(back, "restarted mirror returns to the answers");
+
+    // Corrupt a blob on New York's disk: it never serves those bytes.
+    let ny_cfg = f.config(1);
+    let store = p2pcdn::store::BlobStore::open(&ny_cfg.data_dir).unwrap();
+    let h = p2pcdn::hash::BlobHash::from(blake3::hash(&common::big_bytes()));
+    let mut bad = common::big_bytes();
+    bad[99] ^= 1;
+    std::fs::write(store.blob_path(&h), &bad).unwrap();
+    let r = f
+        .client(1)
+        .get(f.url(1, "/files/big.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), reqwest::StatusCode::OK);
+    let body = r.bytes().await.unwrap();
+    assert!(body.len() < 1000);
+
+    // The origin goes down: mirrors keep serving and steering continues.
+    insts[0].take().unwrap().shutdown().await;
+    let ok = eventually(8, async || {
+        let a = ask("127.1.0.9".parse().unwrap(), f.nodes[3].dns, None).await;
+        !a.is_empty() && !a.contains(&f.nodes[0].ip)
+    })
+    .await;
+    assert!(ok, "origin removed from answers, others still answered");
+    let body = f
+        .client(3)
+        .get(f.url(3, "/files/tag.txt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "one");
+
+    for i in insts.into_iter().flatten() {
+        i.shutdown().await;
+    }
+}

@@ -69,6 +69,10 @@ pub enum Command {
         /// Also write the signed manifest to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Authorize this mirror's node key (repeatable); this instance's own
+        /// key and the site's configured `mirrors` are always included.
+        #[arg(long = "mirror", value_name = "ed25519:KEY")]
+        mirrors: Vec<crate::keys::PublicKey>,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -87,18 +91,41 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Set up and run a complete demo instance on 127.1.0.1 (DNS :5300, HTTPS :8443, HTTP :8080).
+    /// Show the federation as a running instance sees it: peers, health,
+    /// load and capacity, RTT, and site versions held.
+    Status {
+        /// The instance's config file (to find its listener and CA).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a development TLS certificate from a local development CA
+    /// (created in CA_DIR if absent). For tests and private federations only.
+    DevCert {
+        /// Directory of the development CA (ca.pem, ca.key) and output files.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Output file stem: writes <CA_DIR>/<STEM>.pem and <STEM>.key.
+        #[arg(long)]
+        out: String,
+        /// DNS names or IP addresses the certificate is for.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Set up and run a five-city demo federation on 127.N.0.1 (N = 1..5).
     ///
-    /// Creates keys, a development CA and certificate, the zone demo.p2pcdn.test,
-    /// a sample site (HTML, CSS, image, 20 MiB file) in DIR, publishes it, serves
-    /// it, and prints dig and curl commands to try. Ctrl-C stops it.
+    /// Each instance answers DNS on :5300 (UDP and TCP), HTTPS on :8443 and HTTP
+    /// on :8080, and is NS for demo.p2pcdn.test. Creates keys, a development CA
+    /// and certificates, the zone, a sample site (HTML, CSS, image, 20 MiB file)
+    /// in DIR, publishes it at the origin (Frankfurt, 127.1.0.1), shows it
+    /// replicating, and prints dig and curl commands that show steering.
+    /// Ctrl-C stops it.
     Demo {
         /// Working directory (reused across runs; default: $TMPDIR/p2pcdn-demo).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Listen address.
-        #[arg(long, default_value = crate::demo::ADDR)]
-        addr: String,
         /// Prepare and publish, print the commands, but do not serve.
         #[arg(long)]
         no_serve: bool,
@@ -131,10 +158,19 @@ pub fn run(cli: Cli) -> Result<()> {
             cache_ttl,
             default_document,
             out,
+            mirrors,
             quiet,
             dir,
         } => {
-            let cfg = Config::load(&config)?;
+            let mut cfg = Config::load(&config)?;
+            let host = crate::manifest::normalize_site(&site);
+            for s in cfg.sites.iter_mut().filter(|s| s.hostname == host) {
+                for m in &mirrors {
+                    if !s.mirrors.contains(m) {
+                        s.mirrors.push(*m);
+                    }
+                }
+            }
             let key = SecretKey::read(&key)?;
             if !dir.is_dir() {
                 bail!("{} is not a directory", dir.display());
@@ -191,21 +227,101 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Demo {
-            dir,
-            addr,
-            no_serve,
-        } => {
+        Command::Status { config, json } => {
+            let cfg = Config::load(&config)?;
+            runtime()?.block_on(crate::status::show(&cfg, json))
+        }
+        Command::DevCert { ca_dir, out, names } => {
+            let ca = crate::devca::DevCa::open_or_create(&ca_dir)?;
+            let (cert, key) = ca.issue(&ca_dir, &out, &names)?;
+            println!(
+                "{}\n{}\nCA: {}",
+                cert.display(),
+                key.display(),
+                ca.cert_path.display()
+            );
+            Ok(())
+        }
+        Command::Demo { dir, no_serve } => {
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("p2pcdn-demo"));
-            let ports = (5300, 8443, 8080);
-            let prepared = crate::demo::prepare(&dir, &addr, ports)?;
-            crate::demo::print_instructions(&prepared, &addr, ports);
+            let prepared = crate::demo::prepare(&dir)?;
             if no_serve {
+                crate::demo::print_instructions(&prepared);
                 return Ok(());
             }
-            runtime()?.block_on(serve(prepared.config))
+            runtime()?.block_on(run_demo(prepared))
         }
     }
+}
+
+async fn run_demo(prepared: crate::demo::Prepared) -> Result<()> {
+    // Listen for Ctrl-C from the start, so stopping during startup is clean too.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = || *stop_rx.borrow();
+    let mut instances = vec![];
+    for n in &prepared.nodes {
+        let inst = Instance::start(n.config.clone()).await.with_context(|| {
+            format!(
+                "starting the {} instance ({})",
+                n.city,
+                n.config_path.display()
+            )
+        })?;
+        instances.push(inst);
+    }
+    println!(
+        "Published {} version {} at the origin; replicating...",
+        crate::demo::SITE,
+        prepared.version
+    );
+    let started = std::time::Instant::now();
+    let mut done = vec![false; instances.len()];
+    while !stopped()
+        && done.iter().any(|d| !d)
+        && started.elapsed() < std::time::Duration::from_secs(120)
+    {
+        for (i, inst) in instances.iter().enumerate() {
+            let holds = inst
+                .catalog
+                .load()
+                .versions()
+                .iter()
+                .any(|(_, v)| *v == prepared.version);
+            if holds && !done.get(i).copied().unwrap_or(true) {
+                if let Some(d) = done.get_mut(i) {
+                    *d = true;
+                }
+                let city = prepared.nodes.get(i).map_or("?", |n| n.city);
+                println!(
+                    "  {city:<10} holds version {} verified ({:.1} s)",
+                    prepared.version,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    if !stopped() {
+        // Give health probes a moment so the first dig already sees every mirror.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        crate::demo::print_instructions(&prepared);
+    }
+    let mut rx = stop_rx.clone();
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+    tracing::info!("shutting down");
+    for inst in instances {
+        inst.shutdown().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

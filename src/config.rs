@@ -213,7 +213,10 @@ struct RawPublish {
 struct RawSite {
     hostname: Spanned<String>,
     zone: Spanned<String>,
-    owner_key: PublicKey,
+    #[serde(default)]
+    owner_key: Option<PublicKey>,
+    #[serde(default)]
+    owner_key_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     tls_cert: Option<PathBuf>,
     #[serde(default)]
@@ -692,10 +695,37 @@ impl Config {
                     ));
                 }
             };
+            let owner_key = match (s.owner_key, &s.owner_key_file) {
+                (Some(k), None) => k,
+                (None, Some(f)) => {
+                    let path = abs(f.get_ref());
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        invalid(
+                            f.span(),
+                            &key("owner_key_file"),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?;
+                    text.trim().parse::<PublicKey>().map_err(|e| {
+                        invalid(
+                            f.span(),
+                            &key("owner_key_file"),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+                }
+                _ => {
+                    return Err(invalid(
+                        s.hostname.span(),
+                        &key("owner_key"),
+                        "give exactly one of owner_key and owner_key_file".into(),
+                    ))
+                }
+            };
             sites.push(SiteConfig {
                 hostname: host,
                 zone,
-                owner_key: s.owner_key,
+                owner_key,
                 tls,
                 plain_http: s.plain_http,
                 mirror: s.mirror,

@@ -35,5 +35,6 @@ pub mod keys;
 pub mod manifest;
 pub mod publish;
 pub mod report;
+pub mod status;
 pub mod steer;
 pub mod store;

@@ -111,6 +111,15 @@ async fn replicate_once(fed: &Arc<Federation>) {
             Ok(()) => {
                 tracing::info!(site = %site.hostname, version = row.version, "replicated and verified; now serving");
                 fed.refresh.notify_one();
+                match crate::ingest::collect_garbage(&fed.db, &fed.store) {
+                    Ok((0, _)) => {}
+                    Ok((n, b)) => tracing::info!(
+                        removed = n,
+                        bytes = b,
+                        "garbage-collected blobs no held version references"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+                }
             }
             Err(e) => tracing::error!(error = %e, "could not mark version complete"),
         }

@@ -1,0 +1,542 @@
+//! Steering throughput and gossip bandwidth, timed with `std::time::Instant`
+//! only (no criterion). Run with:
+//!
+//! ```text
+//! cargo bench --bench steering
+//! ```
+//!
+//! Prints Markdown tables; the whole run is bounded by fixed time budgets
+//! (about 15 s of timed work in release).
+//!
+//! Part 1, steering: `steer::steer` (k = 2) single-threaded over 10, 100 and
+//! 1,000 synthetic mirrors spread deterministically over the globe (uniform
+//! on the sphere, ~2 % without a location, ~10 % unhealthy, ~10 %
+//! unauthorized, load uniform in 0..1.2, 85 % on the current version, 10 %
+//! one behind, 5 % none, half with an IPv6 address, `rtt_ms` unset as in
+//! `federation::view`), queried by 10,000 deterministic client points (every
+//! fourth query AAAA). Then the per-query path of a DNS answer's steering:
+//! `Geo::lookup` in `geodata/test/steering-test-city.mmdb`, the client prefix
+//! key and `steer` over 1,000 mirrors.
+//!
+//! Part 2, gossip bytes (simulated, no network), from the real JSON
+//! serializations of the wire types. Steady-state model: every node re-signs
+//! its report every round (as `agent::report_loop` does every second), and
+//! in an exchange the caller is one round behind the responder on every
+//! report except its own, while the responder lacks only the caller's fresh
+//! report. So one exchange is
+//!
+//! * `SyncRequest`: the caller's digest (N report seqs + 3 site versions),
+//! * `SyncResponse`: a bundle of the N - 1 reports newer than that digest
+//!   plus the responder's digest,
+//! * push: a bundle with the caller's own fresh report,
+//!
+//! and one instance's cost per round is fanout (3) x exchange bytes (each
+//! exchange counted once, at its caller; an instance's link carries about
+//! twice that because it also answers about `fanout` exchanges). The
+//! in-sync lower bound is the same exchange when the two views differ only
+//! in the two nodes' own reports (1 report each way). Full mesh for
+//! comparison: every node sends its signed report to the N - 1 others each
+//! round. HTTP, TLS and TCP overheads are not counted.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use p2pcdn::federation::view::prefix_key;
+use p2pcdn::federation::wire::{Bundle, Digest, SyncRequest, SyncResponse};
+use p2pcdn::geo::{Geo, GeoPoint};
+use p2pcdn::keys::SecretKey;
+use p2pcdn::report::{self, Capacity, Held, Load, Point, Report};
+use p2pcdn::steer::{self, Candidate, ClientInfo, Family, Policy};
+
+/// Current manifest version (unix seconds, as `publish` makes them).
+const CURRENT: u64 = 1_750_000_000;
+/// Report issue time used for signing and verification.
+const ISSUED: u64 = 1_750_000_100;
+/// Default `federation.report_ttl_secs`.
+const TTL: u64 = 15;
+/// Default `federation.fanout`.
+const FANOUT: usize = 3;
+/// One gossip round (default `federation.gossip_interval_ms`), in ms: the
+/// seq step between a node's consecutive reports.
+const ROUND_MS: u64 = 1000;
+const CLIENTS: usize = 10_000;
+const SITES: [&str; 3] = ["www.example.org", "docs.example.org", "blog.example.com"];
+
+/// splitmix64: a tiny deterministic generator, so every run sees the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform on the sphere.
+    fn point(&mut self) -> GeoPoint {
+        GeoPoint {
+            lat: (2.0 * self.unit() - 1.0).asin().to_degrees(),
+            lon: self.unit() * 360.0 - 180.0,
+        }
+    }
+}
+
+fn v4(i: usize) -> IpAddr {
+    // 198.18.0.0/15, the benchmarking range.
+    IpAddr::V4(Ipv4Addr::from(0xc612_0000_u32 + i as u32))
+}
+
+fn v6(i: usize) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | i as u128))
+}
+
+fn candidates(n: usize, rng: &mut Rng) -> Vec<Candidate> {
+    (0..n)
+        .map(|i| {
+            let mut id = [0u8; 32];
+            for chunk in id.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            let mut addrs = vec![v4(i)];
+            if rng.unit() < 0.5 {
+                addrs.push(v6(i));
+            }
+            let point = (rng.unit() >= 0.02).then(|| rng.point());
+            let load = rng.unit() * 1.2;
+            let healthy = rng.unit() >= 0.1;
+            let authorized = rng.unit() >= 0.1;
+            let v = rng.unit();
+            let version = if v < 0.85 {
+                Some(CURRENT)
+            } else if v < 0.95 {
+                Some(CURRENT - 1)
+            } else {
+                None
+            };
+            Candidate {
+                id,
+                addrs,
+                point,
+                rtt_ms: None,
+                load,
+                healthy,
+                authorized,
+                version,
+            }
+        })
+        .collect()
+}
+
+fn family(q: usize) -> Family {
+    if q % 4 == 3 {
+        Family::V6
+    } else {
+        Family::V4
+    }
+}
+
+/// Result of a timed loop.
+struct Timed {
+    queries: usize,
+    secs: f64,
+    /// Answers with `k` addresses / with none (fallback).
+    full: usize,
+    empty: usize,
+}
+
+impl Timed {
+    fn per_sec(&self) -> f64 {
+        self.queries as f64 / self.secs
+    }
+    fn ns(&self) -> f64 {
+        self.secs * 1e9 / self.queries as f64
+    }
+}
+
+/// Runs `f(query index)` (returns the answer length) for a warm-up, then
+/// until `budget` has passed and at least `min` queries were timed.
+fn timed(budget: Duration, min: usize, k: usize, mut f: impl FnMut(usize) -> usize) -> Timed {
+    for q in 0..256 {
+        black_box(f(q));
+    }
+    let (mut queries, mut full, mut empty) = (0, 0, 0);
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            let n = f(queries);
+            full += usize::from(n == k);
+            empty += usize::from(n == 0);
+            queries += 1;
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= budget && queries >= min {
+            return Timed {
+                queries,
+                secs: elapsed.as_secs_f64(),
+                full,
+                empty,
+            };
+        }
+    }
+}
+
+fn pct(part: usize, whole: usize) -> f64 {
+    100.0 * part as f64 / whole as f64
+}
+
+/// Test-world client addresses: the five cities of the shipped test
+/// database under 10.N/16, 127.N/16 and fd00:N::/32 (N = 1..5), plus ~10 %
+/// addresses it does not know.
+fn client_ips(n: usize, rng: &mut Rng) -> Vec<IpAddr> {
+    (0..n)
+        .map(|_| {
+            let city = 1 + (rng.next_u64() % 5) as u8;
+            let host = rng.next_u64();
+            let (a, b) = ((host >> 8) as u8, host as u8);
+            match rng.next_u64() % 10 {
+                0..=2 => IpAddr::V4(Ipv4Addr::new(10, city, a, b)),
+                3..=5 => IpAddr::V4(Ipv4Addr::new(127, city, a, b)),
+                6..=8 => IpAddr::V6(Ipv6Addr::new(
+                    0xfd00,
+                    u16::from(city),
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::from(b),
+                )),
+                _ => IpAddr::V4(Ipv4Addr::new(203, 0, 113, b)),
+            }
+        })
+        .collect()
+}
+
+fn steering() {
+    let policy = Policy::default();
+    let k = policy.k;
+    let mut rng = Rng(0x5eed_0001);
+    let clients: Vec<ClientInfo> = (0..CLIENTS)
+        .map(|_| ClientInfo {
+            point: Some(rng.point()),
+            prefix_key: rng.next_u64(),
+        })
+        .collect();
+    let budget = Duration::from_secs(2);
+
+    println!("## Steering (single thread, k = {k})\n");
+    println!("| Measurement | Mirrors | Queries timed | Answers/s | ns/answer | ns/answer/mirror | Full answers | Fallback (empty) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut big = Vec::new();
+    for n in [10, 100, 1000] {
+        let cands = candidates(n, &mut Rng(0xc0ff_ee00 + n as u64));
+        let t = timed(budget, 2_000, k, |q| {
+            let c = &clients[q % CLIENTS];
+            let a = steer::steer(
+                black_box(c),
+                black_box(&cands),
+                Some(CURRENT),
+                &policy,
+                family(q),
+            );
+            a.len()
+        });
+        println!(
+            "| `steer::steer` | {n} | {} | {:.0} | {:.0} | {:.1} | {:.1} % | {:.1} % |",
+            t.queries,
+            t.per_sec(),
+            t.ns(),
+            t.ns() / n as f64,
+            pct(t.full, t.queries),
+            pct(t.empty, t.queries)
+        );
+        if n == 1000 {
+            big = cands;
+        }
+    }
+
+    let db = Path::new(env!("CARGO_MANIFEST_DIR")).join("geodata/test/steering-test-city.mmdb");
+    let geo = Geo::open(&db, vec![]).expect("open the test-world database");
+    let ips = client_ips(CLIENTS, &mut Rng(0x5eed_0002));
+    let located = ips
+        .iter()
+        .filter(|ip| geo.lookup(**ip).and_then(|l| l.point).is_some())
+        .count();
+    let t = timed(Duration::from_secs(1), 10_000, 1, |q| {
+        usize::from(geo.lookup(black_box(ips[q % CLIENTS])).is_some())
+    });
+    println!(
+        "| `Geo::lookup` (test-world DB) | – | {} | {:.0} | {:.0} | – | {:.1} % located | – |",
+        t.queries,
+        t.per_sec(),
+        t.ns(),
+        pct(located, CLIENTS)
+    );
+    let t = timed(budget, 2_000, k, |q| {
+        let ip = black_box(ips[q % CLIENTS]);
+        let client = ClientInfo {
+            point: geo.lookup(ip).and_then(|l| l.point),
+            prefix_key: prefix_key(ip),
+        };
+        steer::steer(&client, black_box(&big), Some(CURRENT), &policy, family(q)).len()
+    });
+    println!(
+        "| `Geo::lookup` + `prefix_key` + `steer` | 1000 | {} | {:.0} | {:.0} | {:.1} | {:.1} % | {:.1} % |",
+        t.queries,
+        t.per_sec(),
+        t.ns(),
+        t.ns() / 1000.0,
+        pct(t.full, t.queries),
+        pct(t.empty, t.queries)
+    );
+    println!();
+}
+
+/// N nodes with signed reports.
+struct Federation {
+    keys: Vec<String>,
+    seqs: Vec<u64>,
+    envelopes: Vec<Vec<u8>>,
+    /// Standard base64 of each envelope, as it travels in a `Bundle`.
+    encoded: Vec<String>,
+    secrets: Vec<SecretKey>,
+    reports: Vec<Report>,
+}
+
+fn federation(n: usize, rng: &mut Rng) -> Federation {
+    let secrets: Vec<SecretKey> = (0..n)
+        .map(|_| SecretKey::generate().expect("random key"))
+        .collect();
+    let keys: Vec<String> = secrets.iter().map(|s| s.public().to_string()).collect();
+    let mut seqs = Vec::with_capacity(n);
+    let mut reports = Vec::with_capacity(n);
+    let mut envelopes = Vec::with_capacity(n);
+    for (i, secret) in secrets.iter().enumerate() {
+        let mut addresses = vec![v4(i)];
+        if i % 2 == 0 {
+            addresses.push(v6(i));
+        }
+        let p = rng.point();
+        // Probe RTTs to up to 8 peers, full f64 precision as measured.
+        let rtt_ms: BTreeMap<String, f64> = (1..=8.min(n - 1))
+            .map(|d| (keys[(i + d) % n].clone(), 1.0 + rng.unit() * 250.0))
+            .collect();
+        let seq = ISSUED * 1000 + rng.next_u64() % 1000;
+        let r = Report {
+            format: 1,
+            node: secret.public(),
+            name: format!("m{i}.example.net"),
+            url: format!("https://m{i}.example.net"),
+            addresses,
+            location: Some(Point {
+                lat: p.lat,
+                lon: p.lon,
+            }),
+            capacity: Capacity {
+                rps: 5000.0,
+                bps: 1.25e9,
+            },
+            load: Load {
+                rps: rng.unit() * 4000.0,
+                bps: rng.unit() * 1e9,
+                connections: rng.next_u64() % 2000,
+            },
+            holds: SITES
+                .iter()
+                .map(|s| Held {
+                    site: (*s).to_string(),
+                    version: CURRENT,
+                })
+                .collect(),
+            mirrors: SITES.iter().map(|s| (*s).to_string()).collect(),
+            rtt_ms,
+            seq,
+            issued: ISSUED,
+            expires: ISSUED + TTL,
+        };
+        envelopes.push(report::sign(&r, secret).expect("sign"));
+        seqs.push(seq);
+        reports.push(r);
+    }
+    let encoded = envelopes.iter().map(|e| STANDARD.encode(e)).collect();
+    Federation {
+        keys,
+        seqs,
+        envelopes,
+        encoded,
+        secrets,
+        reports,
+    }
+}
+
+impl Federation {
+    /// A digest that has node j's fresh report when `fresh(j)`, else the
+    /// one from the previous round.
+    fn digest(&self, fresh: impl Fn(usize) -> bool) -> Digest {
+        Digest {
+            manifests: SITES.iter().map(|s| ((*s).to_string(), CURRENT)).collect(),
+            reports: self
+                .keys
+                .iter()
+                .zip(&self.seqs)
+                .enumerate()
+                .map(|(j, (k, s))| (k.clone(), if fresh(j) { *s } else { s - ROUND_MS }))
+                .collect(),
+        }
+    }
+
+    fn bundle(&self, which: impl Fn(usize) -> bool) -> Bundle {
+        Bundle {
+            manifests: vec![],
+            reports: (0..self.keys.len())
+                .filter(|j| which(*j))
+                .map(|j| self.encoded[j].clone())
+                .collect(),
+        }
+    }
+}
+
+fn json_len<T: serde::Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).expect("serialize").len()
+}
+
+/// Byte counts of one exchange.
+struct Exchange {
+    request: usize,
+    response: usize,
+    push: usize,
+    digest: usize,
+}
+
+impl Exchange {
+    fn total(&self) -> usize {
+        self.request + self.response + self.push
+    }
+}
+
+/// Caller 0 syncs with responder 1. `in_sync`: views differ only in the two
+/// own reports; otherwise the steady-state model of the module docs.
+fn exchange(f: &Federation, in_sync: bool) -> Exchange {
+    let (caller, responder) = (0, 1);
+    let mine = f.digest(|j| j == caller);
+    let (bundle, theirs) = if in_sync {
+        (f.bundle(|j| j == responder), f.digest(|j| j == responder))
+    } else {
+        (f.bundle(|j| j != caller), f.digest(|j| j != caller))
+    };
+    let digest = json_len(&mine);
+    let request = json_len(&SyncRequest { digest: mine });
+    let response = json_len(&SyncResponse {
+        bundle,
+        digest: theirs,
+    });
+    let push = json_len(&f.bundle(|j| j == caller));
+    Exchange {
+        request,
+        response,
+        push,
+        digest,
+    }
+}
+
+fn human(bytes: f64) -> String {
+    if bytes >= 1e6 {
+        format!("{:.2} MB", bytes / 1e6)
+    } else if bytes >= 1e3 {
+        format!("{:.1} kB", bytes / 1e3)
+    } else {
+        format!("{bytes:.0} B")
+    }
+}
+
+fn gossip() {
+    let mut rng = Rng(0x5eed_0003);
+    let feds: Vec<(usize, Federation)> = [10, 100, 1000]
+        .into_iter()
+        .map(|n| (n, federation(n, &mut rng)))
+        .collect();
+
+    // Cost of checking one received report (what `ingest_bundle` does per report).
+    let (_, f10) = &feds[0];
+    let env = &f10.envelopes[0];
+    report::verify(env, ISSUED + 1).expect("the sample report verifies");
+    let t = timed(Duration::from_millis(500), 200, 1, |_| {
+        usize::from(report::verify(black_box(env), ISSUED + 1).is_ok())
+    });
+    let verify_us = t.ns() / 1e3;
+    let t = timed(Duration::from_millis(300), 200, 1, |_| {
+        report::sign(black_box(&f10.reports[0]), &f10.secrets[0]).map_or(0, |e| e.len().min(1))
+    });
+    let sign_us = t.ns() / 1e3;
+
+    println!("## Gossip bytes (simulated, steady state, fanout {FANOUT}, 3 sites)\n");
+    println!("Model: every node re-signs its report every round (1 s by default). In each exchange the caller is one round behind the responder on every report except its own, and the responder lacks only the caller's fresh report. Exchange = `SyncRequest` (caller digest: N report seqs + 3 site versions) + `SyncResponse` (bundle of the N − 1 newer reports + responder digest) + push (bundle with the caller's report). Per instance per round = {FANOUT} × exchange (exchanges counted once, at the caller). In-sync lower bound: the views differ only in the two own reports (1 report each way). Full mesh: (N − 1) × signed report bytes. Sizes are `serde_json::to_vec(..).len()` of the real wire types; HTTP/TLS overhead not counted.\n");
+    println!("| N | Signed report | Report in bundle (base64) | Digest | SyncRequest | SyncResponse | Push | Exchange |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for (n, f) in &feds {
+        let mean_env = f.envelopes.iter().map(Vec::len).sum::<usize>() as f64 / *n as f64;
+        let mean_b64 = f.encoded.iter().map(String::len).sum::<usize>() as f64 / *n as f64;
+        let model = exchange(f, false);
+        let sync = exchange(f, true);
+        println!(
+            "| {n} | {mean_env:.0} B | {mean_b64:.0} B | {} B | {} B | {} B | {} B | {} B |",
+            model.digest,
+            model.request,
+            model.response,
+            model.push,
+            model.total()
+        );
+        rows.push((*n, mean_env, model, sync));
+    }
+    println!();
+    println!("| N | Gossip / round / instance (model) | of which digests | Gossip, in-sync lower bound | Full mesh / round / instance | Gossip ÷ mesh | Gossip Mbit/s per instance (1 round/s) | Reports verified / round / instance (gossip vs mesh) | Verify CPU / round / instance (gossip vs mesh) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, mean_env, model, sync) in &rows {
+        let gossip = (FANOUT * model.total()) as f64;
+        let digests = (FANOUT * 2 * model.digest) as f64;
+        let lower = (FANOUT * sync.total()) as f64;
+        let mesh = (n - 1) as f64 * mean_env;
+        // Received per round: N - 1 in each of `fanout` responses, plus about
+        // `fanout` pushes answered; full mesh: one from each other node.
+        let gossip_reports = FANOUT * (n - 1) + FANOUT;
+        let mesh_reports = n - 1;
+        println!(
+            "| {n} | {} | {} | {} | {} | {:.2} | {:.1} | {gossip_reports} vs {mesh_reports} | {:.1} ms vs {:.1} ms |",
+            human(gossip),
+            human(digests),
+            human(lower),
+            human(mesh),
+            gossip / mesh,
+            gossip * 8.0 / 1e6,
+            gossip_reports as f64 * verify_us / 1e3,
+            mesh_reports as f64 * verify_us / 1e3,
+        );
+    }
+    println!();
+    println!("| Report crypto (one report, single thread) | µs |");
+    println!("|---|---:|");
+    println!("| `report::verify` | {verify_us:.1} |");
+    println!("| `report::sign` | {sign_us:.1} |");
+    println!();
+}
+
+fn main() {
+    let start = Instant::now();
+    println!("# p2pcdn steering benchmark\n");
+    steering();
+    gossip();
+    println!("Total bench time: {:.1} s", start.elapsed().as_secs_f64());
+}

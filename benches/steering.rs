@@ -483,16 +483,17 @@ fn gossip() {
 
     println!("## Gossip bytes (simulated, steady state, fanout {FANOUT}, 3 sites)\n");
     println!("Model: every node re-signs its report every round (1 s by default). In each exchange the caller is one round behind the responder on every report except its own, and the responder lacks only the caller's fresh report. Exchange = `SyncRequest` (caller digest: N report seqs + 3 site versions) + `SyncResponse` (bundle of the N − 1 newer reports + responder digest) + push (bundle with the caller's report). Per instance per round = {FANOUT} × exchange (exchanges counted once, at the caller). In-sync lower bound: the views differ only in the two own reports (1 report each way). Full mesh: (N − 1) × signed report bytes. Sizes are `serde_json::to_vec(..).len()` of the real wire types; HTTP/TLS overhead not counted.\n");
-    println!("| N | Signed report | Report in bundle (base64) | Digest | SyncRequest | SyncResponse | Push | Exchange |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| N | Report JSON | Signed report (envelope) | Report in bundle (base64) | Digest | SyncRequest | SyncResponse | Push | Exchange |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
     for (n, f) in &feds {
         let mean_env = f.envelopes.iter().map(Vec::len).sum::<usize>() as f64 / *n as f64;
         let mean_b64 = f.encoded.iter().map(String::len).sum::<usize>() as f64 / *n as f64;
+        let mean_json = f.reports.iter().map(json_len).sum::<usize>() as f64 / *n as f64;
         let model = exchange(f, false);
         let sync = exchange(f, true);
         println!(
-            "| {n} | {mean_env:.0} B | {mean_b64:.0} B | {} B | {} B | {} B | {} B | {} B |",
+            "| {n} | {mean_json:.0} B | {mean_env:.0} B | {mean_b64:.0} B | {} B | {} B | {} B | {} B | {} B |",
             model.digest,
             model.request,
             model.response,

@@ -73,6 +73,10 @@ pub enum Command {
         /// key and the site's configured `mirrors` are always included.
         #[arg(long = "mirror", value_name = "ed25519:KEY")]
         mirrors: Vec<crate::keys::PublicKey>,
+        /// Sign this zone file into the manifest, so instances named in the
+        /// zone's NS set can serve the zone without a local copy.
+        #[arg(long, value_name = "FILE")]
+        zone_file: Option<PathBuf>,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -159,6 +163,7 @@ pub fn run(cli: Cli) -> Result<()> {
             default_document,
             out,
             mirrors,
+            zone_file,
             quiet,
             dir,
         } => {
@@ -175,6 +180,24 @@ pub fn run(cli: Cli) -> Result<()> {
             if !dir.is_dir() {
                 bail!("{} is not a directory", dir.display());
             }
+            let zone = match &zone_file {
+                Some(f) => {
+                    let text = std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?;
+                    let origin = cfg
+                        .site(&host)
+                        .map(|s| s.zone.clone())
+                        .with_context(|| format!("site {host} is not in the config"))?;
+                    // Refuse a zone file that would not load at the mirrors.
+                    crate::dns::zone::Zone::parse(
+                        &text,
+                        &hickory_proto::rr::Name::from_ascii(format!("{origin}."))?,
+                        f,
+                    )?;
+                    Some(crate::manifest::ZoneDoc { origin, text })
+                }
+                None => None,
+            };
             let days = validity_days.unwrap_or(cfg.publish_validity_days);
             if !(1..=3650).contains(&days) {
                 bail!("--validity-days must be within 1..=3650");
@@ -191,6 +214,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     default_document,
                     progress: !quiet,
                     now: None,
+                    zone,
                 },
             )?;
             if let Some(out) = out {

@@ -288,6 +288,7 @@ mod tests {
             cache_ttl: 1,
             mirrors: vec![],
             files: vec![],
+            zone: None,
         }
     }
 

@@ -283,6 +283,7 @@ pub fn prepare(dir: &Path) -> Result<Prepared> {
             default_document: "index.html".into(),
             progress: false,
             now: None,
+            zone: None,
         },
     )?;
     tracing::info!(

@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use crate::catalog::{unix_now, Catalog, SharedCatalog};
 use crate::config::Config;
 use crate::db::Db;
-use crate::dns::server::{DnsServer, DnsSettings, Handler};
-use crate::dns::zone::ZoneSet;
+use crate::dns::server::{DnsData, DnsServer, DnsSettings, Handler, SharedDnsData};
+use crate::dns::zone::{Zone, ZoneSet};
 use crate::federation::{self, Federation};
 use crate::geo::Geo;
 use crate::http::{self, listen, AppState};
@@ -46,16 +46,6 @@ pub enum StartError {
     /// TLS.
     #[error(transparent)]
     Tls(#[from] http::tls::TlsError),
-    /// A site's zone is not loaded.
-    #[error("site {site}: zone {zone} has no zone file in {dir} (expected {zone}.zone)")]
-    MissingZone {
-        /// Site.
-        site: String,
-        /// Zone.
-        zone: String,
-        /// Zones dir.
-        dir: String,
-    },
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -75,6 +65,60 @@ pub enum StartError {
     /// Geolocation database.
     #[error(transparent)]
     Geo(#[from] crate::geo::GeoError),
+}
+
+/// Zones (local files first, then owner-signed zones from manifests) and the
+/// steered names. A site whose zone is in neither is logged and not answered.
+fn build_dns_data(cfg: &Config, local: &ZoneSet, catalog: &Catalog) -> DnsData {
+    let mut zones: Vec<Zone> = local.zones().to_vec();
+    for live in catalog.sites() {
+        let Some(doc) = live.newest.as_ref().and_then(|m| m.manifest.zone.clone()) else {
+            continue;
+        };
+        if doc.origin != live.config.zone {
+            continue;
+        }
+        let Ok(origin) = Name::from_ascii(format!("{}.", doc.origin)) else {
+            continue;
+        };
+        if zones.iter().any(|z| *z.origin() == LowerName::new(&origin)) {
+            continue;
+        }
+        match Zone::parse(
+            &doc.text,
+            &origin,
+            std::path::Path::new(&format!("<manifest of {}>", live.config.hostname)),
+        ) {
+            Ok(z) => zones.push(z),
+            Err(e) => {
+                tracing::warn!(zone = %doc.origin, error = %e, "owner-signed zone does not load")
+            }
+        }
+    }
+    let mut set = ZoneSet::new(zones);
+    let mut steered = HashSet::new();
+    for s in &cfg.sites {
+        let (Ok(name), Ok(zone)) = (
+            Name::from_ascii(format!("{}.", s.hostname)),
+            Name::from_ascii(format!("{}.", s.zone)),
+        ) else {
+            continue;
+        };
+        let lname = LowerName::new(&name);
+        match set.find_mut(&lname) {
+            Some(z) if *z.origin() == LowerName::new(&zone) => {
+                z.add_name(&lname);
+                steered.insert(lname);
+            }
+            _ => {
+                tracing::warn!(site = %s.hostname, zone = %s.zone, "no zone file and no owner-signed zone yet: not answering for this site")
+            }
+        }
+    }
+    DnsData {
+        zones: set,
+        steered,
+    }
 }
 
 /// A running instance.
@@ -103,30 +147,14 @@ impl Instance {
         })?;
         let store = BlobStore::open(&cfg.data_dir)?;
         let db = Arc::new(Db::open(&cfg.data_dir.join("p2pcdn.db"))?);
-        let mut zones = ZoneSet::load_dir(&cfg.zones_dir)?;
-        let mut steered = HashSet::new();
-        for s in &cfg.sites {
-            let name = Name::from_ascii(format!("{}.", s.hostname))
-                .map_err(|_| StartError::Name(s.hostname.clone()))?;
-            let lname = LowerName::new(&name);
-            let zone_name = LowerName::new(
-                &Name::from_ascii(format!("{}.", s.zone))
-                    .map_err(|_| StartError::Name(s.zone.clone()))?,
-            );
-            match zones.find_mut(&lname) {
-                Some(z) if *z.origin() == zone_name => z.add_name(&lname),
-                _ => {
-                    return Err(StartError::MissingZone {
-                        site: s.hostname.clone(),
-                        zone: s.zone.clone(),
-                        dir: cfg.zones_dir.display().to_string(),
-                    })
-                }
-            }
-            steered.insert(lname);
-        }
-        for z in zones.zones() {
-            tracing::info!(zone = %z.origin(), "loaded zone");
+        let local_zones = if cfg.zones_dir.is_dir() {
+            ZoneSet::load_dir(&cfg.zones_dir)?
+        } else {
+            tracing::warn!(dir = %cfg.zones_dir.display(), "zones directory missing: only owner-signed zones will be served");
+            ZoneSet::default()
+        };
+        for z in local_zones.zones() {
+            tracing::info!(zone = %z.origin(), "loaded zone file");
         }
 
         let me = crate::keys::SecretKey::read(&cfg.node.key)
@@ -174,13 +202,17 @@ impl Instance {
             ..Default::default()
         };
         let (steering, steer_view) = federation::view::FederatedSteering::new(geo, policy);
+        let dns_data: SharedDnsData = Arc::new(ArcSwap::from_pointee(build_dns_data(
+            &cfg,
+            &local_zones,
+            &catalog.load(),
+        )));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
         // DNS.
         let handler = Handler::new(
-            Arc::new(zones),
-            Arc::new(steered),
+            dns_data.clone(),
             Arc::new(steering),
             DnsSettings {
                 answer_ttl: cfg.dns.answer_ttl,
@@ -296,6 +328,7 @@ impl Instance {
             let cfg = cfg.clone();
             let mut rx = shutdown_rx.clone();
             let refresh = refresh.clone();
+            let dns_data = dns_data.clone();
             tasks.spawn(async move {
                 let mut last = db.data_version().ok();
                 let mut ticks = 0u32;
@@ -322,7 +355,9 @@ impl Instance {
                             if old != now {
                                 tracing::info!(versions = ?now, "catalog updated");
                             }
+                            let data = build_dns_data(&cfg, &local_zones, &new);
                             catalog.store(Arc::new(new));
+                            dns_data.store(Arc::new(data));
                         }
                     }
                 }

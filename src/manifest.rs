@@ -71,7 +71,24 @@ pub struct Manifest {
     pub mirrors: Vec<PublicKey>,
     /// The file table, sorted by path, paths unique.
     pub files: Vec<FileEntry>,
+    /// The zone's records, owner-signed, so any instance named in the zone's
+    /// NS set can serve the zone without a local zone file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<ZoneDoc>,
 }
+
+/// An owner-signed zone: RFC 1035 zone file text for `origin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneDoc {
+    /// The zone apex, lowercase, no trailing dot; must contain the site.
+    pub origin: String,
+    /// Zone file text (records relative to `origin`).
+    pub text: String,
+}
+
+/// Largest zone text carried in a manifest, bytes.
+pub const MAX_ZONE_TEXT: usize = 1024 * 1024;
 
 /// The signed envelope, as stored and exchanged.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -351,6 +368,18 @@ fn check_files(m: &Manifest) -> Result<HashMap<String, usize>, ManifestError> {
             m.default_document
         )));
     }
+    if let Some(z) = &m.zone {
+        let origin = normalize_site(&z.origin);
+        if origin != z.origin || !(m.site == origin || m.site.ends_with(&format!(".{origin}"))) {
+            return Err(ManifestError::Body(format!(
+                "zone {:?} does not contain site {}",
+                z.origin, m.site
+            )));
+        }
+        if z.text.len() > MAX_ZONE_TEXT {
+            return Err(ManifestError::Body("zone text too large".into()));
+        }
+    }
     let mut index = HashMap::with_capacity(m.files.len());
     let mut prev: Option<&str> = None;
     for (i, f) in m.files.iter().enumerate() {
@@ -441,6 +470,7 @@ mod tests {
                     headers: BTreeMap::new(),
                 },
             ],
+            zone: None,
         }
     }
 

@@ -88,6 +88,8 @@ pub struct PublishOptions {
     pub progress: bool,
     /// Override issue time (tests); default now.
     pub now: Option<u64>,
+    /// Zone records to sign into the manifest (for instances without a local zone file).
+    pub zone: Option<manifest::ZoneDoc>,
 }
 
 /// What a publish did.
@@ -271,6 +273,7 @@ pub fn publish(
         cache_ttl: opts.cache_ttl,
         mirrors: authorized_mirrors(cfg, &site_cfg.mirrors),
         files: entries,
+        zone: opts.zone.clone(),
     };
     let envelope = manifest::sign(&m, key)?;
     // Acceptance always uses the real clock, whatever issue time was chosen.

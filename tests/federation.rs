@@ -65,6 +65,8 @@ fn site_dir(f: &Fed, tag: &str) -> std::path::PathBuf {
 async fn replicate_steer_and_respect_owner_control() {
     // Sydney (index 4) is not authorized by the owner; New York (1) declares a tiny capacity.
     let f = fed::build(10, [10_000.0, 3.0, 10_000.0, 10_000.0, 10_000.0]);
+    // Sydney's operator has no zone file: it serves the owner-signed zone.
+    std::fs::remove_file(f.config(4).zones_dir.join("fed.test.zone")).unwrap();
     let mut insts: Vec<Option<Instance>> = vec![];
     for i in 0..5 {
         insts.push(Some(f.start(i).await));
@@ -96,6 +98,24 @@ async fn replicate_steer_and_respect_owner_control() {
         .load()
         .versions()
         .is_empty());
+
+    // The zone travelled owner-signed: Sydney answers for it without a zone file.
+    let soa = common::udp(
+        f.nodes[4].dns,
+        &query("fed.test.", RecordType::SOA, None, None),
+    )
+    .await;
+    assert!(soa.authoritative());
+    assert_eq!(soa.answers()[0].record_type(), RecordType::SOA);
+    let ns = common::udp(
+        f.nodes[4].dns,
+        &query("ns3.fed.test.", RecordType::A, None, None),
+    )
+    .await;
+    assert_eq!(
+        ns.answers()[0].data().to_string(),
+        f.nodes[2].ip.to_string()
+    );
 
     // Wait until every authority sees every mirror healthy with its report.
     let ok = eventually(15, async || {

@@ -52,25 +52,31 @@ pub struct DnsSettings {
     pub max_udp_payload: u16,
 }
 
+/// What the handler answers from: zones and the steered site names.
+/// Swapped atomically when owner-signed zones arrive.
+#[derive(Debug, Clone, Default)]
+pub struct DnsData {
+    /// Authoritative zones.
+    pub zones: ZoneSet,
+    /// Names whose A/AAAA answers are steered.
+    pub steered: HashSet<LowerName>,
+}
+
+/// Shared, swappable DNS data.
+pub type SharedDnsData = Arc<arc_swap::ArcSwap<DnsData>>;
+
 /// The request handler.
 pub struct Handler {
-    zones: Arc<ZoneSet>,
-    steered: Arc<HashSet<LowerName>>,
+    data: SharedDnsData,
     steering: Arc<dyn Steering>,
     settings: DnsSettings,
 }
 
 impl Handler {
     /// Builds a handler.
-    pub fn new(
-        zones: Arc<ZoneSet>,
-        steered: Arc<HashSet<LowerName>>,
-        steering: Arc<dyn Steering>,
-        settings: DnsSettings,
-    ) -> Self {
+    pub fn new(data: SharedDnsData, steering: Arc<dyn Steering>, settings: DnsSettings) -> Self {
         Self {
-            zones,
-            steered,
+            data,
             steering,
             settings,
         }
@@ -133,9 +139,10 @@ impl Handler {
                 s.addrs
             })
         };
+        let data = self.data.load();
         let ans: Answer = resolve(
-            &self.zones,
-            &self.steered,
+            &data.zones,
+            &data.steered,
             &Question {
                 name: query.name(),
                 qtype: query.query_type(),

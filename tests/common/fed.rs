@@ -196,7 +196,22 @@ impl Fed {
         if !authorized.contains(&origin) {
             cfg.node.key = self.dir.path().join("no-such-key");
         }
-        let r = p2pcdn::publish::publish(&cfg, &self.owner, &super::opts(SITE, dir, None)).unwrap();
+        // The owner signs the zone into the manifest: instances without a
+        // local zone file serve it from there.
+        let text = std::fs::read_to_string(
+            self.nodes[origin]
+                .config_path
+                .parent()
+                .unwrap()
+                .join(format!("zones/{ZONE}.zone")),
+        )
+        .unwrap();
+        let mut o = super::opts(SITE, dir, None);
+        o.zone = Some(p2pcdn::manifest::ZoneDoc {
+            origin: ZONE.into(),
+            text,
+        });
+        let r = p2pcdn::publish::publish(&cfg, &self.owner, &o).unwrap();
         cfg.node.key = node_key;
         r.version
     }

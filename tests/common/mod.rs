@@ -182,6 +182,7 @@ pub fn opts(site: &str, dir: &Path, version: Option<u64>) -> PublishOptions {
         default_document: "index.html".into(),
         progress: false,
         now: None,
+        zone: None,
     }
 }
 

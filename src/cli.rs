@@ -168,6 +168,7 @@ pub fn run(cli: Cli) -> Result<()> {
             dir,
         } => {
             let mut cfg = Config::load(&config)?;
+            runtime()?.block_on(crate::owner::resolve(&mut cfg))?;
             let host = crate::manifest::normalize_site(&site);
             for s in cfg.sites.iter_mut().filter(|s| s.hostname == host) {
                 for m in &mirrors {

@@ -218,6 +218,8 @@ struct RawSite {
     #[serde(default)]
     owner_key_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
+    owner_domain: Option<Spanned<String>>,
+    #[serde(default)]
     tls_cert: Option<PathBuf>,
     #[serde(default)]
     tls_key: Option<Spanned<PathBuf>>,
@@ -360,6 +362,41 @@ pub struct SiteConfig {
     pub mirrors: Vec<PublicKey>,
 }
 
+/// A site whose owner key is discovered from the owner's domain
+/// (`https://<owner_domain>/.well-known/p2pcdn/<site>.key`).
+#[derive(Debug, Clone)]
+pub struct PendingSite {
+    /// Steered hostname.
+    pub hostname: String,
+    /// Its zone.
+    pub zone: String,
+    /// Where the owner publishes the key.
+    pub owner_key_url: String,
+    /// TLS certificate and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Plain HTTP policy.
+    pub plain_http: PlainHttp,
+    /// Hold and serve a copy.
+    pub mirror: bool,
+    /// Mirrors `publish` authorizes.
+    pub mirrors: Vec<PublicKey>,
+}
+
+impl PendingSite {
+    /// The site config once its owner key is known.
+    pub fn with_key(self, owner_key: PublicKey) -> SiteConfig {
+        SiteConfig {
+            hostname: self.hostname,
+            zone: self.zone,
+            owner_key,
+            tls: self.tls,
+            plain_http: self.plain_http,
+            mirror: self.mirror,
+            mirrors: self.mirrors,
+        }
+    }
+}
+
 /// A validated instance configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -385,6 +422,8 @@ pub struct Config {
     pub publish_validity_days: u64,
     /// Sites.
     pub sites: Vec<SiteConfig>,
+    /// Sites whose owner key is still to be discovered over HTTPS (see `owner`).
+    pub pending_sites: Vec<PendingSite>,
     /// Federation.
     pub federation: FederationConfig,
     /// Steering.
@@ -651,6 +690,7 @@ impl Config {
         }
 
         let mut sites: Vec<SiteConfig> = Vec::new();
+        let mut pending_sites: Vec<PendingSite> = Vec::new();
         for (n, s) in raw.sites.into_iter().enumerate() {
             let host = normalize_site(s.hostname.get_ref());
             let zone = normalize_site(s.zone.get_ref());
@@ -695,9 +735,20 @@ impl Config {
                     ));
                 }
             };
-            let owner_key = match (s.owner_key, &s.owner_key_file) {
-                (Some(k), None) => k,
-                (None, Some(f)) => {
+            if sites.iter().any(|o| o.hostname == host)
+                || pending_sites
+                    .iter()
+                    .any(|o: &PendingSite| o.hostname == host)
+            {
+                return Err(invalid(
+                    s.hostname.span(),
+                    &key("hostname"),
+                    format!("site {host} is configured twice"),
+                ));
+            }
+            let owner_key = match (s.owner_key, &s.owner_key_file, &s.owner_domain) {
+                (Some(k), None, None) => Some(k),
+                (None, Some(f), None) => {
                     let path = abs(f.get_ref());
                     let text = std::fs::read_to_string(&path).map_err(|e| {
                         invalid(
@@ -706,31 +757,54 @@ impl Config {
                             format!("{}: {e}", path.display()),
                         )
                     })?;
-                    text.trim().parse::<PublicKey>().map_err(|e| {
+                    Some(text.trim().parse::<PublicKey>().map_err(|e| {
                         invalid(
                             f.span(),
                             &key("owner_key_file"),
                             format!("{}: {e}", path.display()),
                         )
-                    })?
+                    })?)
                 }
+                (None, None, Some(_)) => None,
                 _ => {
                     return Err(invalid(
                         s.hostname.span(),
                         &key("owner_key"),
-                        "give exactly one of owner_key and owner_key_file".into(),
+                        "give exactly one of owner_key, owner_key_file and owner_domain".into(),
                     ))
                 }
             };
-            sites.push(SiteConfig {
-                hostname: host,
-                zone,
-                owner_key,
-                tls,
-                plain_http: s.plain_http,
-                mirror: s.mirror,
-                mirrors: s.mirrors,
-            });
+            match owner_key {
+                Some(owner_key) => sites.push(SiteConfig {
+                    hostname: host,
+                    zone,
+                    owner_key,
+                    tls,
+                    plain_http: s.plain_http,
+                    mirror: s.mirror,
+                    mirrors: s.mirrors,
+                }),
+                None => {
+                    let d = s.owner_domain.as_ref().map(|d| {
+                        (
+                            d.get_ref().trim_end_matches('/').to_ascii_lowercase(),
+                            d.span(),
+                        )
+                    });
+                    let Some((domain, span)) = d else { continue };
+                    let (base, _) = normalize_url(&format!("https://{domain}"))
+                        .map_err(|m| invalid(span, &key("owner_domain"), m))?;
+                    pending_sites.push(PendingSite {
+                        owner_key_url: format!("{base}/.well-known/p2pcdn/{host}.key"),
+                        hostname: host,
+                        zone,
+                        tls,
+                        plain_http: s.plain_http,
+                        mirror: s.mirror,
+                        mirrors: s.mirrors,
+                    });
+                }
+            }
         }
 
         Ok(Config {
@@ -758,6 +832,7 @@ impl Config {
             https_default_cert: default_cert,
             publish_validity_days: validity,
             sites,
+            pending_sites,
             federation,
             steering: SteeringConfig {
                 answers,

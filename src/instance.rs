@@ -62,6 +62,9 @@ pub enum StartError {
     /// Federation setup.
     #[error(transparent)]
     Federation(#[from] crate::federation::FederationError),
+    /// Owner key discovery.
+    #[error(transparent)]
+    OwnerKey(#[from] crate::owner::OwnerKeyError),
     /// Geolocation database.
     #[error(transparent)]
     Geo(#[from] crate::geo::GeoError),
@@ -140,11 +143,12 @@ pub struct Instance {
 
 impl Instance {
     /// Starts everything described by `cfg`.
-    pub async fn start(cfg: Config) -> Result<Self, StartError> {
+    pub async fn start(mut cfg: Config) -> Result<Self, StartError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
+        crate::owner::resolve(&mut cfg).await?;
         let store = BlobStore::open(&cfg.data_dir)?;
         let db = Arc::new(Db::open(&cfg.data_dir.join("p2pcdn.db"))?);
         let local_zones = if cfg.zones_dir.is_dir() {

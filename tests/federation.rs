@@ -253,10 +253,34 @@ async fn replicate_steer_and_respect_owner_control() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_mirror_death_return_and_origin_loss() {
     let f = fed::build(20, [10_000.0; 5]);
+    // São Paulo's operator does not pin the owner key: it discovers it over
+    // HTTPS from the owner's domain (here the origin instance serves it).
+    let sp = &f.nodes[3].config_path;
+    let text = std::fs::read_to_string(sp).unwrap();
+    let pinned_line = text
+        .lines()
+        .find(|l| l.starts_with("owner_key = "))
+        .unwrap()
+        .to_string();
+    let text = text.replace(
+        &pinned_line,
+        &format!(
+            "owner_domain = \"ns1.fed.test:{}\"",
+            f.nodes[0].https.port()
+        ),
+    );
+    std::fs::write(sp, text).unwrap();
     let mut insts: Vec<Option<Instance>> = vec![];
     for i in 0..5 {
         insts.push(Some(f.start(i).await));
     }
+    let pin =
+        std::fs::read_to_string(f.config(3).data_dir.join("owner-keys/www.fed.test.pub")).unwrap();
+    assert_eq!(
+        pin.trim(),
+        f.owner.public().to_string(),
+        "discovered and pinned"
+    );
     let v1 = f.publish(0, &site_dir(&f, "one"), &[0, 1, 2, 3, 4]);
     assert!(eventually(30, async || all_hold(&insts, &[0, 1, 2, 3, 4], v1).await).await);
     let sg_client: IpAddr = "127.3.0.9".parse().unwrap();
@@ -329,6 +353,20 @@ async fn failures_mirror_death_return_and_origin_loss() {
     })
     .await;
     assert!(ok, "origin removed from answers, others still answered");
+    let body = f
+        .client(3)
+        .get(f.url(3, "/files/tag.txt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "one");
+
+    // With the owner's domain down, São Paulo restarts on its pinned owner key.
+    insts[3].take().unwrap().shutdown().await;
+    insts[3] = Some(f.start(3).await);
     let body = f
         .client(3)
         .get(f.url(3, "/files/tag.txt"))

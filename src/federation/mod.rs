@@ -161,6 +161,45 @@ impl LoadMeter {
     }
 }
 
+/// The HTTPS client used towards peers and owners' domains: trusts WebPKI
+/// roots (unless disabled) and the configured CA file, and resolves bootstrap
+/// peers' names to their configured addresses.
+pub fn http_client(cfg: &Config) -> Result<(reqwest::Client, Arc<PeerResolver>), FederationError> {
+    let resolver = Arc::new(PeerResolver::default());
+    for p in &cfg.federation.peers {
+        if let Some(a) = p.address {
+            resolver.pin(&p.host, a);
+        }
+    }
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(cfg.federation.webpki_roots)
+        .dns_resolver(resolver.clone())
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("p2pcdn/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &cfg.federation.ca_file {
+        let err = |message: String| FederationError::Ca {
+            path: ca.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(ca).map_err(|e| err(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(err("no certificates in file".into()));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    let http = builder
+        .build()
+        .map_err(|e| FederationError::Client(e.to_string()))?;
+    Ok((http, resolver))
+}
+
 /// The federation agent's shared state.
 pub struct Federation {
     /// This node's key.
@@ -210,46 +249,8 @@ impl Federation {
             Some(443) | None => format!("https://{}", cfg.node.name),
             Some(p) => format!("https://{}:{p}", cfg.node.name),
         });
-        let resolver = Arc::new(PeerResolver::default());
-        let mut to_bind = HashSet::new();
-        for p in &cfg.federation.peers {
-            if let Some(a) = p.address {
-                resolver.pin(&p.host, a);
-            }
-            to_bind.insert(p.url.clone());
-        }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(cfg.federation.webpki_roots)
-            .dns_resolver(resolver.clone())
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("p2pcdn/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &cfg.federation.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| FederationError::Ca {
-                path: ca.display().to_string(),
-                message: e.to_string(),
-            })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| FederationError::Ca {
-                    path: ca.display().to_string(),
-                    message: e.to_string(),
-                })?;
-            if certs.is_empty() {
-                return Err(FederationError::Ca {
-                    path: ca.display().to_string(),
-                    message: "no certificates in file".into(),
-                });
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| FederationError::Client(e.to_string()))?;
+        let (http, resolver) = http_client(&cfg)?;
+        let to_bind: HashSet<String> = cfg.federation.peers.iter().map(|p| p.url.clone()).collect();
         Ok(Self {
             me,
             key,

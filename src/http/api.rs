@@ -35,6 +35,26 @@ pub async fn node(State(st): State<AppState>) -> Response {
     }
 }
 
+/// `GET /.well-known/p2pcdn/<site>.key`: the owner key this node pins for a
+/// site it serves (an owner can point `owner_domain` at an instance they run).
+pub async fn owner_key(State(st): State<AppState>, Path(file): Path<String>) -> Response {
+    let Some(site) = file.strip_suffix(".key") else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let cat = st.catalog.load();
+    match cat.site(&crate::manifest::normalize_site(site)) {
+        Some(s) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "public, max-age=300"),
+            ],
+            format!("{}\n", s.config.owner_key),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such site\n").into_response(),
+    }
+}
+
 /// `GET /status`: the federation as this node sees it (for `p2pcdn status`).
 pub async fn status(State(st): State<AppState>) -> Response {
     let now = unix_now();

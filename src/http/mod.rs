@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/.well-known/p2pcdn/v1/health", get(health))
         .route("/.well-known/p2pcdn/v1/node", get(api::node))
+        .route("/.well-known/p2pcdn/{file}", get(api::owner_key))
         .route("/.well-known/p2pcdn/v1/status", get(api::status))
         .route(
             "/.well-known/p2pcdn/v1/sync",

@@ -1,0 +1,632 @@
+#!/usr/bin/env bash
+# End-to-end "real world" test of a five-city p2pcdn federation, all inside
+# this machine, in network namespaces:
+#
+#   p2pe-br   a bridge (br0) joining every namespace below (10.0.0.0/8, one L2)
+#   p2pe-mN   instance N (N = 1 Frankfurt, 2 New York, 3 Singapore,
+#             4 São Paulo, 5 Sydney): `p2pcdn serve` on 10.N.0.1, ports 53/80/443
+#   p2pe-cN   client network N: an unbound recursive resolver on 10.N.1.2
+#             (stub-zone for demo.p2pcdn.test -> the five instances, EDNS
+#             Client Subnet sent to them, egress from 10.9.N.2, an address the
+#             geo database does not place, so only ECS can steer), the
+#             client's own address 10.N.1.3, and /etc/netns/p2pe-cN/resolv.conf
+#             pointing at the resolver.
+#
+# From each client namespace, with ordinary tools and no p2pcdn-specific flags:
+# dig answers the city's mirror first, curl fetches the published bytes,
+# headless Chromium renders the page with its stylesheet and image. Then the
+# failure drills: SIGKILL Singapore's mirror (clients move to the next nearest
+# within answer_ttl + 5 s), restart it (it comes back), publish a new version
+# (every client sees it, never a mix of versions within one manifest).
+#
+# Needs root and: ip (iproute2), unbound, dig (bind9-dnsutils), curl, chromium,
+# certutil (libnss3-tools), python3, timeout. Installs nothing.
+# Env: P2PCDN = the binary (default target/debug/p2pcdn), P2PE_TIMEOUT = overall
+# bound in seconds (default 600), P2PE_KEEP=1 keeps the temp dir.
+# Prints "N passed, M failed" and exits non-zero on any failure.
+set -euo pipefail
+
+# ---- overall time bound: re-exec under timeout(1) -------------------------
+if [ -z "${P2PE_BOUNDED:-}" ]; then
+    export P2PE_BOUNDED=1
+    # timeout signals its whole process group on expiry; our TERM trap cleans up.
+    exec timeout --kill-after=30 "${P2PE_TIMEOUT:-600}" bash "$0" "$@"
+fi
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+P2PCDN="${P2PCDN:-$ROOT/target/debug/p2pcdn}"
+GEO="$ROOT/geodata/test/steering-test-city.mmdb"
+ASSETS="$ROOT/src/demo_assets"
+PFX=p2pe
+ZONE=demo.p2pcdn.test
+WWW="www.$ZONE"
+TTL=5                       # answer_ttl of steered answers
+CITIES=(_ frankfurt newyork singapore saopaulo sydney)
+LAT=(_ 50.11 40.71 1.35 -23.55 -33.87)
+LON=(_ 8.68 -74.01 103.82 -46.63 151.21)
+BIG_MIB="${P2PE_BIG_MIB:-8}"
+T0=$(date +%s)
+
+# ---- bookkeeping and cleanup ------------------------------------------------
+PIDS=()        # every background process we started
+NSS=()         # every network namespace we made (veths and the bridge live inside)
+ETCS=()        # every /etc/netns/<ns> directory we made
+declare -A MPID=() UPID=()
+PASS=0
+FAIL=0
+SUMMARY_DONE=0
+TMP=""
+
+log() { printf '[%4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+ok() { PASS=$((PASS + 1)); printf '[%4ds] ok   - %s\n' "$(($(date +%s) - T0))" "$*"; }
+bad() { FAIL=$((FAIL + 1)); printf '[%4ds] FAIL - %s\n' "$(($(date +%s) - T0))" "$*"; }
+
+summary() {
+    [ "$SUMMARY_DONE" = 1 ] && return 0
+    SUMMARY_DONE=1
+    log "total run time $(($(date +%s) - T0)) s"
+    echo "$PASS passed, $FAIL failed"
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [ "$SUMMARY_DONE" != 1 ]; then
+        if [ "$rc" != 0 ]; then
+            bad "aborted (exit status $rc) before all checks ran"
+            dump_logs
+        fi
+        summary
+    fi
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for _ in $(seq 1 30); do
+        local alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    local ns
+    for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+    for ns in "${ETCS[@]}"; do rm -rf "/etc/netns/$ns"; done
+    rmdir /etc/netns 2>/dev/null
+    if [ -n "$TMP" ] && [ -d "$TMP" ]; then
+        if [ "${P2PE_KEEP:-}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    fi
+    if [ "$rc" = 0 ] && [ "$FAIL" != 0 ]; then rc=1; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+dump_logs() {
+    [ -n "$TMP" ] && [ -d "$TMP/log" ] || return 0
+    local f
+    for f in "$TMP"/log/*.log; do
+        [ -s "$f" ] || continue
+        echo "---- last lines of $(basename "$f")"
+        tail -n 15 "$f"
+    done
+}
+
+# ---- preconditions ------------------------------------------------------------
+[ "$(id -u)" = 0 ] || { echo "world.sh: needs root (network namespaces, ports 53/80/443)" >&2; exit 2; }
+for tool in ip unbound dig curl chromium certutil python3 timeout cmp; do
+    command -v "$tool" >/dev/null || { echo "world.sh: missing tool: $tool" >&2; exit 2; }
+done
+[ -x "$P2PCDN" ] || { echo "world.sh: no p2pcdn binary at $P2PCDN (set P2PCDN)" >&2; exit 2; }
+
+# One run at a time on this machine; namespaces left by a run that was killed
+# outright (SIGKILL, no cleanup) carry our prefix and are removed first.
+exec 9>"/run/$PFX-world.lock"
+flock -w 60 9 || { echo "world.sh: another run holds /run/$PFX-world.lock" >&2; exit 2; }
+for ns in $(ip netns list | awk '{print $1}' | grep "^$PFX-" || true); do
+    log "removing stale namespace $ns from an earlier run"
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+    ip netns del "$ns" || true
+    rm -rf "/etc/netns/$ns"
+done
+
+TMP="$(mktemp -d "/tmp/$PFX.XXXXXX")"
+mkdir -p "$TMP/log" "$TMP/zones" "$TMP/tls" "$TMP/fetch"
+log "temp dir $TMP, binary $P2PCDN"
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# ---- network ------------------------------------------------------------------
+mkns() {
+    ip netns add "$1"
+    NSS+=("$1")
+    ip -n "$1" link set lo up
+    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+}
+# attach NS: a veth pair, "eth0" inside NS, "<port>" on the bridge.
+attach() {
+    local ns=$1 port=$2
+    ip -n "$PFX-br" link add "$port" type veth peer name eth0 netns "$ns"
+    ip -n "$PFX-br" link set "$port" master br0 up
+    ip -n "$ns" link set eth0 up
+}
+
+log "building the network"
+mkns "$PFX-br"
+ip -n "$PFX-br" link add br0 type bridge
+ip -n "$PFX-br" link set br0 up
+for n in 1 2 3 4 5; do
+    mkns "$PFX-m$n"
+    attach "$PFX-m$n" "m$n"
+    ip -n "$PFX-m$n" addr add "10.$n.0.1/8" dev eth0
+    mkns "$PFX-c$n"
+    attach "$PFX-c$n" "c$n"
+    ip -n "$PFX-c$n" addr add "10.$n.1.3/8" dev eth0   # the client (primary address)
+    ip -n "$PFX-c$n" addr add "10.$n.1.2/8" dev eth0   # its ISP resolver
+    ip -n "$PFX-c$n" addr add "10.9.$n.2/8" dev eth0   # the resolver's egress: no location
+    mkdir -p "/etc/netns/$PFX-c$n"
+    ETCS+=("$PFX-c$n")
+    echo "nameserver 10.$n.1.2" >"/etc/netns/$PFX-c$n/resolv.conf"
+done
+
+# ---- keys, certificates, configs, zone ---------------------------------------------
+log "keys, certificates, configs"
+"$P2PCDN" keygen --out "$TMP/owner.key" >/dev/null 2>&1
+"$P2PCDN" pubkey "$TMP/owner.key" >"$TMP/owner.pub"
+MIRRORS=()
+for n in 1 2 3 4 5; do
+    mkdir -p "$TMP/m$n"
+    "$P2PCDN" keygen --out "$TMP/m$n/node.key" >/dev/null 2>&1
+    MIRRORS+=(--mirror "$("$P2PCDN" pubkey "$TMP/m$n/node.key")")
+    "$P2PCDN" --log warn dev-cert --ca-dir "$TMP/tls" --out "m$n" \
+        "ns$n.$ZONE" "$WWW" "$ZONE" "10.$n.0.1" >/dev/null
+done
+CA="$TMP/tls/ca.pem"
+
+{
+    echo "; demo.p2pcdn.test as the test world's registry would delegate it"
+    echo "\$ORIGIN $ZONE."
+    echo "\$TTL 300"
+    echo "@    IN SOA ns1 hostmaster ( 2026112401 3600 600 1209600 60 )"
+    for n in 1 2 3 4 5; do
+        echo "@    IN NS  ns$n"
+        echo "ns$n IN A   10.$n.0.1"
+    done
+    echo "www  IN A   10.1.0.1   ; fallback: the origin"
+} >"$TMP/zones/$ZONE.zone"
+
+for n in 1 2 3 4 5; do
+    {
+        echo "# p2pcdn instance: ${CITIES[$n]} (examples/federation/${CITIES[$n]}.toml, test-world addresses)"
+        echo "data_dir = \"$TMP/m$n/data\""
+        echo "zones_dir = \"$TMP/zones\""
+        echo "geodata = \"$GEO\""
+        echo
+        echo "[node]"
+        echo "name = \"ns$n.$ZONE\""
+        echo "key = \"$TMP/m$n/node.key\""
+        echo "addresses = [\"10.$n.0.1\"]"
+        echo "latitude = ${LAT[$n]}"
+        echo "longitude = ${LON[$n]}"
+        echo "capacity_rps = 5000"
+        echo
+        echo "[dns]"
+        echo "listen = [\"10.$n.0.1:53\"]"
+        echo "answer_ttl = $TTL"
+        echo
+        echo "[http]"
+        echo "listen = [\"10.$n.0.1:80\"]"
+        echo
+        echo "[https]"
+        echo "listen = [\"10.$n.0.1:443\"]"
+        echo "cert = \"$TMP/tls/m$n.pem\""
+        echo "key = \"$TMP/tls/m$n.key\""
+        echo
+        echo "[federation]"
+        echo "ca_file = \"$CA\""
+        echo "webpki_roots = false"
+        echo "probe_interval_ms = 500"
+        echo "gossip_interval_ms = 500"
+        echo "peers = ["
+        for p in 1 2 3 4 5; do
+            [ "$p" = "$n" ] && continue
+            echo "    { url = \"https://ns$p.$ZONE\", address = \"10.$p.0.1\" },  # ${CITIES[$p]}"
+        done
+        echo "]"
+        echo
+        echo "[[site]]"
+        echo "hostname = \"$WWW\""
+        echo "zone = \"$ZONE\""
+        echo "owner_key_file = \"$TMP/owner.pub\""
+        echo "tls_cert = \"$TMP/tls/m$n.pem\""
+        echo "tls_key = \"$TMP/tls/m$n.key\""
+    } >"$TMP/m$n.toml"
+    "$P2PCDN" --log warn check --config "$TMP/m$n.toml" >"$TMP/log/check-m$n.log" 2>&1 ||
+        { cat "$TMP/log/check-m$n.log"; false; }
+done
+
+# The sample site (the demo's page, stylesheet and image, a big file), with a
+# version marker in every file that changes between versions.
+make_site() {
+    local dir=$1 ver=$2
+    mkdir -p "$dir/img" "$dir/files"
+    sed "s|</main>|<p id=\"version\">SITEVER-$ver</p>\n</main>|" "$ASSETS/index.html" >"$dir/index.html"
+    { cat "$ASSETS/style.css"; echo "/* SITEVER-$ver */"; } >"$dir/style.css"
+    echo "SITEVER-$ver" >"$dir/version.txt"
+    cp "$ASSETS/logo.png" "$dir/img/logo.png"
+}
+make_site "$TMP/site-v1" v1
+head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$TMP/site-v1/files/big.bin"
+grep -q "SITEVER-v1" "$TMP/site-v1/index.html"
+
+publish() {
+    in_ns "$PFX-m1" "$P2PCDN" --log warn publish --quiet --config "$TMP/m1.toml" --site "$WWW" \
+        --key "$TMP/owner.key" "${MIRRORS[@]}" "$1"
+}
+log "publishing v1 at the origin (Frankfurt)"
+publish "$TMP/site-v1"
+
+# ---- processes ---------------------------------------------------------------------
+start_mirror() {
+    local n=$1
+    ip netns exec "$PFX-m$n" "$P2PCDN" --log info serve --config "$TMP/m$n.toml" \
+        >>"$TMP/log/m$n.log" 2>&1 &
+    MPID[$n]=$!
+    PIDS+=("$!")
+}
+
+for n in 1 2 3 4 5; do
+    mkdir -p "$TMP/c$n"
+    cat >"$TMP/c$n/unbound.conf" <<EOF
+# An ISP's recursive resolver for client network $n (${CITIES[$n]}).
+server:
+    verbosity: 1
+    use-syslog: no
+    logfile: ""
+    username: ""
+    chroot: ""
+    directory: "$TMP/c$n"
+    pidfile: "$TMP/c$n/unbound.pid"
+    num-threads: 1
+    so-reuseport: no
+    do-ip6: no
+    interface: 10.$n.1.2
+    port: 53
+    outgoing-interface: 10.9.$n.2
+    access-control: 10.0.0.0/8 allow
+    # RFC 6761 makes *.test a built-in NXDOMAIN zone; this resolver serves it by stub.
+    local-zone: "test." nodefault
+    do-not-query-localhost: no
+    # No DNSSEC validation (no trust anchors); EDNS Client Subnet towards the authorities.
+    module-config: "subnetcache iterator"
+    send-client-subnet: 10.0.0.0/8
+    max-client-subnet-ipv4: 24
+    # Keep the authority's order of addresses (nearest mirror first).
+    rrset-roundrobin: no
+    infra-keep-probing: yes
+    # An ISP would set these to its liking; keep them small for the test.
+    msg-cache-size: 4m
+    rrset-cache-size: 4m
+
+stub-zone:
+    name: "$ZONE"
+    stub-addr: 10.1.0.1
+    stub-addr: 10.2.0.1
+    stub-addr: 10.3.0.1
+    stub-addr: 10.4.0.1
+    stub-addr: 10.5.0.1
+
+remote-control:
+    control-enable: no
+EOF
+    unbound-checkconf "$TMP/c$n/unbound.conf" >"$TMP/log/checkconf-c$n.log" 2>&1 ||
+        { cat "$TMP/log/checkconf-c$n.log"; false; }
+done
+
+log "starting five instances and five resolvers"
+for n in 1 2 3 4 5; do start_mirror "$n"; done
+for n in 1 2 3 4 5; do
+    ip netns exec "$PFX-c$n" unbound -d -c "$TMP/c$n/unbound.conf" >>"$TMP/log/unbound-c$n.log" 2>&1 &
+    UPID[$n]=$!
+    PIDS+=("$!")
+done
+
+# ---- helpers for the checks ---------------------------------------------------------
+# wait_until SECS CMD...: true once CMD succeeds, polling every 0.25 s.
+wait_until() {
+    local secs=$1; shift
+    local end=$(($(date +%s%N) + secs * 1000000000))
+    while :; do
+        "$@" && return 0
+        [ "$(date +%s%N)" -lt "$end" ] || return 1
+        sleep 0.25
+    done
+}
+# The client's view: addresses for www, in the order its resolver gives them.
+client_dig() {
+    in_ns "$PFX-c$1" dig +short +time=2 +tries=2 -b "10.$1.1.3" "$WWW" A 2>/dev/null | grep -E '^[0-9.]+$' || true
+}
+first_addr() { client_dig "$1" | head -n1; }
+first_is() { [ "$(first_addr "$1")" = "$2" ]; }
+# client_curl N OUT PATH...: fetch over HTTPS as the client would; prints remote_ip per transfer.
+client_curl() {
+    local n=$1 out=$2; shift 2
+    local args=() i=0 p
+    for p in "$@"; do
+        i=$((i + 1))
+        args+=(-o "$out.$i" "https://$WWW$p")
+    done
+    in_ns "$PFX-c$n" curl -sS --fail --max-time 20 --connect-timeout 3 --cacert "$CA" \
+        --interface "10.$n.1.3" -w '%{remote_ip} %{http_code} %header{last-modified}\n' "${args[@]}"
+}
+health_has_site() {
+    in_ns "$PFX-c1" curl -s --max-time 2 "http://10.$1.0.1/.well-known/p2pcdn/v1/health" 2>/dev/null |
+        grep -q "\"$WWW\""
+}
+dns_up() {
+    in_ns "$PFX-c1" dig +short +time=1 +tries=1 -b 10.1.1.3 "@10.$1.0.1" "$ZONE" SOA 2>/dev/null | grep -q hostmaster
+}
+resolver_up() {
+    in_ns "$PFX-c$1" dig +time=1 +tries=1 -b "10.$1.1.3" "@10.$1.1.2" "ns1.$ZONE" A 2>/dev/null | grep -q 'status: NOERROR'
+}
+
+# ---- bring-up -------------------------------------------------------------------------
+log "waiting for the federation to replicate v1 and converge"
+for n in 1 2 3 4 5; do
+    wait_until 30 dns_up "$n" || { bad "instance $n answers DNS on 10.$n.0.1:53"; false; }
+    wait_until 30 resolver_up "$n" || { bad "resolver of client network $n answers"; false; }
+done
+for n in 1 2 3 4 5; do
+    if wait_until 90 health_has_site "$n"; then
+        ok "mirror $n (${CITIES[$n]}) holds a verified copy of $WWW"
+    else
+        bad "mirror $n (${CITIES[$n]}) holds a verified copy of $WWW within 90 s"
+    fi
+done
+all_own_first() { local n; for n in 1 2 3 4 5; do first_is "$n" "10.$n.0.1" || return 1; done; }
+wait_until 60 all_own_first || true
+log "bring-up done"
+
+# ---- 1. DNS: each city's clients get their city's mirror first -------------------------
+for n in 1 2 3 4 5; do
+    got="$(client_dig "$n" | tr '\n' ' ')"
+    if [ "${got%% *}" = "10.$n.0.1" ]; then
+        ok "c$n (${CITIES[$n]}): dig $WWW -> $got(own city's mirror first)"
+    else
+        bad "c$n (${CITIES[$n]}): dig $WWW -> '$got', expected 10.$n.0.1 first"
+    fi
+done
+# The steering really came through ECS: the resolver's own egress (10.9.N.2)
+# has no location, and the authority echoes the client's /24 with a scope.
+ecs="$(in_ns "$PFX-c3" dig +time=2 +tries=1 -b 10.9.3.2 @10.1.0.1 +subnet=10.3.1.0/24 "$WWW" A 2>/dev/null)"
+if grep -q 'CLIENT-SUBNET: 10.3.1.0/24/[1-9]' <<<"$ecs" && grep -qE "^$WWW\.\s.*\sA\s+10\.3\.0\.1" <<<"$ecs"; then
+    ok "authority echoes ECS 10.3.1.0/24 with a non-zero scope and answers 10.3.0.1 first"
+else
+    bad "authority ECS echo/answer for 10.3.1.0/24: $(grep -E 'CLIENT-SUBNET|IN\s+A' <<<"$ecs" | tr '\n' ' ')"
+fi
+
+# ---- 2. HTTPS: byte-identical files from the city's mirror ----------------------------
+for n in 1 2 3 4 5; do
+    out="$TMP/fetch/c$n-v1"
+    if ips="$(client_curl "$n" "$out" /files/big.bin / /style.css /img/logo.png /version.txt 2>"$out.err")" &&
+        cmp -s "$out.1" "$TMP/site-v1/files/big.bin" && cmp -s "$out.2" "$TMP/site-v1/index.html" &&
+        cmp -s "$out.3" "$TMP/site-v1/style.css" && cmp -s "$out.4" "$TMP/site-v1/img/logo.png" &&
+        cmp -s "$out.5" "$TMP/site-v1/version.txt"; then
+        ip1="$(head -n1 <<<"$ips" | cut -d' ' -f1)"
+        if [ "$ip1" = "10.$n.0.1" ]; then
+            ok "c$n: curl https://$WWW/files/big.bin ($BIG_MIB MiB), /, /style.css, /img/logo.png byte-identical, from 10.$n.0.1"
+        else
+            bad "c$n: files byte-identical but fetched from $ip1, expected 10.$n.0.1"
+        fi
+    else
+        bad "c$n: curl fetch of the published files (byte-identical): $(tr '\n' ' ' <"$out.err") $(tr '\n' ' ' <<<"${ips:-}")"
+    fi
+done
+
+# ---- 3. A browser: headless Chromium renders the page with its CSS and image --------------
+# Chromium on Linux trusts the CA through an NSS database in $HOME/.pki/nssdb.
+CHOME="$TMP/chrome-home"
+mkdir -p "$CHOME/.pki/nssdb"
+certutil -d "sql:$CHOME/.pki/nssdb" -N --empty-password
+certutil -d "sql:$CHOME/.pki/nssdb" -A -t "C,," -n "$PFX-test-ca" -i "$CA"
+
+chromium_run() {   # N OUT_PREFIX: dump-dom to OUT.html and screenshot to OUT.png
+    local n=$1 out=$2
+    local flags=(--headless --no-sandbox --disable-gpu --disable-quic --no-first-run
+        --disable-background-networking --disable-component-update --disable-sync
+        --disable-default-apps --disable-extensions --disable-dev-shm-usage
+        --hide-scrollbars --window-size=800,600 --force-device-scale-factor=1)
+    in_ns "$PFX-c$n" env HOME="$CHOME" timeout 60 chromium "${flags[@]}" \
+        --user-data-dir="$(mktemp -d "$TMP/chrome-profile.XXXXXX")" \
+        --dump-dom "https://$WWW/" >"$out.html" 2>"$out.dom.err" || return 1
+    in_ns "$PFX-c$n" env HOME="$CHOME" timeout 60 chromium "${flags[@]}" \
+        --user-data-dir="$(mktemp -d "$TMP/chrome-profile.XXXXXX")" \
+        --screenshot="$out.png" "https://$WWW/" >/dev/null 2>"$out.shot.err" || return 1
+}
+
+# Counts pixels of the logo's orange ring (only in the image), the logo's and
+# heading's blue (image + CSS), and the CSS page background #f4f7fb.
+cat >"$TMP/pngcheck.py" <<'EOF'
+import struct, sys, zlib
+def pixels(path):
+    d = open(path, 'rb').read()
+    assert d[:8] == b'\x89PNG\r\n\x1a\n', 'not a PNG'
+    pos, idat = 8, b''
+    while pos < len(d):
+        (l,) = struct.unpack('>I', d[pos:pos + 4]); t = d[pos + 4:pos + 8]; c = d[pos + 8:pos + 8 + l]
+        pos += 12 + l
+        if t == b'IHDR':
+            w, h, bd, ct, _, _, il = struct.unpack('>IIBBBBB', c)
+            assert bd == 8 and ct in (2, 6) and il == 0, (bd, ct, il)
+        elif t == b'IDAT':
+            idat += c
+    raw = zlib.decompress(idat)
+    bpp = 3 if ct == 2 else 4
+    stride = w * bpp
+    prev = bytearray(stride); i = 0
+    for _ in range(h):
+        f = raw[i]; line = bytearray(raw[i + 1:i + 1 + stride]); i += 1 + stride
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0; b = prev[x]; cc = prev[x - bpp] if x >= bpp else 0
+            if f == 1: line[x] = (line[x] + a) & 255
+            elif f == 2: line[x] = (line[x] + b) & 255
+            elif f == 3: line[x] = (line[x] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - cc; pa, pb, pc = abs(p - a), abs(p - b), abs(p - cc)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else cc)) & 255
+        for x in range(w):
+            yield tuple(line[x * bpp:x * bpp + 3])
+        prev = line
+def near(p, q, tol=6):
+    return all(abs(a - b) <= tol for a, b in zip(p, q))
+want = {'orange': (240, 160, 40), 'blue': (30, 120, 200), 'background': (244, 247, 251)}
+n = dict.fromkeys(want, 0)
+for p in pixels(sys.argv[1]):
+    for k, v in want.items():
+        if near(p, v): n[k] += 1
+print(' '.join(f'{k}={v}' for k, v in n.items()))
+sys.exit(0 if n['orange'] >= 200 and n['blue'] >= 200 and n['background'] >= 1000 else 1)
+EOF
+
+for n in 1 2 3 4 5; do
+    out="$TMP/fetch/chromium-c$n"
+    if chromium_run "$n" "$out"; then
+        if grep -q '<title>p2pcdn demo site</title>' "$out.html" &&
+            grep -q 'Hello from p2pcdn' "$out.html" && grep -q 'SITEVER-v1' "$out.html"; then
+            ok "c$n: chromium --dump-dom https://$WWW/ shows the page (title, heading, v1)"
+        else
+            bad "c$n: chromium --dump-dom: page not as published: $(head -c 300 "$out.html" | tr '\n' ' ')"
+        fi
+        if px="$(python3 "$TMP/pngcheck.py" "$out.png")"; then
+            ok "c$n: chromium screenshot shows the logo image and the stylesheet's colours ($px)"
+        else
+            bad "c$n: chromium screenshot lacks the image or CSS colours ($px)"
+            cp "$out.png" "/tmp/$PFX-screenshot-c$n.png" 2>/dev/null || true
+        fi
+    else
+        bad "c$n: chromium ran: $(tail -n 3 "$out.dom.err" "$out.shot.err" 2>/dev/null | tr '\n' ' ')"
+    fi
+done
+[ "${P2PE_KEEP:-}" = 1 ] && cp "$TMP/fetch/chromium-c3.png" "/tmp/$PFX-screenshot-c3.png" 2>/dev/null || true
+
+# ---- 4. Drill: Singapore's mirror dies, then comes back -----------------------------
+log "drill: SIGKILL mirror 3 (Singapore, pid ${MPID[3]})"
+kill -KILL "${MPID[3]}"
+wait "${MPID[3]}" 2>/dev/null || true
+t_kill=$(date +%s%N)
+moved() {   # c3's first answer is Sydney (the next nearest) and a fetch succeeds from it
+    local f
+    f="$(first_addr 3)"
+    [ -n "$f" ] && [ "$f" != "10.3.0.1" ] || return 1
+    client_curl 3 "$TMP/fetch/c3-drill" /version.txt >"$TMP/fetch/c3-drill.ips" 2>/dev/null &&
+        cmp -s "$TMP/fetch/c3-drill.1" "$TMP/site-v1/version.txt"
+}
+if wait_until $((TTL + 5)) moved; then
+    ms=$((($(date +%s%N) - t_kill) / 1000000))
+    first="$(first_addr 3)"
+    if [ "$first" = "10.5.0.1" ]; then
+        ok "c3 moved to the next nearest mirror (Sydney, 10.5.0.1) and fetched from it ${ms} ms after the kill (bound $((TTL + 5)) s)"
+    else
+        bad "c3 moved to $first after ${ms} ms, expected the next nearest, Sydney 10.5.0.1"
+    fi
+else
+    bad "c3 did not move off the dead mirror within $((TTL + 5)) s: dig -> $(client_dig 3 | tr '\n' ' ')"
+fi
+# Every other city is unaffected.
+for n in 1 2 4 5; do
+    f="$(first_addr "$n")"
+    [ "$f" = "10.$n.0.1" ] && ok "c$n still gets its own mirror while 3 is down" ||
+        bad "c$n got '$f' while 3 is down, expected 10.$n.0.1"
+done
+
+log "drill: restarting mirror 3"
+start_mirror 3
+t_back=$(date +%s%N)
+back() {
+    [ "$(first_addr 3)" = "10.3.0.1" ] || return 1
+    local ips
+    ips="$(client_curl 3 "$TMP/fetch/c3-back" /version.txt 2>/dev/null)" &&
+        [ "${ips%% *}" = "10.3.0.1" ] && cmp -s "$TMP/fetch/c3-back.1" "$TMP/site-v1/version.txt"
+}
+if wait_until 30 back; then
+    ok "mirror 3 is back: c3 gets 10.3.0.1 first and fetches from it $((($(date +%s%N) - t_back) / 1000000)) ms after the restart"
+else
+    bad "mirror 3 not back for c3 within 30 s: dig -> $(client_dig 3 | tr '\n' ' ')"
+fi
+
+# ---- 5. Publish v2: everyone sees it, never mixed within one manifest version ----------
+make_site "$TMP/site-v2" v2
+cp "$TMP/site-v1/files/big.bin" "$TMP/site-v2/files/big.bin"
+log "publishing v2 at the origin"
+publish "$TMP/site-v2"
+t_pub=$(date +%s%N)
+
+declare -A LM_TAG=() SEEN_V2=() SEEN_V2_MS=()
+MIXED=0
+SEQS=0
+STRADDLE=0
+tag_of() { grep -ho 'SITEVER-v[0-9]*' "$1" 2>/dev/null | head -n1; }
+# One fetch sequence from client N: index, version.txt and style.css over one
+# connection (one curl, one DNS answer). Files of one manifest version
+# (same Last-Modified = the manifest's issued time) must carry one tag.
+sequence() {
+    local n=$1 out="$TMP/fetch/seq-c$n" lines i tag lm ip code
+    rm -f "$out".*
+    lines="$(client_curl "$n" "$out" / /version.txt /style.css 2>/dev/null)" || return 0
+    SEQS=$((SEQS + 1))
+    local -A seq_lm=()
+    i=0
+    while read -r ip code lm; do
+        i=$((i + 1))
+        tag="$(tag_of "$out.$i")"
+        [ -n "$tag" ] || { MIXED=$((MIXED + 1)); log "c$n: file $i from $ip has no version tag"; continue; }
+        if [ -n "${LM_TAG[$lm]:-}" ] && [ "${LM_TAG[$lm]}" != "$tag" ]; then
+            MIXED=$((MIXED + 1))
+            log "MIXED: c$n from $ip: manifest issued '$lm' served $tag and ${LM_TAG[$lm]}"
+        fi
+        LM_TAG[$lm]=$tag
+        seq_lm[$lm]=1
+        if [ "$tag" = SITEVER-v2 ] && [ -z "${SEEN_V2[$n]:-}" ]; then
+            SEEN_V2[$n]=$ip
+            SEEN_V2_MS[$n]=$((($(date +%s%N) - t_pub) / 1000000))
+        fi
+    done <<<"$lines"
+    [ "${#seq_lm[@]}" -gt 1 ] && STRADDLE=$((STRADDLE + 1))
+    return 0
+}
+all_v2() { [ "${#SEEN_V2[@]}" = 5 ]; }
+end=$(($(date +%s) + 90))
+while ! all_v2 && [ "$(date +%s)" -lt "$end" ]; do
+    for n in 1 2 3 4 5; do sequence "$n"; done
+done
+# A few more rounds once everyone has v2: the new version stays.
+for _ in 1 2 3; do for n in 1 2 3 4 5; do sequence "$n"; done; sleep 0.5; done
+for n in 1 2 3 4 5; do
+    if [ -n "${SEEN_V2[$n]:-}" ]; then
+        ok "c$n sees v2 ${SEEN_V2_MS[$n]} ms after publishing (from ${SEEN_V2[$n]})"
+    else
+        bad "c$n never saw v2 within 90 s"
+    fi
+done
+if [ "$MIXED" = 0 ] && [ "$SEQS" -gt 0 ]; then
+    ok "$SEQS fetch sequences, never a mix of versions within one manifest version ($STRADDLE sequences spanned the switch, each file consistent with its own manifest)"
+else
+    bad "$MIXED files inconsistent with their manifest version in $SEQS sequences"
+fi
+for n in 1 2 3 4 5; do
+    out="$TMP/fetch/c$n-v2"
+    if client_curl "$n" "$out" / /style.css /version.txt /files/big.bin >/dev/null 2>&1 &&
+        cmp -s "$out.1" "$TMP/site-v2/index.html" && cmp -s "$out.2" "$TMP/site-v2/style.css" &&
+        cmp -s "$out.3" "$TMP/site-v2/version.txt" && cmp -s "$out.4" "$TMP/site-v2/files/big.bin"; then
+        ok "c$n: v2 files byte-identical to what was published"
+    else
+        bad "c$n: v2 files differ from what was published"
+    fi
+done
+
+# ---- done ---------------------------------------------------------------------------
+[ "$FAIL" = 0 ] || dump_logs
+summary
+[ "$FAIL" = 0 ]

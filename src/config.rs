@@ -162,6 +162,12 @@ struct RawDns {
     max_udp_payload: Spanned<u16>,
     #[serde(default = "d_tcp_timeout")]
     tcp_idle_timeout_secs: Spanned<u64>,
+    #[serde(default)]
+    rrl_rate: Option<Spanned<u32>>,
+    #[serde(default)]
+    rrl_slip: Option<Spanned<u32>>,
+    #[serde(default)]
+    rrl_exempt: Option<Vec<Spanned<String>>>,
 }
 
 impl Default for RawDns {
@@ -171,6 +177,9 @@ impl Default for RawDns {
             answer_ttl: d_ttl(),
             max_udp_payload: d_payload(),
             tcp_idle_timeout_secs: d_tcp_timeout(),
+            rrl_rate: None,
+            rrl_slip: None,
+            rrl_exempt: None,
         }
     }
 }
@@ -341,6 +350,12 @@ pub struct DnsConfig {
     pub max_udp_payload: u16,
     /// Idle timeout of TCP connections, seconds.
     pub tcp_idle_timeout_secs: u64,
+    /// UDP responses per second per client network (/24, /56); 0 disables RRL.
+    pub rrl_rate: u32,
+    /// Every N-th limited response is sent truncated (0: none).
+    pub rrl_slip: u32,
+    /// Networks never rate limited.
+    pub rrl_exempt: Vec<(IpAddr, u8)>,
 }
 
 /// One site this instance serves.
@@ -524,6 +539,43 @@ impl Config {
                 "must be within 1..=3600".into(),
             ));
         }
+        let rrl_rate = match &raw.dns.rrl_rate {
+            Some(x) if *x.get_ref() > 1_000_000 => {
+                return Err(invalid(
+                    x.span(),
+                    "dns.rrl_rate",
+                    "must be within 0..=1000000 (0 disables)".into(),
+                ))
+            }
+            Some(x) => *x.get_ref(),
+            None => 200,
+        };
+        let rrl_slip = match &raw.dns.rrl_slip {
+            Some(x) if *x.get_ref() > 100 => {
+                return Err(invalid(
+                    x.span(),
+                    "dns.rrl_slip",
+                    "must be within 0..=100".into(),
+                ))
+            }
+            Some(x) => *x.get_ref(),
+            None => 2,
+        };
+        let rrl_exempt = match &raw.dns.rrl_exempt {
+            Some(list) => {
+                let mut v = vec![];
+                for (n, e) in list.iter().enumerate() {
+                    v.push(crate::geo::parse_prefix(e.get_ref()).map_err(|err| {
+                        invalid(e.span(), &format!("dns.rrl_exempt[{n}]"), err.to_string())
+                    })?);
+                }
+                v
+            }
+            None => vec![
+                (IpAddr::from([127, 0, 0, 0]), 8),
+                (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128),
+            ],
+        };
         let validity = match &raw.publish.validity_days {
             Some(v) if !(1..=3650).contains(v.get_ref()) => {
                 return Err(invalid(
@@ -826,6 +878,9 @@ impl Config {
                 answer_ttl: ttl,
                 max_udp_payload: payload,
                 tcp_idle_timeout_secs: tcp_to,
+                rrl_rate,
+                rrl_slip,
+                rrl_exempt,
             },
             http_listen: raw.http.listen,
             https_listen: raw.https.listen,

@@ -221,6 +221,13 @@ impl Instance {
             DnsSettings {
                 answer_ttl: cfg.dns.answer_ttl,
                 max_udp_payload: cfg.dns.max_udp_payload,
+                rrl: (cfg.dns.rrl_rate > 0).then(|| {
+                    Arc::new(crate::dns::rrl::RateLimiter::new(
+                        cfg.dns.rrl_rate,
+                        cfg.dns.rrl_slip,
+                        cfg.dns.rrl_exempt.clone(),
+                    ))
+                }),
             },
         );
         let dns = DnsServer::bind(

@@ -288,3 +288,53 @@ async fn dig_sees_what_resolvers_see() {
     );
     inst.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn response_rate_limiting_slips_to_tcp() {
+    let w = World::new();
+    let cfg = std::fs::read_to_string(&w.config_path).unwrap();
+    std::fs::write(
+        &w.config_path,
+        cfg.replace(
+            "answer_ttl = 17",
+            "answer_ttl = 17\nrrl_rate = 5\nrrl_slip = 2\nrrl_exempt = []",
+        ),
+    )
+    .unwrap();
+    let inst = w.start().await;
+    let dns = inst.dns_addrs[0];
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let q = query("t.test.", RecordType::SOA, None, None);
+    for _ in 0..60 {
+        sock.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
+    }
+    let (mut full, mut tc) = (0, 0);
+    let mut buf = vec![0u8; 4096];
+    while let Ok(Ok((n, _))) = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        sock.recv_from(&mut buf),
+    )
+    .await
+    {
+        let r = Message::from_vec(&buf[..n]).unwrap();
+        if r.truncated() {
+            assert!(r.answers().is_empty());
+            tc += 1;
+        } else {
+            full += 1;
+        }
+    }
+    assert!(
+        (10..=14).contains(&full),
+        "burst of 2 × rate answered in full: {full}"
+    );
+    assert!(
+        tc >= 15,
+        "about half of the limited responses slip as TC: {tc}"
+    );
+    assert!(full + tc < 60, "the rest are dropped");
+    // TCP is never limited: a client that got TC retries and is answered.
+    let r = tcp(dns, &q).await;
+    assert_eq!(r.answers().len(), 1);
+    inst.shutdown().await;
+}

@@ -344,6 +344,18 @@ async fn failures_mirror_death_return_and_origin_loss() {
     assert_ne!(r.status(), reqwest::StatusCode::OK);
     let body = r.bytes().await.unwrap();
     assert!(body.len() < 1000);
+    // The corrupt blob was quarantined; New York re-fetches it from a peer.
+    let repaired = eventually(15, async || {
+        match f.client(1).get(f.url(1, "/files/big.bin")).send().await {
+            Ok(r) if r.status() == reqwest::StatusCode::OK => r
+                .bytes()
+                .await
+                .is_ok_and(|b| b.as_ref() == common::big_bytes().as_slice()),
+            _ => false,
+        }
+    })
+    .await;
+    assert!(repaired, "blob re-fetched, verified and served again");
 
     // The origin goes down: mirrors keep serving and steering continues.
     insts[0].take().unwrap().shutdown().await;

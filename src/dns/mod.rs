@@ -4,5 +4,6 @@
 //! UDP/TCP listeners and adds EDNS, ECS and truncation handling.
 
 pub mod answer;
+pub mod rrl;
 pub mod server;
 pub mod zone;

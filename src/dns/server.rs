@@ -50,6 +50,8 @@ pub struct DnsSettings {
     pub answer_ttl: u32,
     /// Largest UDP payload we send.
     pub max_udp_payload: u16,
+    /// UDP response rate limiting (None: off).
+    pub rrl: Option<Arc<super::rrl::RateLimiter>>,
 }
 
 /// What the handler answers from: zones and the steered site names.
@@ -206,7 +208,26 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let msg = self.respond(request);
+        let mut msg = self.respond(request);
+        if request.protocol() == Protocol::Udp {
+            if let Some(rrl) = &self.settings.rrl {
+                match rrl.check(unmap(request.src().ip()), std::time::Instant::now()) {
+                    super::rrl::Verdict::Answer => {}
+                    super::rrl::Verdict::Slip => {
+                        msg.take_answers();
+                        msg.take_name_servers();
+                        msg.take_additionals();
+                        let mut h = *msg.header();
+                        h.set_truncated(true);
+                        msg.set_header(h);
+                    }
+                    super::rrl::Verdict::Drop => {
+                        tracing::trace!(src = %request.src(), "rate limited: response dropped");
+                        return (*msg.header()).into();
+                    }
+                }
+            }
+        }
         let header = *msg.header();
         let mut builder = MessageResponseBuilder::from_message_request(request);
         if let Some(e) = msg.extensions().clone() {

@@ -23,12 +23,52 @@ const PARALLEL: usize = 4;
 
 /// Runs until shutdown: on every manifest arrival and every second.
 pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+    let mut round: u64 = 0;
+    let mut notified = true;
     loop {
-        replicate_once(&fed).await;
+        // Served (complete) versions are checked for missing blobs only when
+        // something reported a problem, and every 30 s: that costs one stat()
+        // per blob.
+        replicate_once(&fed, notified || round % 30 == 0).await;
+        round = round.wrapping_add(1);
+        notified = false;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = fed.replicate_now.notified() => {}
+            _ = fed.replicate_now.notified() => notified = true,
             _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Re-hashes every blob of every served version once an hour (and shortly
+/// after start), quarantining corrupt ones; the replicator then re-fetches
+/// them from peers.
+pub async fn scrub_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+    let mut wait = Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+        wait = Duration::from_secs(3600);
+        let cat = fed.catalog.load_full();
+        let wanted: Vec<(BlobHash, u64)> = cat
+            .sites()
+            .filter_map(|s| s.current.as_ref())
+            .flat_map(|m| m.blobs())
+            .collect();
+        let store = fed.store.clone();
+        let bad = tokio::task::spawn_blocking(move || store.scrub(&wanted))
+            .await
+            .unwrap_or_default();
+        if bad.is_empty() {
+            tracing::debug!("scrub: every served blob verified");
+        } else {
+            tracing::warn!(
+                blobs = bad.len(),
+                "scrub: missing or corrupt blobs; re-fetching from peers"
+            );
+            fed.replicate_now.notify_one();
         }
     }
 }
@@ -38,11 +78,18 @@ pub fn authorized(mirrors: &[crate::keys::PublicKey], me: &crate::keys::PublicKe
     mirrors.is_empty() || mirrors.contains(me)
 }
 
-async fn replicate_once(fed: &Arc<Federation>) {
+async fn replicate_once(fed: &Arc<Federation>, check_complete: bool) {
     let now = unix_now();
     for site in fed.config().sites.iter().filter(|s| s.mirror) {
         let row = match fed.db.newest_manifest(&site.hostname) {
-            Ok(Some(r)) if r.state == ManifestState::Pending => r,
+            // Pending: still replicating. Complete: repair blobs that went
+            // missing (quarantined after failing verification).
+            Ok(Some(r))
+                if r.state == ManifestState::Pending
+                    || (check_complete && r.state == ManifestState::Complete) =>
+            {
+                r
+            }
             _ => continue,
         };
         let vm = match manifest::verify_signature(&row.envelope, &site.hostname, &site.owner_key)
@@ -101,7 +148,10 @@ async fn replicate_once(fed: &Arc<Federation>) {
             }
         }
         let still_missing = vm.blobs().iter().any(|(h, s)| !fed.store.contains(h, *s));
-        if still_missing {
+        if still_missing || row.state == ManifestState::Complete {
+            if row.state == ManifestState::Complete && !missing.is_empty() && !still_missing {
+                tracing::info!(site = %site.hostname, blobs = missing.len(), "repaired missing or corrupt blobs from peers");
+            }
             continue;
         }
         for (h, s) in vm.blobs() {

@@ -280,6 +280,10 @@ async fn serve_site(
         Ok(Ok(f)) => f,
         Ok(Err(e @ (StoreError::Corrupt(_) | StoreError::Missing(_)))) => {
             tracing::error!(site = %host, path = %lookup, error = %e, "refusing to serve unverifiable blob");
+            if let Some(fed) = &st.fed {
+                // Have the replicator fetch a good copy from a peer.
+                fed.replicate_now.notify_one();
+            }
             let mut r = plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "content temporarily unavailable on this mirror\n",

@@ -559,61 +559,108 @@ fi
 # ---- 5. Publish v2: everyone sees it, never mixed within one manifest version ----------
 make_site "$TMP/site-v2" v2
 cp "$TMP/site-v1/files/big.bin" "$TMP/site-v2/files/big.bin"
-log "publishing v2 at the origin"
+
+tag_of() { grep -ho 'SITEVER-v[0-9]*' "$1" 2>/dev/null | head -n1; }
+# One client keeps fetching sequences: index, version.txt and style.css in one
+# curl (one DNS answer, one connection). Per file it logs
+# "<seq> <ip> <code> <tag> <last-modified>"; a failed sequence logs "<seq> FAIL <rc>".
+poller() {
+    local n=$1 out="$TMP/fetch/poll-c$n" seq=0 lines rc i ip code lm
+    while [ ! -e "$TMP/stop-pollers" ]; do
+        seq=$((seq + 1))
+        rm -f "$out".[0-9]
+        rc=0
+        lines="$(client_curl "$n" "$out" / /version.txt /style.css 2>/dev/null)" || rc=$?
+        if [ "$rc" != 0 ]; then
+            echo "$seq FAIL $rc"
+        else
+            i=0
+            while read -r ip code lm; do
+                i=$((i + 1))
+                echo "$seq $ip $code $(tag_of "$out.$i") $lm"
+            done <<<"$lines"
+        fi
+        sleep 0.1
+    done >"$TMP/log/poll-c$n.log"
+}
+seen_v2() { grep -q ' SITEVER-v2 ' "$TMP/log/poll-c$1.log" 2>/dev/null; }
+
+log "polling from every client while v2 is published at the origin"
+POLLERS=()
+for n in 1 2 3 4 5; do
+    poller "$n" &
+    POLLERS+=("$!")
+    PIDS+=("$!")
+done
+sleep 2
 publish "$TMP/site-v2"
 t_pub=$(date +%s%N)
-
-declare -A LM_TAG=() SEEN_V2=() SEEN_V2_MS=()
-MIXED=0
-SEQS=0
-STRADDLE=0
-tag_of() { grep -ho 'SITEVER-v[0-9]*' "$1" 2>/dev/null | head -n1; }
-# One fetch sequence from client N: index, version.txt and style.css over one
-# connection (one curl, one DNS answer). Files of one manifest version
-# (same Last-Modified = the manifest's issued time) must carry one tag.
-sequence() {
-    local n=$1 out="$TMP/fetch/seq-c$n" lines i tag lm ip code
-    rm -f "$out".*
-    lines="$(client_curl "$n" "$out" / /version.txt /style.css 2>/dev/null)" || return 0
-    SEQS=$((SEQS + 1))
-    local -A seq_lm=()
-    i=0
-    while read -r ip code lm; do
-        i=$((i + 1))
-        tag="$(tag_of "$out.$i")"
-        [ -n "$tag" ] || { MIXED=$((MIXED + 1)); log "c$n: file $i from $ip has no version tag"; continue; }
-        if [ -n "${LM_TAG[$lm]:-}" ] && [ "${LM_TAG[$lm]}" != "$tag" ]; then
-            MIXED=$((MIXED + 1))
-            log "MIXED: c$n from $ip: manifest issued '$lm' served $tag and ${LM_TAG[$lm]}"
-        fi
-        LM_TAG[$lm]=$tag
-        seq_lm[$lm]=1
-        if [ "$tag" = SITEVER-v2 ] && [ -z "${SEEN_V2[$n]:-}" ]; then
-            SEEN_V2[$n]=$ip
-            SEEN_V2_MS[$n]=$((($(date +%s%N) - t_pub) / 1000000))
-        fi
-    done <<<"$lines"
-    [ "${#seq_lm[@]}" -gt 1 ] && STRADDLE=$((STRADDLE + 1))
-    return 0
-}
-all_v2() { [ "${#SEEN_V2[@]}" = 5 ]; }
+declare -A V2_MS=()
 end=$(($(date +%s) + 90))
-while ! all_v2 && [ "$(date +%s)" -lt "$end" ]; do
-    for n in 1 2 3 4 5; do sequence "$n"; done
+while [ "$(date +%s)" -lt "$end" ]; do
+    for n in 1 2 3 4 5; do
+        if [ -z "${V2_MS[$n]:-}" ] && seen_v2 "$n"; then
+            V2_MS[$n]=$((($(date +%s%N) - t_pub) / 1000000))
+        fi
+    done
+    [ "${#V2_MS[@]}" = 5 ] && break
+    sleep 0.2
 done
-# A few more rounds once everyone has v2: the new version stays.
-for _ in 1 2 3; do for n in 1 2 3 4 5; do sequence "$n"; done; sleep 0.5; done
+sleep 3   # more sequences once everyone has v2: the new version stays
+touch "$TMP/stop-pollers"
+for p in "${POLLERS[@]}"; do wait "$p" 2>/dev/null || true; done
+
 for n in 1 2 3 4 5; do
-    if [ -n "${SEEN_V2[$n]:-}" ]; then
-        ok "c$n sees v2 ${SEEN_V2_MS[$n]} ms after publishing (from ${SEEN_V2[$n]})"
+    if [ -n "${V2_MS[$n]:-}" ]; then
+        ok "c$n sees v2 within ${V2_MS[$n]} ms of publishing (first from $(grep -m1 ' SITEVER-v2 ' "$TMP/log/poll-c$n.log" | cut -d' ' -f2))"
     else
         bad "c$n never saw v2 within 90 s"
     fi
+    last="$(tail -n 3 "$TMP/log/poll-c$n.log" | cut -d' ' -f4 | sort -u | tr '\n' ' ')"
+    if [ "$last" = "SITEVER-v2 " ]; then
+        ok "c$n's last sequence is all v2"
+    else
+        bad "c$n's last sequence: '$last'"
+    fi
 done
-if [ "$MIXED" = 0 ] && [ "$SEQS" -gt 0 ]; then
-    ok "$SEQS fetch sequences, never a mix of versions within one manifest version ($STRADDLE sequences spanned the switch, each file consistent with its own manifest)"
+# Group every fetched file by its manifest version (Last-Modified is the
+# manifest's issued time, the same for every file of a version): each group
+# must carry exactly one site version, and no sequence may fail.
+cat >"$TMP/rollout.py" <<'PY'
+import collections, sys
+groups = collections.defaultdict(set)
+seqs = collections.defaultdict(set)
+fails = bad = 0
+for path in sys.argv[1:]:
+    c = path.rsplit('-', 1)[1].split('.')[0]
+    for line in open(path):
+        f = line.split(None, 4)
+        if len(f) < 3:
+            continue
+        seqs[(c, f[0])]
+        if f[1] == 'FAIL':
+            fails += 1
+            print(f'{c} seq {f[0]}: fetch failed, curl exit {f[2]}')
+            continue
+        if len(f) < 5 or f[2] != '200' or not f[3].startswith('SITEVER-'):
+            bad += 1
+            print(f'{c} seq {f[0]}: unexpected response: {line.strip()}')
+            continue
+        groups[f[4].strip()].add(f[3])
+        seqs[(c, f[0])].add(f[4].strip())
+mixed = {lm: tags for lm, tags in groups.items() if len(tags) > 1}
+for lm, tags in mixed.items():
+    print(f'MIXED: manifest issued {lm} served {sorted(tags)}')
+straddle = sum(1 for v in seqs.values() if len(v) > 1)
+print(f'RESULT sequences={len(seqs)} manifests={len(groups)} mixed={len(mixed)} '
+      f'failed={fails} unexpected={bad} spanning-the-switch={straddle}')
+PY
+python3 "$TMP/rollout.py" "$TMP"/log/poll-c[1-5].log >"$TMP/log/rollout.txt" || true
+res="$(grep '^RESULT' "$TMP/log/rollout.txt" || true)"
+if grep -q ' manifests=2 mixed=0 failed=0 unexpected=0 ' <<<"$res"; then
+    ok "rollout: never a mix of old and new files within one manifest version, no failed fetch (${res#RESULT })"
 else
-    bad "$MIXED files inconsistent with their manifest version in $SEQS sequences"
+    bad "rollout consistency: ${res:-no result}; $(grep -v '^RESULT' "$TMP/log/rollout.txt" | head -n 5 | tr '\n' ';')"
 fi
 for n in 1 2 3 4 5; do
     out="$TMP/fetch/c$n-v2"

@@ -189,12 +189,21 @@ impl Default for RawDns {
 struct RawHttp {
     #[serde(default = "d_http_listen")]
     listen: Vec<SocketAddr>,
+    #[serde(default)]
+    max_connections: Option<Spanned<usize>>,
+    #[serde(default)]
+    header_timeout_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    idle_timeout_secs: Option<Spanned<u64>>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         Self {
             listen: d_http_listen(),
+            max_connections: None,
+            header_timeout_secs: None,
+            idle_timeout_secs: None,
         }
     }
 }
@@ -412,6 +421,17 @@ impl PendingSite {
     }
 }
 
+/// Connection limits for the HTTP and HTTPS listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimitsConfig {
+    /// Concurrent connections per listener.
+    pub max_connections: usize,
+    /// Time allowed to send request headers (and the TLS handshake), seconds.
+    pub header_timeout_secs: u64,
+    /// A connection with no request in flight is closed after this, seconds.
+    pub idle_timeout_secs: u64,
+}
+
 /// A validated instance configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -429,6 +449,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Plain HTTP listen addresses.
     pub http_listen: Vec<SocketAddr>,
+    /// HTTP connection limits and timeouts (both listeners).
+    pub http_limits: HttpLimitsConfig,
     /// HTTPS listen addresses.
     pub https_listen: Vec<SocketAddr>,
     /// Default certificate and key (served when SNI names no site).
@@ -659,6 +681,34 @@ impl Config {
             Some(x) => *x.get_ref(),
             None => 3,
         };
+        let max_connections = match &raw.http.max_connections {
+            Some(x) if !(1..=1_000_000).contains(x.get_ref()) => {
+                return Err(invalid(
+                    x.span(),
+                    "http.max_connections",
+                    "must be within 1..=1000000".into(),
+                ))
+            }
+            Some(x) => *x.get_ref(),
+            None => 10_000,
+        };
+        let http_limits = HttpLimitsConfig {
+            max_connections,
+            header_timeout_secs: ranged(
+                &raw.http.header_timeout_secs,
+                "http.header_timeout_secs",
+                1,
+                600,
+                10,
+            )?,
+            idle_timeout_secs: ranged(
+                &raw.http.idle_timeout_secs,
+                "http.idle_timeout_secs",
+                1,
+                3600,
+                60,
+            )?,
+        };
         let federation = FederationConfig {
             peers,
             ca_file: f.ca_file.as_deref().map(abs),
@@ -883,6 +933,7 @@ impl Config {
                 rrl_exempt,
             },
             http_listen: raw.http.listen,
+            http_limits,
             https_listen: raw.https.listen,
             https_default_cert: default_cert,
             publish_validity_days: validity,

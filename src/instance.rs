@@ -305,7 +305,12 @@ impl Instance {
             load: fed.load.clone(),
             fed: Some(fed.clone()),
         });
-        let limits = listen::Limits::default();
+        let limits = listen::Limits {
+            max_connections: cfg.http_limits.max_connections,
+            handshake_timeout: Duration::from_secs(cfg.http_limits.header_timeout_secs),
+            header_timeout: Duration::from_secs(cfg.http_limits.header_timeout_secs),
+            idle_timeout: Duration::from_secs(cfg.http_limits.idle_timeout_secs),
+        };
         for l in http_listeners {
             tasks.spawn(listen::serve(
                 l,

@@ -36,6 +36,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Deadline to receive request headers (slowloris guard).
     pub header_timeout: Duration,
+    /// Close a connection with no bytes moving for this long.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +46,7 @@ impl Default for Limits {
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -63,6 +66,98 @@ struct ConnGuard(Arc<ConnCounter>);
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Wraps a connection's I/O and records when bytes last moved.
+struct Activity<T> {
+    inner: T,
+    last: Arc<AtomicU64>,
+    epoch: std::time::Instant,
+}
+
+impl<T> Activity<T> {
+    fn touch(&self) {
+        self.last
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Runs a connection future until it ends or no bytes moved for `idle`.
+async fn with_idle_timeout<F: std::future::Future>(
+    conn: F,
+    last: Arc<AtomicU64>,
+    epoch: std::time::Instant,
+    idle: Duration,
+) {
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(Duration::from_millis(250).min(idle));
+    loop {
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = tick.tick() => {
+                let now = epoch.elapsed().as_millis() as u64;
+                if now.saturating_sub(last.load(Ordering::Relaxed)) > idle.as_millis() as u64 {
+                    tracing::debug!("closing idle connection");
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -103,6 +198,8 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let _guard = guard;
+            let epoch = std::time::Instant::now();
+            let last = Arc::new(AtomicU64::new(0));
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -144,9 +241,19 @@ pub async fn serve(
                         sni,
                     };
                     let svc = with_info(app, info);
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    let io = Activity {
+                        inner: tls_stream,
+                        last: last.clone(),
+                        epoch,
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                    with_idle_timeout(
+                        watcher.watch(conn.into_owned()),
+                        last,
+                        epoch,
+                        limits.idle_timeout,
+                    )
+                    .await;
                 }
                 None => {
                     let info = ConnInfo {
@@ -155,8 +262,19 @@ pub async fn serve(
                         sni: None,
                     };
                     let svc = with_info(app, info);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    let io = Activity {
+                        inner: stream,
+                        last: last.clone(),
+                        epoch,
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                    with_idle_timeout(
+                        watcher.watch(conn.into_owned()),
+                        last,
+                        epoch,
+                        limits.idle_timeout,
+                    )
+                    .await;
                 }
             }
         });

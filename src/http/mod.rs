@@ -118,6 +118,9 @@ async fn serve_site(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    if uri.path().len() > 8192 || uri.query().is_some_and(|q| q.len() > 8192) {
+        return plain(StatusCode::URI_TOO_LONG, "URI too long\n");
+    }
     let Some(host) = request_host(&uri, &headers) else {
         return plain(StatusCode::BAD_REQUEST, "missing or invalid Host\n");
     };

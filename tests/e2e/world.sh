@@ -33,6 +33,7 @@ if [ -z "${P2PE_BOUNDED:-}" ]; then
     exec timeout --kill-after=30 "${P2PE_TIMEOUT:-600}" bash "$0" "$@"
 fi
 
+[ -n "${P2PE_TRACE:-}" ] && { exec 8>>"$P2PE_TRACE"; BASH_XTRACEFD=8; set -x; }
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 P2PCDN="${P2PCDN:-$ROOT/target/debug/p2pcdn}"
@@ -71,6 +72,7 @@ summary() {
 
 cleanup() {
     local rc=$?
+    echo "cleanup rc=$rc pid=$$ bashpid=$BASHPID" >>/tmp/p2pe-marker
     set +e
     trap - EXIT INT TERM
     if [ "$SUMMARY_DONE" != 1 ]; then

@@ -331,12 +331,16 @@ impl BlobStore {
         tracing::error!(blob = %h, quarantined = %dst.display(), "blob on disk does not match its hash");
     }
 
-    /// Re-hashes every blob referenced in `wanted`, quarantining corrupt ones.
-    /// Returns the hashes that are missing or corrupt.
+    /// Re-hashes every blob referenced in `wanted` (ignoring what this process
+    /// verified before, so silent bit rot is found too), quarantining corrupt
+    /// ones. Returns the hashes that are missing or corrupt.
     pub fn scrub(&self, wanted: &[(BlobHash, u64)]) -> Vec<BlobHash> {
         wanted
             .iter()
-            .filter(|(h, size)| self.open_verified(h, *size).is_err())
+            .filter(|(h, size)| {
+                self.forget(h);
+                self.open_verified(h, *size).is_err()
+            })
             .map(|(h, _)| *h)
             .collect()
     }

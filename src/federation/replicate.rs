@@ -130,7 +130,7 @@ async fn replicate_once(fed: &Arc<Federation>, check_complete: bool) {
                     let n = sources.len();
                     for k in 0..n {
                         let Some(p) = sources.get((i + k) % n) else { continue };
-                        match fetch_blob(&fed, &p.url, h, size).await {
+                        match fetch_blob(&fed.http, &fed.store, &p.url, h, size).await {
                             Ok(()) => return true,
                             Err(e) => tracing::warn!(blob = %h.short(), peer = %p.name, error = %e, "blob pull failed; trying another peer"),
                         }
@@ -198,9 +198,15 @@ fn sources_for(fed: &Federation, site: &str, version: u64, now: u64) -> Vec<Peer
 
 /// Downloads one blob from `url`, resuming a partial file, hashing while
 /// streaming; commits it to the store only if size and BLAKE3 match.
-pub async fn fetch_blob(fed: &Federation, url: &str, h: BlobHash, size: u64) -> Result<(), String> {
-    let part = fed.store.partial_path(&h);
-    let store = fed.store.clone();
+pub async fn fetch_blob(
+    http: &reqwest::Client,
+    store: &crate::store::BlobStore,
+    url: &str,
+    h: BlobHash,
+    size: u64,
+) -> Result<(), String> {
+    let part = store.partial_path(&h);
+    let store = store.clone();
     let part2 = part.clone();
     // Re-hash what an interrupted download left behind.
     let (hasher, have) = tokio::task::spawn_blocking(move || -> (blake3::Hasher, u64) {
@@ -220,8 +226,7 @@ pub async fn fetch_blob(fed: &Federation, url: &str, h: BlobHash, size: u64) -> 
     .map_err(|e| e.to_string())?;
     let mut hasher = hasher;
     let mut have = have;
-    let mut req = fed
-        .http
+    let mut req = http
         .get(format!("{url}/.well-known/p2pcdn/v1/blob/{h}"))
         .timeout(Duration::from_secs(3600));
     if have > 0 && have < size {

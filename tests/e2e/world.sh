@@ -72,7 +72,7 @@ summary() {
 
 cleanup() {
     local rc=$?
-    echo "cleanup rc=$rc pid=$$ bashpid=$BASHPID" >>/tmp/p2pe-marker
+    { echo "cleanup rc=$rc pid=$$"; ls -l /proc/$$/fd/; cat /proc/$$/fdinfo/1; } >>/tmp/p2pe-marker 2>&1
     set +e
     trap - EXIT INT TERM
     if [ "$SUMMARY_DONE" != 1 ]; then

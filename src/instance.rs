@@ -304,6 +304,7 @@ impl Instance {
             connections: connections.clone(),
             load: fed.load.clone(),
             fed: Some(fed.clone()),
+            gossip_slots: Arc::new(tokio::sync::Semaphore::new(16)),
         });
         let limits = listen::Limits {
             max_connections: cfg.http_limits.max_connections,

@@ -72,7 +72,7 @@ async fn replicate_steer_and_respect_owner_control() {
         insts.push(Some(f.start(i).await));
     }
     let v1 = f.publish(0, &site_dir(&f, "one"), &[0, 1, 2, 3]);
-    let ok = eventually(30, async || all_hold(&insts, &[0, 1, 2, 3], v1).await).await;
+    let ok = eventually(90, async || all_hold(&insts, &[0, 1, 2, 3], v1).await).await;
     assert!(ok, "every authorized mirror holds the version verified");
 
     // Mirrors serve byte-identical content.
@@ -170,7 +170,7 @@ async fn replicate_steer_and_respect_owner_control() {
 
     // A replayed older manifest and a replayed report change nothing.
     let v2 = f.publish(0, &site_dir(&f, "two"), &[0, 1, 2, 3]);
-    let ok = eventually(30, async || all_hold(&insts, &[0, 1, 2, 3], v2).await).await;
+    let ok = eventually(90, async || all_hold(&insts, &[0, 1, 2, 3], v2).await).await;
     assert!(ok, "new version replicated");
     let old_env = {
         let db = p2pcdn::db::Db::open(&f.config(0).data_dir.join("p2pcdn.db")).unwrap();
@@ -245,6 +245,27 @@ async fn replicate_steer_and_respect_owner_control() {
     .await;
     assert!(spilled, "answers spill away from the overloaded mirror");
 
+    // São Paulo loses its blobs but still claims to hold the version: the
+    // other authorities' spot-checks catch it and stop steering to it.
+    let a = ask("127.4.0.9".parse().unwrap(), f.nodes[0].dns, None).await;
+    assert_eq!(
+        a.first(),
+        Some(&f.nodes[3].ip),
+        "São Paulo first before: {a:?}"
+    );
+    let blobs = f.config(3).data_dir.join("blobs");
+    std::fs::remove_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(&blobs).unwrap();
+    let caught = eventually(15, async || {
+        let a = ask("127.4.0.9".parse().unwrap(), f.nodes[0].dns, None).await;
+        !a.is_empty() && !a.contains(&f.nodes[3].ip)
+    })
+    .await;
+    assert!(
+        caught,
+        "a mirror claiming content it lacks is no longer steered to"
+    );
+
     for i in insts.into_iter().flatten() {
         i.shutdown().await;
     }
@@ -282,7 +303,7 @@ async fn failures_mirror_death_return_and_origin_loss() {
         "discovered and pinned"
     );
     let v1 = f.publish(0, &site_dir(&f, "one"), &[0, 1, 2, 3, 4]);
-    assert!(eventually(30, async || all_hold(&insts, &[0, 1, 2, 3, 4], v1).await).await);
+    assert!(eventually(90, async || all_hold(&insts, &[0, 1, 2, 3, 4], v1).await).await);
     let sg_client: IpAddr = "127.3.0.9".parse().unwrap();
     assert!(
         eventually(15, async || ask(sg_client, f.nodes[0].dns, None)

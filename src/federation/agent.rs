@@ -195,8 +195,13 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
 
 async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(fed.config().federation.probe_interval_ms);
-    let timeout = interval.mul_f64(0.8).min(Duration::from_secs(2));
+    // A hung peer is a miss after this; a dead one fails at once. Generous,
+    // so a busy peer (or a busy prober) is not declared down by mistake.
+    let timeout = interval
+        .mul_f64(0.8)
+        .clamp(Duration::from_secs(1), Duration::from_secs(2));
     let mut ticker = tokio::time::interval(interval);
+    let mut round: u64 = 0;
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -220,5 +225,56 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             });
         }
         while probes.join_next().await.is_some() {}
+        round = round.wrapping_add(1);
+        if round % SPOT_CHECK_EVERY == 0 {
+            spot_check(&fed).await;
+        }
     }
+}
+
+/// Probe rounds between spot-checks.
+const SPOT_CHECK_EVERY: u64 = 5;
+
+/// Asks every peer that claims to hold the newest version of a site for the
+/// first byte of a random blob of that version; a peer that does not have it
+/// is lying (or broken) and its claim is ignored for ten minutes.
+pub async fn spot_check(fed: &Arc<Federation>) {
+    let now = unix_now();
+    let cat = fed.catalog.load_full();
+    let mut checks = JoinSet::new();
+    for p in fed.peers() {
+        for live in cat.sites() {
+            let Some(m) = live.newest.as_ref() else {
+                continue;
+            };
+            let site = live.config.hostname.clone();
+            if p.holds(&site, now) != Some(m.manifest.version) || !p.healthy(now) {
+                continue;
+            }
+            let blobs = m.blobs();
+            let Some((h, _)) = ({
+                let mut rng = rand::rng();
+                blobs.choose(&mut rng).copied()
+            }) else {
+                continue;
+            };
+            let fed = fed.clone();
+            let p = p.clone();
+            checks.spawn(async move {
+                let r = fed
+                    .http
+                    .get(format!("{}/.well-known/p2pcdn/v1/blob/{h}", p.url))
+                    .header("range", "bytes=0-0")
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    if r.status() == reqwest::StatusCode::NOT_FOUND {
+                        fed.distrust(&p.key, &site, 600);
+                    }
+                }
+            });
+        }
+    }
+    while checks.join_next().await.is_some() {}
 }

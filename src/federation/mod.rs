@@ -71,12 +71,23 @@ pub struct Peer {
     pub probe: ProbeState,
     /// Unix seconds of the last probe outcome.
     pub probed_at: u64,
+    /// Sites this peer claimed to hold but failed a spot-check for, with the
+    /// unix time until which its claims for them are ignored.
+    pub distrusted: HashMap<String, u64>,
 }
 
 impl Peer {
     /// Healthy: probes say up and its report has not expired.
     pub fn healthy(&self, now: u64) -> bool {
         self.probe.is_up() && self.report.as_ref().is_some_and(|r| r.report.expires > now)
+    }
+
+    /// The version of `site` this peer holds, unless a spot-check caught it lying.
+    pub fn holds(&self, site: &str, now: u64) -> Option<u64> {
+        if self.distrusted.get(site).is_some_and(|until| *until > now) {
+            return None;
+        }
+        self.report.as_ref()?.report.holds_version(site)
     }
 }
 
@@ -341,6 +352,7 @@ impl Federation {
                 report: None,
                 probe: ProbeState::default(),
                 probed_at: 0,
+                distrusted: HashMap::new(),
             });
             entry.name = host.clone();
             entry.url = url.clone();
@@ -517,6 +529,16 @@ impl Federation {
     fn set_own_report(&self, r: VerifiedReport) {
         if let Ok(mut o) = self.own_report.write() {
             *o = Some(r);
+        }
+    }
+
+    /// Ignores `key`'s claims about `site` for `secs` seconds.
+    pub fn distrust(&self, key: &PublicKey, site: &str, secs: u64) {
+        if let Ok(mut peers) = self.peers.write() {
+            if let Some(p) = peers.get_mut(key) {
+                tracing::warn!(peer = %p.name, %site, "peer failed a spot-check: it does not have what it claims; ignoring its claim");
+                p.distrusted.insert(site.to_string(), unix_now() + secs);
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 /// Successes needed to mark a peer up.
 pub const UP_AFTER: u32 = 2;
 /// Misses needed to mark a peer down.
-pub const DOWN_AFTER: u32 = 2;
+pub const DOWN_AFTER: u32 = 3;
 /// EWMA weight of a new RTT sample.
 const ALPHA: f64 = 0.3;
 
@@ -73,6 +73,8 @@ mod tests {
         let s = s.observe(None);
         assert!(s.is_up(), "one miss is tolerated");
         let s = s.observe(Some(1.0)).observe(None).observe(None);
+        assert!(s.is_up(), "two misses are tolerated");
+        let s = s.observe(None);
         assert!(!s.is_up());
         assert!(s.rtt_ms().unwrap() > 1.0);
     }
@@ -83,7 +85,7 @@ mod tests {
             let s = outcomes.iter().fold(ProbeState::default(), |s, o| s.observe(*o));
             let n = outcomes.len();
             if n >= 2 && outcomes[n-1].is_some() && outcomes[n-2].is_some() { prop_assert!(s.is_up()); }
-            if n >= 2 && outcomes[n-1].is_none() && outcomes[n-2].is_none() { prop_assert!(!s.is_up()); }
+            if n >= 3 && outcomes[n-1].is_none() && outcomes[n-2].is_none() && outcomes[n-3].is_none() { prop_assert!(!s.is_up()); }
         }
     }
 }

@@ -184,7 +184,7 @@ fn sources_for(fed: &Federation, site: &str, version: u64, now: u64) -> Vec<Peer
         .filter(|p| p.healthy(now))
         .filter_map(|p| {
             let r = p.report.as_ref()?;
-            let held = r.report.holds_version(site)?;
+            let held = p.holds(site, now)?;
             let load = r.report.load.fraction(&r.report.capacity);
             Some((held != version, p.probe.rtt_ms().unwrap_or(1e6), load, p))
         })

@@ -88,7 +88,7 @@ impl SteerView {
                     load: r.load.fraction(&r.capacity),
                     healthy: p.healthy(now),
                     authorized: authorized(&mirrors, &p.key),
-                    version: r.holds_version(host),
+                    version: p.holds(host, now),
                 });
             }
             sites.insert(

@@ -19,6 +19,16 @@ use crate::federation::wire::{Bundle, SyncRequest, SyncResponse, MAX_BUNDLE_BYTE
 use crate::hash::BlobHash;
 use crate::store::StoreError;
 
+fn busy() -> Response {
+    tracing::warn!("gossip requests beyond the concurrency limit: shedding");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        "busy\n",
+    )
+        .into_response()
+}
+
 fn no_federation() -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -114,6 +124,9 @@ pub async fn sync(State(st): State<AppState>, body: Bytes) -> Response {
     let Some(fed) = st.fed.clone() else {
         return no_federation();
     };
+    let Ok(_slot) = st.gossip_slots.clone().try_acquire_owned() else {
+        return busy();
+    };
     if body.len() > MAX_BUNDLE_BYTES {
         return (StatusCode::PAYLOAD_TOO_LARGE, "digest too large\n").into_response();
     }
@@ -138,6 +151,9 @@ pub async fn sync(State(st): State<AppState>, body: Bytes) -> Response {
 pub async fn push(State(st): State<AppState>, body: Bytes) -> Response {
     let Some(fed) = st.fed.clone() else {
         return no_federation();
+    };
+    let Ok(_slot) = st.gossip_slots.clone().try_acquire_owned() else {
+        return busy();
     };
     if body.len() > MAX_BUNDLE_BYTES {
         return (StatusCode::PAYLOAD_TOO_LARGE, "bundle too large\n").into_response();

@@ -44,6 +44,8 @@ pub struct AppState {
     pub load: Arc<crate::federation::LoadMeter>,
     /// The federation agent, when enabled.
     pub fed: Option<Arc<crate::federation::Federation>>,
+    /// Bounds concurrent sync/push handling (gossip flood guard).
+    pub gossip_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The router: node API under `/.well-known/p2pcdn/v1/`, everything else is site content.
@@ -278,9 +280,29 @@ async fn serve_site(
 
     let store = st.store.clone();
     let hash = entry.blake3;
-    let opened = tokio::task::spawn_blocking(move || store.open_verified(&hash, size)).await;
+    // Small bodies are read in the blocking task that opens and verifies the
+    // blob: one hand-off to the blocking pool per request instead of two.
+    let inline = method != Method::HEAD && len <= INLINE_BODY_MAX;
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = store.open_verified(&hash, size)?;
+        if !inline {
+            return Ok(Opened::File(file));
+        }
+        read_range(file, start, len)
+            .map(Opened::Bytes)
+            .map_err(|source| StoreError::Io {
+                path: format!("blob {}", hash.to_hex()),
+                source,
+            })
+    })
+    .await;
     let file = match opened {
-        Ok(Ok(f)) => f,
+        Ok(Ok(Opened::Bytes(bytes))) => {
+            set(&mut resp_headers, header::CONTENT_LENGTH, &len.to_string());
+            st.load.record(len);
+            return (status, resp_headers, Body::from(bytes)).into_response();
+        }
+        Ok(Ok(Opened::File(f))) => f,
         Ok(Err(e @ (StoreError::Corrupt(_) | StoreError::Missing(_)))) => {
             tracing::error!(site = %host, path = %lookup, error = %e, "refusing to serve unverifiable blob");
             if let Some(fed) = &st.fed {
@@ -318,4 +340,30 @@ async fn serve_site(
     }
     let stream = ReaderStream::with_capacity(file.take(len), 128 * 1024);
     (status, resp_headers, Body::from_stream(stream)).into_response()
+}
+
+/// Bodies up to this size are read into memory and sent in one piece.
+const INLINE_BODY_MAX: u64 = 64 * 1024;
+
+/// A verified blob, opened for streaming or already read.
+enum Opened {
+    File(std::fs::File),
+    Bytes(Vec<u8>),
+}
+
+/// Reads `len` bytes at `start` of a verified blob (blocking).
+fn read_range(mut f: std::fs::File, start: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    if start > 0 {
+        f.seek(SeekFrom::Start(start))?;
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(len).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "blob shorter than its manifest entry",
+        ));
+    }
+    Ok(buf)
 }

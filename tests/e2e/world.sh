@@ -58,6 +58,7 @@ PASS=0
 FAIL=0
 SUMMARY_DONE=0
 TMP=""
+MADE_ETC_NETNS=0
 
 log() { printf '[%4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
 ok() { PASS=$((PASS + 1)); printf '[%4ds] ok   - %s\n' "$(($(date +%s) - T0))" "$*"; }
@@ -72,9 +73,10 @@ summary() {
 
 cleanup() {
     local rc=$?
-    { echo "cleanup rc=$rc pid=$$"; ls -l /proc/$$/fd/; cat /proc/$$/fdinfo/1; } >>/tmp/p2pe-marker 2>&1
     set +e
-    trap - EXIT INT TERM
+    # Nothing may interrupt the cleanup (timeout(1) signals the whole group).
+    trap '' TERM INT
+    trap - EXIT
     if [ "$SUMMARY_DONE" != 1 ]; then
         if [ "$rc" != 0 ]; then
             bad "aborted (exit status $rc) before all checks ran"
@@ -82,7 +84,7 @@ cleanup() {
         fi
         summary
     fi
-    local p
+    local p ns
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for _ in $(seq 1 30); do
         local alive=0
@@ -92,10 +94,14 @@ cleanup() {
     done
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    local ns
+    # Anything still running inside our namespaces was started by this script
+    # (e.g. a browser's helper processes): end it before deleting the namespace.
+    for ns in "${NSS[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    done
     for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null; done
     for ns in "${ETCS[@]}"; do rm -rf "/etc/netns/$ns"; done
-    rmdir /etc/netns 2>/dev/null
+    [ "$MADE_ETC_NETNS" = 1 ] && rmdir /etc/netns 2>/dev/null
     if [ -n "$TMP" ] && [ -d "$TMP" ]; then
         if [ "${P2PE_KEEP:-}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     fi
@@ -109,7 +115,7 @@ trap 'exit 130' INT
 dump_logs() {
     [ -n "$TMP" ] && [ -d "$TMP/log" ] || return 0
     local f
-    for f in "$TMP"/log/*.log; do
+    for f in "$TMP"/log/m[1-5].log "$TMP"/log/unbound-c[1-5].log; do
         [ -s "$f" ] || continue
         echo "---- last lines of $(basename "$f")"
         tail -n 15 "$f"
@@ -156,6 +162,7 @@ attach() {
 }
 
 log "building the network"
+[ -d /etc/netns ] || MADE_ETC_NETNS=1
 mkns "$PFX-br"
 ip -n "$PFX-br" link add br0 type bridge
 ip -n "$PFX-br" link set br0 up
@@ -440,10 +447,10 @@ chromium_run() {   # N OUT_PREFIX: dump-dom to OUT.html and screenshot to OUT.pn
         --disable-background-networking --disable-component-update --disable-sync
         --disable-default-apps --disable-extensions --disable-dev-shm-usage
         --hide-scrollbars --window-size=800,600 --force-device-scale-factor=1)
-    in_ns "$PFX-c$n" env HOME="$CHOME" timeout 60 chromium "${flags[@]}" \
+    in_ns "$PFX-c$n" env HOME="$CHOME" timeout --foreground --kill-after=5 60 chromium "${flags[@]}" \
         --user-data-dir="$(mktemp -d "$TMP/chrome-profile.XXXXXX")" \
         --dump-dom "https://$WWW/" >"$out.html" 2>"$out.dom.err" || return 1
-    in_ns "$PFX-c$n" env HOME="$CHOME" timeout 60 chromium "${flags[@]}" \
+    in_ns "$PFX-c$n" env HOME="$CHOME" timeout --foreground --kill-after=5 60 chromium "${flags[@]}" \
         --user-data-dir="$(mktemp -d "$TMP/chrome-profile.XXXXXX")" \
         --screenshot="$out.png" "https://$WWW/" >/dev/null 2>"$out.shot.err" || return 1
 }

@@ -101,7 +101,22 @@ struct Inner {
     quarantine: PathBuf,
     verified: Mutex<HashMap<BlobHash, Stamp>>,
     counter: AtomicU64,
+    small: Mutex<SmallCache>,
 }
+
+/// Verified contents of small blobs, kept in memory so hot small files are
+/// served without a system call. Bytes enter only after their hash matched.
+#[derive(Default)]
+struct SmallCache {
+    map: HashMap<BlobHash, bytes::Bytes>,
+    order: std::collections::VecDeque<BlobHash>,
+    total: usize,
+}
+
+/// Blobs up to this size are cached in memory once verified.
+pub const SMALL_BLOB: u64 = 64 * 1024;
+/// Memory for cached small blobs.
+const SMALL_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Grace period during which a fresh blob is never garbage-collected (it may
 /// belong to a publish or download still in progress).
@@ -138,6 +153,7 @@ impl BlobStore {
                 quarantine,
                 verified: Mutex::new(HashMap::new()),
                 counter: AtomicU64::new(0),
+                small: Mutex::new(SmallCache::default()),
             }),
         })
     }
@@ -273,6 +289,52 @@ impl BlobStore {
         if let Ok(mut m) = self.inner.verified.lock() {
             m.remove(h);
         }
+        if let Ok(mut c) = self.inner.small.lock() {
+            if let Some(b) = c.map.remove(h) {
+                c.total = c.total.saturating_sub(b.len());
+            }
+        }
+    }
+
+    /// The verified bytes of a small blob (≤ [`SMALL_BLOB`]) from memory, if cached.
+    pub fn cached_small(&self, h: &BlobHash) -> Option<bytes::Bytes> {
+        self.inner.small.lock().ok()?.map.get(h).cloned()
+    }
+
+    /// Reads a small blob, verifying it, and caches its bytes.
+    pub fn read_small_verified(&self, h: &BlobHash, size: u64) -> Result<bytes::Bytes, StoreError> {
+        if let Some(b) = self.cached_small(h) {
+            return Ok(b);
+        }
+        let path = self.blob_path(h);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Missing(*h)),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        if data.len() as u64 != size || BlobHash::of(&data) != *h {
+            self.quarantine(h);
+            return Err(StoreError::Corrupt(*h));
+        }
+        let b = bytes::Bytes::from(data);
+        if size <= SMALL_BLOB {
+            if let Ok(mut c) = self.inner.small.lock() {
+                if !c.map.contains_key(h) {
+                    c.total += b.len();
+                    c.map.insert(*h, b.clone());
+                    c.order.push_back(*h);
+                    while c.total > SMALL_CACHE_BYTES {
+                        let Some(old) = c.order.pop_front() else {
+                            break;
+                        };
+                        if let Some(ob) = c.map.remove(&old) {
+                            c.total = c.total.saturating_sub(ob.len());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(b)
     }
 
     fn known(&self, h: &BlobHash) -> Option<Stamp> {

@@ -226,6 +226,7 @@ fn ranked<'a>(
     target_version: Option<u64>,
     policy: &Policy,
     family: Family,
+    limit: usize,
 ) -> Vec<Scored<'a>> {
     let Some(version) = chosen_version(candidates, target_version) else {
         return Vec::new();
@@ -265,24 +266,53 @@ fn ranked<'a>(
             }
         })
         .collect();
-    scored.sort_by(|a, b| {
+    let order = |a: &Scored<'_>, b: &Scored<'_>| {
         a.bucket
             .total_cmp(&b.bucket)
             .then(a.hash.cmp(&b.hash))
             .then(a.candidate.id.cmp(&b.candidate.id))
             .then(a.index.cmp(&b.index))
-    });
+    };
     // One entry per mirror id and per address; the better-ranked one stays.
-    let mut out: Vec<Scored<'a>> = Vec::with_capacity(scored.len());
-    for s in scored {
-        let seen = out
-            .iter()
-            .any(|o| o.candidate.id == s.candidate.id || o.addr == s.addr);
-        if !seen {
-            out.push(s);
+    // Stops at `limit`, so this is O(n·k), not O(n²).
+    let dedup = |sorted: Vec<Scored<'a>>| -> Vec<Scored<'a>> {
+        let mut out: Vec<Scored<'a>> = Vec::with_capacity(limit.min(sorted.len()));
+        for s in sorted {
+            if out.len() >= limit {
+                break;
+            }
+            let seen = out
+                .iter()
+                .any(|o| o.candidate.id == s.candidate.id || o.addr == s.addr);
+            if !seen {
+                out.push(s);
+            }
         }
+        out
+    };
+    // Only the best few matter: partition them to the front and sort just
+    // those; fall back to a full sort if duplicates leave fewer than `limit`.
+    let window = limit.saturating_mul(4).saturating_add(8);
+    if scored.len() > window {
+        let mut head: Vec<Scored<'a>> = {
+            let mut all = scored;
+            all.select_nth_unstable_by(window, order);
+            let rest = all.split_off(window);
+            scored = rest;
+            all
+        };
+        head.sort_by(order);
+        let out = dedup(head);
+        if out.len() >= limit {
+            return out;
+        }
+        let mut all = out;
+        all.append(&mut scored);
+        all.sort_by(order);
+        return dedup(all);
     }
-    out
+    scored.sort_by(order);
+    dedup(scored)
 }
 
 /// Ordered answer addresses (at most policy.k, one per mirror, first address of the requested family).
@@ -295,7 +325,7 @@ pub fn steer(
     policy: &Policy,
     family: Family,
 ) -> Vec<IpAddr> {
-    ranked(client, candidates, target_version, policy, family)
+    ranked(client, candidates, target_version, policy, family, policy.k)
         .into_iter()
         .take(policy.k)
         .map(|s| s.addr)
@@ -313,7 +343,7 @@ pub fn rank(
     policy: &Policy,
     family: Family,
 ) -> Vec<(usize, f64)> {
-    ranked(client, candidates, target_version, policy, family)
+    ranked(client, candidates, target_version, policy, family, policy.k)
         .into_iter()
         .take(policy.k)
         .map(|s| (s.index, s.score))

@@ -227,12 +227,15 @@ async fn replicate_steer_and_respect_owner_control() {
     assert_eq!(body, "two");
 
     // Load New York past its declared capacity: New York clients spill to the next nearest.
-    let a = ask("127.2.0.9".parse().unwrap(), f.nodes[0].dns, None).await;
-    assert_eq!(
-        a.first(),
-        Some(&f.nodes[1].ip),
-        "New York first before load: {a:?}"
-    );
+    // (Replication just pulled blobs from New York; let its load settle first.)
+    let settled = eventually(30, async || {
+        ask("127.2.0.9".parse().unwrap(), f.nodes[0].dns, None)
+            .await
+            .first()
+            == Some(&f.nodes[1].ip)
+    })
+    .await;
+    assert!(settled, "New York first before load");
     let ny = f.client(1);
     let url = f.url(1, "/index.html");
     let spilled = eventually(20, async || {

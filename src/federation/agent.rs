@@ -83,8 +83,36 @@ async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     loop {
         fed.load.tick(last.elapsed().as_secs_f64());
         last = Instant::now();
-        if let Some(r) = make_report(&fed) {
-            fed.set_own_report(r);
+        // Re-sign only when something peers act on changed (holdings, a load
+        // shift, addresses) or a third of the lifetime passed: unchanged
+        // reports are not re-gossiped every second.
+        let refresh_after = fed.config().federation.report_ttl_secs.div_ceil(3).max(1);
+        let due = match fed.own_report() {
+            None => true,
+            Some(old) => {
+                let o = &old.report;
+                let (rps, bps) = fed.load.rates();
+                let load = crate::report::Load {
+                    rps,
+                    bps,
+                    connections: 0,
+                }
+                .fraction(&o.capacity);
+                let holds: Vec<(String, u64)> = fed.catalog.load().versions();
+                let old_holds: Vec<(String, u64)> = o
+                    .holds
+                    .iter()
+                    .map(|h| (h.site.clone(), h.version))
+                    .collect();
+                unix_now() >= o.issued + refresh_after
+                    || holds != old_holds
+                    || (load - o.load.fraction(&o.capacity)).abs() > 0.05
+            }
+        };
+        if due {
+            if let Some(r) = make_report(&fed) {
+                fed.set_own_report(r);
+            }
         }
         if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
             break;

@@ -479,6 +479,13 @@ impl Federation {
                 tracing::debug!("undecodable report dropped");
                 continue;
             };
+            // Cheap pre-check: skip the signature work for reports that are
+            // not newer than what we hold (the common case in gossip).
+            if let Some((node, seq)) = report::peek(&bytes) {
+                if node == self.me || self.known_seq(&node) >= seq {
+                    continue;
+                }
+            }
             match report::verify(&bytes, now) {
                 Ok(v) => nr += usize::from(self.accept_report(v)),
                 Err(e) => tracing::debug!(error = %e, "report refused"),
@@ -516,6 +523,18 @@ impl Federation {
             Err(IngestError::Manifest(ManifestError::NotNewer { .. })) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Newest report sequence held for a node (0 if none).
+    fn known_seq(&self, node: &PublicKey) -> u64 {
+        self.peers
+            .read()
+            .ok()
+            .and_then(|p| {
+                p.get(node)
+                    .and_then(|p| p.report.as_ref().map(|r| r.report.seq))
+            })
+            .unwrap_or(0)
     }
 
     /// RTTs measured to peers, by node key text.

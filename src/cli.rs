@@ -222,14 +222,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&out, &report.envelope)
                     .with_context(|| format!("writing {}", out.display()))?;
             }
+            let state = match &report.imported {
+                crate::ingest::Imported::Complete { .. } => "complete, now served".to_string(),
+                crate::ingest::Imported::Pending { missing, .. } => {
+                    format!("pending: {} blobs missing", missing.len())
+                }
+            };
             println!(
-                "published {} version {}: {} files, {} bytes, {} new blobs ({:?})",
-                report.site,
-                report.version,
-                report.files,
-                report.bytes,
-                report.new_blobs,
-                report.imported
+                "published {} version {}: {} files, {} bytes, {} new blobs; {state}",
+                report.site, report.version, report.files, report.bytes, report.new_blobs
             );
             Ok(())
         }

@@ -139,21 +139,24 @@ impl Db {
         })
     }
 
-    /// Stores an accepted manifest with its exact envelope bytes.
+    /// Stores an accepted manifest with its exact envelope bytes, atomically
+    /// refusing it if an equal or newer version of the site is already held
+    /// (two peers delivering at once). Returns false when refused.
     pub fn insert_manifest(
         &self,
         m: &crate::manifest::Manifest,
         envelope: &[u8],
         now: u64,
         state: ManifestState,
-    ) -> Result<(), DbError> {
+    ) -> Result<bool, DbError> {
         self.with(|c| {
-            c.execute(
+            let n = c.execute(
                 "INSERT INTO manifests (site, version, envelope, issued, expires, received_at, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                 WHERE NOT EXISTS (SELECT 1 FROM manifests WHERE site = ?1 AND version >= ?2)",
                 params![m.site, i(m.version), envelope, i(m.issued), i(m.expires), i(now), state.as_str()],
             )?;
-            Ok(())
+            Ok(n == 1)
         })
     }
 
@@ -311,9 +314,12 @@ mod tests {
         assert_eq!(cur.len(), 1);
         assert_eq!(cur[0].version, 2);
         assert_eq!(cur[0].envelope, b"e2");
-        assert!(db
+        assert!(!db
             .insert_manifest(&m("s", 2), b"x", 0, ManifestState::Pending)
-            .is_err());
+            .unwrap());
+        assert!(!db
+            .insert_manifest(&m("s", 1), b"x", 0, ManifestState::Pending)
+            .unwrap());
         assert_eq!(db.held_version("nope").unwrap(), None);
     }
 }

@@ -81,7 +81,16 @@ pub fn import_manifest(
     } else {
         ManifestState::Pending
     };
-    db.insert_manifest(m, &vm.envelope, now, state)?;
+    if !db.insert_manifest(m, &vm.envelope, now, state)? {
+        // Another import of this or a newer version won the race.
+        let held = db.held_version(&m.site)?.unwrap_or(m.version);
+        return Err(ManifestError::NotNewer {
+            site: m.site.clone(),
+            got: m.version,
+            held,
+        }
+        .into());
+    }
     if !missing.is_empty() {
         return Ok(Imported::Pending {
             version: m.version,

@@ -271,7 +271,7 @@ fn cli_keygen_publish_check() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("6 new blobs") && text.contains("Complete"),
+        text.contains("6 new blobs") && text.contains("complete, now served"),
         "{text}"
     );
     assert!(d.join("signed.json").exists());

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::Parser;
 
+/// Longest zone file line accepted.
+pub const MAX_LINE: usize = 4000;
+
 /// Zone loading errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ZoneError {
@@ -56,12 +59,31 @@ impl Zone {
     /// Parses zone file text with the given origin.
     pub fn parse(text: &str, origin: &Name, path: &Path) -> Result<Self, ZoneError> {
         let p = path.display().to_string();
-        let (origin_name, sets) = Parser::new(text, Some(path.to_path_buf()), Some(origin.clone()))
-            .parse()
-            .map_err(|e| ZoneError::Parse {
+        // hickory's lexer asserts (panics) on a token longer than 4094
+        // characters: refuse long lines with a clear message, and contain any
+        // other parser panic, since zone text may come from a manifest.
+        if let Some((n, _)) = text.lines().enumerate().find(|(_, l)| l.len() > MAX_LINE) {
+            return Err(ZoneError::Parse {
+                path: p,
+                message: format!("line {} is longer than {MAX_LINE} characters", n + 1),
+            });
+        }
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Parser::new(text, Some(path.to_path_buf()), Some(origin.clone())).parse()
+        }));
+        let (origin_name, sets) = match parsed {
+            Ok(r) => r.map_err(|e| ZoneError::Parse {
                 path: p.clone(),
                 message: e.to_string(),
-            })?;
+            })?,
+            Err(_) => {
+                return Err(ZoneError::Parse {
+                    path: p,
+                    message: "the zone file parser failed on this input (an overlong token?)"
+                        .into(),
+                })
+            }
+        };
         let origin = LowerName::new(&origin_name);
         let invalid = |message: String| ZoneError::Invalid {
             path: p.clone(),

@@ -20,10 +20,15 @@
 # (every client sees it, never a mix of versions within one manifest).
 #
 # Needs root and: ip (iproute2), unbound, dig (bind9-dnsutils), curl, chromium,
-# certutil (libnss3-tools), python3, timeout. Installs nothing.
-# Env: P2PCDN = the binary (default target/debug/p2pcdn), P2PE_TIMEOUT = overall
-# bound in seconds (default 600), P2PE_KEEP=1 keeps the temp dir.
-# Prints "N passed, M failed" and exits non-zero on any failure.
+# certutil (libnss3-tools), python3, timeout/flock (coreutils/util-linux).
+# Installs nothing. Everything it makes carries the prefix "p2pe" (namespaces,
+# /etc/netns/p2pe-cN, /tmp/p2pe.XXXXXX, the lock /run/p2pe-world.lock) and is
+# removed on exit, also on failure, timeout or Ctrl-C; only the lock file stays.
+# Env: P2PCDN = the binary (default target/debug/p2pcdn); P2PE_TIMEOUT = overall
+# bound in seconds (default 600); P2PE_BIG_MIB = size of files/big.bin (8);
+# P2PE_KEEP=1 keeps the temp dir (logs, fetched files, screenshots);
+# P2PE_TRACE=FILE writes a bash trace there.
+# Prints "N passed, M failed" alone on the last line and exits non-zero on any failure.
 set -euo pipefail
 
 # ---- overall time bound: re-exec under timeout(1) -------------------------
@@ -48,6 +53,7 @@ LAT=(_ 50.11 40.71 1.35 -23.55 -33.87)
 LON=(_ 8.68 -74.01 103.82 -46.63 151.21)
 BIG_MIB="${P2PE_BIG_MIB:-8}"
 T0=$(date +%s)
+export NO_COLOR=1   # plain logs from p2pcdn (tracing-subscriber honours it)
 
 # ---- bookkeeping and cleanup ------------------------------------------------
 PIDS=()        # every background process we started
@@ -110,7 +116,7 @@ cleanup() {
     for ns in "${ETCS[@]}"; do rm -rf "/etc/netns/$ns"; done
     [ "$MADE_ETC_NETNS" = 1 ] && rmdir /etc/netns 2>/dev/null
     if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-        if [ "${P2PE_KEEP:-}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+        if [ "${P2PE_KEEP:-}" = 1 ]; then touch "$TMP/.keep"; log "kept $TMP"; else rm -rf "$TMP"; fi
     fi
     if [ "$rc" = 0 ] && [ "$FAIL" != 0 ]; then rc=1; fi
     exit "$rc"
@@ -126,9 +132,13 @@ dump_logs() {
     for f in "$TMP"/log/m[1-5].log "$TMP"/log/unbound-c[1-5].log; do
         [ -s "$f" ] || continue
         echo "---- last lines of $(basename "$f")"
-        tail -n 15 "$f"
+        grep -v ' info: ' "$f" | tail -n 15
     done
 }
+
+# The lock (fd 9) and the saved stdout/stderr are not handed to long-lived
+# children (see start_mirror): a process that outlived a killed run must not
+# hold the lock. Such leftovers live in our namespaces and are swept below.
 
 # ---- preconditions ------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "world.sh: needs root (network namespaces, ports 53/80/443)" >&2; exit 2; }
@@ -146,6 +156,9 @@ for ns in $(ip netns list | awk '{print $1}' | grep "^$PFX-" || true); do
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
     ip netns del "$ns" || true
     rm -rf "/etc/netns/$ns"
+done
+for d in /tmp/"$PFX".??????; do   # temp dirs of killed runs (not those kept on purpose)
+    [ -d "$d" ] && [ ! -e "$d/.keep" ] && { log "removing stale $d"; rm -rf "$d"; }
 done
 
 TMP="$(mktemp -d "/tmp/$PFX.XXXXXX")"
@@ -289,7 +302,7 @@ publish "$TMP/site-v1"
 start_mirror() {
     local n=$1
     ip netns exec "$PFX-m$n" "$P2PCDN" --log info serve --config "$TMP/m$n.toml" \
-        >>"$TMP/log/m$n.log" 2>&1 &
+        >>"$TMP/log/m$n.log" 2>&1 9>&- {OUT_FD}>&- {ERR_FD}>&- &
     MPID[$n]=$!
     PIDS+=("$!")
 }
@@ -348,7 +361,8 @@ done
 log "starting five instances and five resolvers"
 for n in 1 2 3 4 5; do start_mirror "$n"; done
 for n in 1 2 3 4 5; do
-    ip netns exec "$PFX-c$n" unbound -d -c "$TMP/c$n/unbound.conf" >>"$TMP/log/unbound-c$n.log" 2>&1 &
+    ip netns exec "$PFX-c$n" unbound -d -c "$TMP/c$n/unbound.conf" \
+        >>"$TMP/log/unbound-c$n.log" 2>&1 9>&- {OUT_FD}>&- {ERR_FD}>&- &
     UPID[$n]=$!
     PIDS+=("$!")
 done
@@ -418,8 +432,11 @@ for n in 1 2 3 4 5; do
         bad "c$n (${CITIES[$n]}): dig $WWW -> '$got', expected 10.$n.0.1 first"
     fi
 done
-# The steering really came through ECS: the resolver's own egress (10.9.N.2)
-# has no location, and the authority echoes the client's /24 with a scope.
+# The resolvers query from 10.9.N.2, which the geo database does not place, so
+# the answers above were steered by the client subnet unbound sent (ECS). The
+# authority echoes that subnet with a non-zero scope, so unbound caches per /24.
+noecs="$(in_ns "$PFX-c3" dig +short +time=2 +tries=1 -b 10.9.3.2 @10.1.0.1 +noedns "$WWW" A 2>/dev/null | tr '\n' ' ')"
+log "for comparison, the resolver's egress without ECS gets: $noecs"
 ecs="$(in_ns "$PFX-c3" dig +time=2 +tries=1 -b 10.9.3.2 @10.1.0.1 +subnet=10.3.1.0/24 "$WWW" A 2>/dev/null)"
 if grep -q 'CLIENT-SUBNET: 10.3.1.0/24/[1-9]' <<<"$ecs" && grep -qE "^$WWW\.\s.*\sA\s+10\.3\.0\.1" <<<"$ecs"; then
     ok "authority echoes ECS 10.3.1.0/24 with a non-zero scope and answers 10.3.0.1 first"
@@ -454,13 +471,14 @@ certutil -d "sql:$CHOME/.pki/nssdb" -A -t "C,," -n "$PFX-test-ca" -i "$CA"
 
 chromium_run() {   # N OUT_PREFIX: the rendered DOM to OUT.html, a screenshot to OUT.png
     local n=$1 out=$2
-    in_ns "$PFX-c$n" env HOME="$CHOME" timeout --foreground --kill-after=5 90 chromium \
+    ip netns exec "$PFX-c$n" env HOME="$CHOME" timeout --foreground --kill-after=5 90 chromium \
         --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync \
         --disable-default-apps --disable-extensions --disable-dev-shm-usage \
         --hide-scrollbars --window-size=800,600 --force-device-scale-factor=1 \
         --user-data-dir="$(mktemp -d "$TMP/chrome-profile.XXXXXX")" \
-        --screenshot="$out.png" --dump-dom "https://$WWW/" >"$out.html" 2>"$out.err"
+        --screenshot="$out.png" --dump-dom "https://$WWW/" >"$out.html" 2>"$out.err" \
+        9>&- {OUT_FD}>&- {ERR_FD}>&-
 }
 
 # Counts pixels of the logo's orange ring (only in the image), the logo's and
@@ -604,7 +622,9 @@ tag_of() { grep -ho 'SITEVER-v[0-9]*' "$1" 2>/dev/null | head -n1; }
 # "<seq> <ip> <code> <tag> <last-modified>"; a failed sequence logs "<seq> FAIL <rc>".
 poller() {
     local n=$1 out="$TMP/fetch/poll-c$n" seq=0 lines rc i ip code lm
-    while [ ! -e "$TMP/stop-pollers" ]; do
+    local until=$(($(date +%s) + 150))
+    # Stops when told, when the script is gone, or after 150 s at most.
+    while [ ! -e "$TMP/stop-pollers" ] && kill -0 $$ 2>/dev/null && [ "$(date +%s)" -lt "$until" ]; do
         seq=$((seq + 1))
         rm -f "$out".[0-9]
         rc=0
@@ -626,7 +646,7 @@ seen_v2() { grep -q ' SITEVER-v2 ' "$TMP/log/poll-c$1.log" 2>/dev/null; }
 log "polling from every client while v2 is published at the origin"
 POLLERS=()
 for n in 1 2 3 4 5; do
-    poller "$n" &
+    poller "$n" 9>&- &
     POLLERS+=("$!")
     PIDS+=("$!")
 done

@@ -214,39 +214,6 @@ impl Instance {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        // DNS.
-        let handler = Handler::new(
-            dns_data.clone(),
-            Arc::new(steering),
-            DnsSettings {
-                answer_ttl: cfg.dns.answer_ttl,
-                max_udp_payload: cfg.dns.max_udp_payload,
-                rrl: (cfg.dns.rrl_rate > 0).then(|| {
-                    Arc::new(crate::dns::rrl::RateLimiter::new(
-                        cfg.dns.rrl_rate,
-                        cfg.dns.rrl_slip,
-                        cfg.dns.rrl_exempt.clone(),
-                    ))
-                }),
-            },
-        );
-        let dns = DnsServer::bind(
-            handler,
-            &cfg.dns.listen,
-            Duration::from_secs(cfg.dns.tcp_idle_timeout_secs),
-        )
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: cfg
-                .dns
-                .listen
-                .first()
-                .copied()
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-            what: "dns",
-            source,
-        })?;
-        let dns_addrs = dns.addrs.clone();
 
         // HTTP(S).
         let tls = http::tls::server_config(&cfg)?;
@@ -306,6 +273,42 @@ impl Instance {
             fed: Some(fed.clone()),
             gossip_slots: Arc::new(tokio::sync::Semaphore::new(16)),
         });
+        // The first steering view is built before DNS answers anything, so a
+        // site already held is steered from the first query.
+        steer_view.store(Arc::new(federation::view::SteerView::build(&fed, &catalog)));
+        // DNS.
+        let handler = Handler::new(
+            dns_data.clone(),
+            Arc::new(steering),
+            DnsSettings {
+                answer_ttl: cfg.dns.answer_ttl,
+                max_udp_payload: cfg.dns.max_udp_payload,
+                rrl: (cfg.dns.rrl_rate > 0).then(|| {
+                    Arc::new(crate::dns::rrl::RateLimiter::new(
+                        cfg.dns.rrl_rate,
+                        cfg.dns.rrl_slip,
+                        cfg.dns.rrl_exempt.clone(),
+                    ))
+                }),
+            },
+        );
+        let dns = DnsServer::bind(
+            handler,
+            &cfg.dns.listen,
+            Duration::from_secs(cfg.dns.tcp_idle_timeout_secs),
+        )
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: cfg
+                .dns
+                .listen
+                .first()
+                .copied()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            what: "dns",
+            source,
+        })?;
+        let dns_addrs = dns.addrs.clone();
         let limits = listen::Limits {
             max_connections: cfg.http_limits.max_connections,
             handshake_timeout: Duration::from_secs(cfg.http_limits.header_timeout_secs),

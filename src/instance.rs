@@ -214,7 +214,6 @@ impl Instance {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-
         // HTTP(S).
         let tls = http::tls::server_config(&cfg)?;
         let mut https_listeners = vec![];

@@ -84,8 +84,22 @@ impl Handler {
         }
     }
 
-    /// Computes the full response for a request (pure apart from steering).
+    /// Computes the full response for a request (pure apart from steering),
+    /// truncated for UDP when it does not fit.
     pub fn respond(&self, request: &Request) -> Message {
+        let mut msg = self.build(request);
+        if request.protocol() == Protocol::Udp {
+            let limit = self.udp_limit(request);
+            let too_big = msg.to_vec().map(|v| v.len() > limit).unwrap_or(true);
+            if too_big {
+                truncate(&mut msg);
+            }
+        }
+        msg
+    }
+
+    /// The response before any size limit.
+    fn build(&self, request: &Request) -> Message {
         let mut header = Header::response_from_request(request.header());
         let mut msg = Message::new();
         let req_edns = request.edns();
@@ -172,25 +186,72 @@ impl Handler {
             msg.set_edns(e);
         }
 
-        if request.protocol() == Protocol::Udp {
-            let limit = match req_edns {
-                Some(e) => e.max_payload().clamp(512, self.settings.max_udp_payload),
-                None => 512,
-            } as usize;
-            let too_big = msg.to_vec().map(|v| v.len() > limit).unwrap_or(true);
-            if too_big {
-                // RFC 2181 §9: set TC and send what fits; we send an empty
-                // answer so the client retries over TCP.
-                msg.take_answers();
-                msg.take_name_servers();
-                msg.take_additionals();
-                let mut h = *msg.header();
-                h.set_truncated(true);
-                msg.set_header(h);
-            }
-        }
         msg
     }
+
+    /// Largest UDP response for this request: 512 without EDNS (RFC 1035),
+    /// else the client's size clamped to 512..=max_udp_payload.
+    fn udp_limit(&self, request: &Request) -> usize {
+        let limit = match request.edns() {
+            Some(e) => e.max_payload().clamp(512, self.settings.max_udp_payload),
+            None => 512,
+        };
+        usize::from(limit)
+    }
+
+    /// The UDP fast path: one datagram in, the response datagram out (None:
+    /// send nothing). Same answers as the hickory-server path, but encoded
+    /// once and answered on the receiving task.
+    pub fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+        if packet.len() < 12 {
+            return None;
+        }
+        let req = match hickory_server::authority::MessageRequest::from_bytes(packet) {
+            Ok(r) => r,
+            Err(_) => {
+                // Undecodable: FORMERR if the header is a query's, else nothing.
+                let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
+                if header.message_type() != MessageType::Query {
+                    return None;
+                }
+                let mut h = Header::response_from_request(&header);
+                h.set_response_code(ResponseCode::FormErr);
+                let mut m = Message::new();
+                m.set_header(h);
+                return m.to_vec().ok();
+            }
+        };
+        if req.message_type() == MessageType::Response {
+            return None;
+        }
+        let request = Request::new(req, src, Protocol::Udp);
+        let mut msg = self.build(&request);
+        if let Some(rrl) = &self.settings.rrl {
+            match rrl.check(unmap(src.ip()), std::time::Instant::now()) {
+                super::rrl::Verdict::Answer => {}
+                super::rrl::Verdict::Slip => truncate(&mut msg),
+                super::rrl::Verdict::Drop => return None,
+            }
+        }
+        let limit = self.udp_limit(&request);
+        let bytes = msg.to_vec().ok()?;
+        if bytes.len() <= limit {
+            return Some(bytes);
+        }
+        truncate(&mut msg);
+        msg.to_vec().ok()
+    }
+}
+
+/// RFC 2181 §9: set TC and drop the records, so the client retries over TCP.
+fn truncate(msg: &mut Message) {
+    msg.take_answers();
+    msg.take_name_servers();
+    msg.take_additionals();
+    let mut h = *msg.header();
+    h.set_truncated(true);
+    msg.set_header(h);
 }
 
 /// Turns `::ffff:a.b.c.d` into `a.b.c.d`.
@@ -252,11 +313,68 @@ impl RequestHandler for Handler {
     }
 }
 
-/// Running DNS listeners.
+/// Running DNS listeners: TCP through hickory-server, UDP through the fast
+/// path (one `SO_REUSEPORT` socket and receive loop per core).
 pub struct DnsServer {
-    server: ServerFuture<Handler>,
+    server: ServerFuture<SharedHandler>,
+    udp: tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Sender<bool>,
     /// Bound addresses (UDP and TCP share each port).
     pub addrs: Vec<SocketAddr>,
+}
+
+/// The handler shared between the TCP server and the UDP workers.
+pub struct SharedHandler(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SharedHandler {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0.handle_request(request, response_handle).await
+    }
+}
+
+fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol as SockProto, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+async fn udp_worker(
+    handler: Arc<Handler>,
+    sock: UdpSocket,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, src) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Some(packet) = buf.get(..n) else { continue };
+        if let Some(resp) = handler.answer_udp(packet, src) {
+            if let Err(e) = sock.send_to(&resp, src).await {
+                tracing::debug!(%src, error = %e, "UDP send error");
+            }
+        }
+    }
 }
 
 impl DnsServer {
@@ -266,28 +384,48 @@ impl DnsServer {
         listen: &[SocketAddr],
         tcp_timeout: Duration,
     ) -> std::io::Result<Self> {
-        let mut server = ServerFuture::new(handler);
+        let handler = Arc::new(handler);
+        let mut server = ServerFuture::new(SharedHandler(handler.clone()));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut udp = tokio::task::JoinSet::new();
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8);
         let mut addrs = vec![];
         for want in listen {
-            let (udp, tcp) = bind_pair(*want).await?;
-            let addr = udp.local_addr()?;
-            server.register_socket(udp);
+            let (first, tcp) = bind_pair(*want).await?;
+            let addr = first.local_addr()?;
+            let mut socks = vec![first];
+            for _ in 1..workers {
+                socks.push(reuseport_udp(addr)?);
+            }
+            for s in socks {
+                let s = UdpSocket::from_std(s)?;
+                udp.spawn(udp_worker(handler.clone(), s, stop_rx.clone()));
+            }
             server.register_listener(tcp, tcp_timeout);
             addrs.push(addr);
         }
-        Ok(Self { server, addrs })
+        Ok(Self {
+            server,
+            udp,
+            stop,
+            addrs,
+        })
     }
 
     /// Stops the listeners.
     pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.udp.join_next().await.is_some() {}
         let _ = self.server.shutdown_gracefully().await;
     }
 }
 
-async fn bind_pair(want: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+async fn bind_pair(want: SocketAddr) -> std::io::Result<(std::net::UdpSocket, TcpListener)> {
     let mut last_err = None;
     for _ in 0..32 {
-        let udp = UdpSocket::bind(want).await?;
+        let udp = reuseport_udp(want)?;
         let addr = udp.local_addr()?;
         match TcpListener::bind(addr).await {
             Ok(tcp) => return Ok((udp, tcp)),

@@ -133,40 +133,42 @@ async fn replicate_steer_and_respect_owner_control() {
         "every authority steers a Singapore resolver to Singapore first"
     );
 
-    // By resolver address and by ECS, from every authority: the client's city first.
-    for auth in 0..5 {
-        let dns = f.nodes[auth].dns;
-        let a = ask("127.1.0.9".parse().unwrap(), dns, None).await;
-        assert_eq!(
-            a.first(),
-            Some(&f.nodes[0].ip),
-            "Frankfurt via authority {auth}: {a:?}"
-        );
-        assert_eq!(a.len(), 2, "two answers so clients can fail over");
-        let a = ask("127.0.0.1".parse().unwrap(), dns, Some(("10.4.0.0", 24))).await;
-        assert_eq!(
-            a.first(),
-            Some(&f.nodes[3].ip),
-            "São Paulo by ECS via {auth}: {a:?}"
-        );
-        let a = ask("127.0.0.1".parse().unwrap(), dns, Some(("10.3.7.0", 24))).await;
-        assert_eq!(
-            a.first(),
-            Some(&f.nodes[2].ip),
-            "Singapore by ECS via {auth}: {a:?}"
-        );
-        // Sydney's own mirror is not authorized: never answered; the nearest authorized one is.
-        let a = ask("127.5.0.9".parse().unwrap(), dns, None).await;
-        assert!(
-            !a.contains(&f.nodes[4].ip),
-            "unauthorized mirror steered to: {a:?}"
-        );
-        assert_eq!(
-            a.first(),
-            Some(&f.nodes[2].ip),
-            "Sydney clients go to Singapore: {a:?}"
-        );
-    }
+    // By resolver address and by ECS, from every authority: the client's city
+    // first, once every authority sees every authorized mirror healthy.
+    let check = async |report: bool| -> bool {
+        let mut ok = true;
+        for auth in 0..5 {
+            let dns = f.nodes[auth].dns;
+            let cases: [(&str, Option<(&str, u8)>, usize); 4] = [
+                ("127.1.0.9", None, 0),
+                ("127.0.0.1", Some(("10.4.0.0", 24)), 3),
+                ("127.0.0.1", Some(("10.3.7.0", 24)), 2),
+                // Sydney's own mirror is not authorized: the nearest authorized one.
+                ("127.5.0.9", None, 2),
+            ];
+            for (src, ecs, want) in cases {
+                let a = ask(src.parse().unwrap(), dns, ecs).await;
+                let good = a.first() == Some(&f.nodes[want].ip)
+                    && a.len() == 2
+                    && !a.contains(&f.nodes[4].ip);
+                if !good {
+                    ok = false;
+                    if report {
+                        eprintln!(
+                            "authority {auth}, client {src} {ecs:?}: got {a:?}, want {} first",
+                            f.nodes[want].ip
+                        );
+                    }
+                }
+            }
+        }
+        ok
+    };
+    let steered = eventually(20, async || check(false).await).await;
+    assert!(
+        steered && check(true).await,
+        "every authority steers every city to its nearest authorized mirror"
+    );
 
     // A replayed older manifest and a replayed report change nothing.
     let v2 = f.publish(0, &site_dir(&f, "two"), &[0, 1, 2, 3]);
@@ -178,7 +180,17 @@ async fn replicate_steer_and_respect_owner_control() {
     };
     let fed2 = insts[2].as_ref().unwrap().federation.clone();
     let old_report = fed2.own_report().unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Wait until Singapore has signed a newer report and São Paulo holds it.
+    let fed4 = insts[3].as_ref().unwrap().federation.clone();
+    let newer = eventually(20, async || {
+        fed4.peers()
+            .into_iter()
+            .find(|p| p.key == f.nodes[2].key)
+            .and_then(|p| p.report)
+            .is_some_and(|r| r.report.seq > old_report.report.seq)
+    })
+    .await;
+    assert!(newer, "a newer report propagated");
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let bundle = serde_json::json!({
@@ -200,7 +212,6 @@ async fn replicate_steer_and_respect_owner_control() {
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT);
-    let fed4 = insts[3].as_ref().unwrap().federation.clone();
     let seen = fed4
         .peers()
         .into_iter()

@@ -65,6 +65,18 @@ pub fn resolve(
     ttl: u32,
     steer: &dyn Fn(&LowerName) -> Option<Vec<IpAddr>>,
 ) -> Answer {
+    resolve_at(zones, steered, q, ttl, steer, 0)
+}
+
+/// [`resolve`], `depth` CNAME hops into a chain that crossed steered names.
+fn resolve_at(
+    zones: &ZoneSet,
+    steered: &HashSet<LowerName>,
+    q: &Question<'_>,
+    ttl: u32,
+    steer: &dyn Fn(&LowerName) -> Option<Vec<IpAddr>>,
+    depth: usize,
+) -> Answer {
     let Some(zone) = zones.find(q.name) else {
         return Answer::refused();
     };
@@ -179,9 +191,12 @@ pub fn resolve(
                 if !zone.origin().zone_of(&target) || ans.answers.len() >= MAX_CNAME_CHAIN {
                     return ans;
                 }
-                if steered.contains(&target) && matches!(q.qtype, RecordType::A | RecordType::AAAA)
+                if steered.contains(&target)
+                    && matches!(q.qtype, RecordType::A | RecordType::AAAA)
+                    && depth + ans.answers.len() < MAX_CNAME_CHAIN
                 {
-                    let sub = resolve(
+                    // Bounded: a CNAME cycle through steered names ends here.
+                    let sub = resolve_at(
                         zones,
                         steered,
                         &Question {
@@ -190,6 +205,7 @@ pub fn resolve(
                         },
                         ttl,
                         steer,
+                        depth + ans.answers.len(),
                     );
                     ans.answers.extend(sub.answers);
                     ans.authority.extend(sub.authority);
@@ -358,6 +374,41 @@ ns.sub  IN A   192.0.2.99
         assert_eq!(
             a.answers[1].data(),
             &RData::A(A::from_str("10.0.0.7").unwrap())
+        );
+    }
+
+    #[test]
+    fn cname_cycle_through_steered_name_terminates() {
+        let text = "$TTL 60\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\nwww IN CNAME alias\nalias IN CNAME www\n";
+        let z = Zone::parse(
+            text,
+            &Name::from_str("cy.test.").unwrap(),
+            Path::new("cy.test.zone"),
+        )
+        .unwrap();
+        let zones = ZoneSet::new(vec![z]);
+        let mut steered = HashSet::new();
+        steered.insert(LowerName::from_str("www.cy.test.").unwrap());
+        steered.insert(LowerName::from_str("alias.cy.test.").unwrap());
+        let n = LowerName::from_str("alias.cy.test.").unwrap();
+        let a = resolve(
+            &zones,
+            &steered,
+            &Question {
+                name: &n,
+                qtype: RecordType::A,
+            },
+            30,
+            &|_| None,
+        );
+        assert!(a.answers.len() <= 2 * MAX_CNAME_CHAIN);
+        // $ORIGIN may not move a zone; $INCLUDE is refused in untrusted text.
+        let moved = "$ORIGIN evil.example.\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\n";
+        assert!(Zone::parse(moved, &Name::from_str("cy.test.").unwrap(), Path::new("x")).is_err());
+        let inc = "$TTL 60\n  $include /etc/passwd\n";
+        assert!(
+            Zone::parse_untrusted(inc, &Name::from_str("cy.test.").unwrap(), Path::new("x"))
+                .is_err()
         );
     }
 

@@ -58,6 +58,7 @@ pub struct Zone {
 impl Zone {
     /// Parses zone file text with the given origin.
     pub fn parse(text: &str, origin: &Name, path: &Path) -> Result<Self, ZoneError> {
+        let origin_requested = origin;
         let p = path.display().to_string();
         // hickory's lexer asserts (panics) on a token longer than 4094
         // characters: refuse long lines with a clear message, and contain any
@@ -85,6 +86,15 @@ impl Zone {
             }
         };
         let origin = LowerName::new(&origin_name);
+        if origin != LowerName::new(origin_requested) {
+            // `$ORIGIN` must not move the zone somewhere else.
+            return Err(ZoneError::Invalid {
+                path: p,
+                message: format!(
+                    "$ORIGIN moves the zone to {origin}; it must stay {origin_requested}"
+                ),
+            });
+        }
         let invalid = |message: String| ZoneError::Invalid {
             path: p.clone(),
             message,
@@ -145,6 +155,23 @@ impl Zone {
             cuts,
             has_wildcards,
         })
+    }
+
+    /// Parses zone text that came from the network (an owner-signed manifest):
+    /// `$INCLUDE` is refused, so remote text can never read local files.
+    pub fn parse_untrusted(text: &str, origin: &Name, label: &Path) -> Result<Self, ZoneError> {
+        let includes = text.lines().any(|l| {
+            l.trim_start()
+                .get(..8)
+                .is_some_and(|d| d.eq_ignore_ascii_case("$include"))
+        });
+        if includes {
+            return Err(ZoneError::Invalid {
+                path: label.display().to_string(),
+                message: "$INCLUDE is not allowed in owner-signed zones".into(),
+            });
+        }
+        Self::parse(text, origin, label)
     }
 
     /// Reads `path`; the origin comes from the file name minus `.zone`.

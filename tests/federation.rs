@@ -14,6 +14,9 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::{RData, RecordType};
 use p2pcdn::instance::Instance;
 
+/// (client source address, ECS subnet, index of the mirror expected first)
+type Case = (&'static str, Option<(&'static str, u8)>, usize);
+
 /// Asks `server` for the site's A records from source address `src`, optionally with ECS.
 async fn ask(src: IpAddr, server: SocketAddr, ecs: Option<(&str, u8)>) -> Vec<IpAddr> {
     let sock = tokio::net::UdpSocket::bind((src, 0)).await.unwrap();
@@ -139,7 +142,7 @@ async fn replicate_steer_and_respect_owner_control() {
         let mut ok = true;
         for auth in 0..5 {
             let dns = f.nodes[auth].dns;
-            let cases: [(&str, Option<(&str, u8)>, usize); 4] = [
+            let cases: [Case; 4] = [
                 ("127.1.0.9", None, 0),
                 ("127.0.0.1", Some(("10.4.0.0", 24)), 3),
                 ("127.0.0.1", Some(("10.3.7.0", 24)), 2),

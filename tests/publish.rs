@@ -430,21 +430,28 @@ async fn demo_runs_on_documented_addresses() {
     );
     assert!(out.contains("--cacert"), "{out}");
     // Steering as printed: a Singapore resolver gets Singapore first.
-    let sock = tokio::net::UdpSocket::bind("127.3.0.9:0").await.unwrap();
-    let q = query(
-        "www.demo.p2pcdn.test.",
-        hickory_proto::rr::RecordType::A,
-        None,
-        None,
-    );
-    sock.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
-    let mut buf = [0u8; 512];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
-    assert_eq!(m.answers()[0].data().to_string(), "127.3.0.1");
+    let singapore_first = eventually(10, async || {
+        let sock = tokio::net::UdpSocket::bind("127.3.0.9:0").await.unwrap();
+        let q = query(
+            "www.demo.p2pcdn.test.",
+            hickory_proto::rr::RecordType::A,
+            None,
+            None,
+        );
+        sock.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
+        let mut buf = [0u8; 512];
+        let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await
+        else {
+            return false;
+        };
+        let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        m.answers()
+            .first()
+            .is_some_and(|r| r.data().to_string() == "127.3.0.1")
+    })
+    .await;
+    assert!(singapore_first, "a Singapore resolver gets 127.3.0.1 first");
 
     #[cfg(unix)]
     unsafe {

@@ -160,11 +160,9 @@ impl Zone {
     /// Parses zone text that came from the network (an owner-signed manifest):
     /// `$INCLUDE` is refused, so remote text can never read local files.
     pub fn parse_untrusted(text: &str, origin: &Name, label: &Path) -> Result<Self, ZoneError> {
-        let includes = text.lines().any(|l| {
-            l.trim_start()
-                .get(..8)
-                .is_some_and(|d| d.eq_ignore_ascii_case("$include"))
-        });
+        // Anywhere, not just at a line start: hickory also accepts a directive
+        // after `$TTL n` or `$ORIGIN x` on the same line.
+        let includes = text.to_ascii_lowercase().contains("$include");
         if includes {
             return Err(ZoneError::Invalid {
                 path: label.display().to_string(),

@@ -108,15 +108,7 @@ pub fn collect_garbage(db: &Db, store: &BlobStore) -> Result<(usize, u64), Inges
     let mut keep: HashSet<BlobHash> = HashSet::new();
     for row in db.live_manifests()? {
         // Parse without verification: GC must keep whatever a live row names.
-        let Ok(env) = serde_json::from_slice::<manifest::SignedManifest>(&row.envelope) else {
-            continue;
-        };
-        use base64::Engine;
-        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(env.manifest.as_bytes())
-        else {
-            continue;
-        };
-        let Ok(m) = serde_json::from_slice::<manifest::Manifest>(&bytes) else {
+        let Ok(m) = manifest::peek_manifest(&row.envelope) else {
             continue;
         };
         keep.extend(m.files.iter().map(|f| f.blake3));

@@ -297,21 +297,32 @@ pub fn verify_signature(
 /// Reads the site name from an envelope without verifying anything (only to
 /// route it to the right owner key, which then verifies it).
 pub fn peek_site(envelope: &[u8]) -> Result<String, ManifestError> {
+    #[derive(Deserialize)]
+    struct SiteOnly {
+        site: String,
+    }
+    let s: SiteOnly = serde_json::from_slice(&unverified_bytes(envelope)?)
+        .map_err(|e| ManifestError::Body(e.to_string()))?;
+    Ok(normalize_site(&s.site))
+}
+
+/// Parses a stored envelope's manifest without checking the signature (for
+/// garbage collection, which must keep whatever a stored row names).
+pub fn peek_manifest(envelope: &[u8]) -> Result<Manifest, ManifestError> {
+    serde_json::from_slice(&unverified_bytes(envelope)?)
+        .map_err(|e| ManifestError::Body(e.to_string()))
+}
+
+/// The manifest bytes inside an envelope, unverified.
+fn unverified_bytes(envelope: &[u8]) -> Result<Vec<u8>, ManifestError> {
     if envelope.len() > MAX_ENVELOPE_BYTES {
         return Err(ManifestError::Envelope("too large".into()));
     }
     let env: SignedManifest =
         serde_json::from_slice(envelope).map_err(|e| ManifestError::Envelope(e.to_string()))?;
-    let bytes = STANDARD
+    STANDARD
         .decode(env.manifest.as_bytes())
-        .map_err(|e| ManifestError::Envelope(format!("manifest field: {e}")))?;
-    #[derive(Deserialize)]
-    struct SiteOnly {
-        site: String,
-    }
-    let s: SiteOnly =
-        serde_json::from_slice(&bytes).map_err(|e| ManifestError::Body(e.to_string()))?;
-    Ok(normalize_site(&s.site))
+        .map_err(|e| ManifestError::Envelope(format!("manifest field: {e}")))
 }
 
 /// Full acceptance check for a newly offered manifest: signature, site,

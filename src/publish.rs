@@ -16,7 +16,7 @@ use crate::hash::BlobHash;
 use crate::ingest::{self, Imported, IngestError};
 use crate::keys::SecretKey;
 use crate::manifest::{self, FileEntry, Manifest, FORMAT};
-use crate::store::{self, BlobStore, StoreError};
+use crate::store::{BlobStore, StoreError};
 
 /// Publish errors.
 #[derive(Debug, thiserror::Error)]
@@ -320,9 +320,4 @@ fn authorized_mirrors(
         }
     }
     v
-}
-
-/// Hashes a file (exposed for benchmarks and tools).
-pub fn hash_path(p: &Path) -> Result<(BlobHash, u64), StoreError> {
-    store::hash_file(p)
 }

@@ -39,14 +39,25 @@ pub struct Fed {
     pub ca_pem: Vec<u8>,
 }
 
+/// A port that is free for both TCP and UDP on `ip`, chosen *below* the
+/// kernel's ephemeral range (32768-60999 by default). A port from the
+/// ephemeral range can be taken by any client socket (this test's own
+/// resolvers bind `(ip, 0)`) between the check here and the instance's bind,
+/// or when an instance restarts; ports below it are only ever handed out
+/// by explicit binds, and each test uses its own 127.N.0.x addresses.
 fn free_port(ip: IpAddr) -> u16 {
-    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
-    let p = l.local_addr().unwrap().port();
-    let u = std::net::UdpSocket::bind((ip, p));
-    if u.is_err() {
-        return free_port(ip);
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = 20_000 + (std::process::id() as u16 % 64) * 128 + n % 4096;
+        let tcp = std::net::TcpListener::bind((ip, p));
+        let udp = std::net::UdpSocket::bind((ip, p));
+        if tcp.is_ok() && udp.is_ok() {
+            return p;
+        }
+        assert!(n < 4096, "no free port below the ephemeral range on {ip}");
     }
-    p
 }
 
 /// `host_byte`: last octet of each instance's address 127.N.0.<host_byte>.

@@ -852,7 +852,10 @@ impl Config {
                 (Some(k), None, None) => Some(k),
                 (None, Some(f), None) => {
                     let path = abs(f.get_ref());
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                    // A public key file is one short line: read at most
+                    // 4 KiB, so a wrong path (/dev/zero, a FIFO's writer
+                    // aside) cannot exhaust memory.
+                    let text = read_small(&path, 4096).map_err(|e| {
                         invalid(
                             f.span(),
                             &key("owner_key_file"),
@@ -1043,6 +1046,29 @@ owner_key = "{KEY}"
     }
 
     #[test]
+    fn owner_key_file_is_read_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("owner.pub");
+        std::fs::write(&good, format!("{KEY}\n")).unwrap();
+        let with = |p: &Path| {
+            ok_text().replace(
+                &format!("owner_key = \"{KEY}\""),
+                &format!("owner_key_file = \"{}\"", p.display()),
+            )
+        };
+        let c = Config::parse(&with(&good), Path::new("c.toml")).unwrap();
+        assert_eq!(c.sites[0].owner_key.to_string(), KEY);
+        // An endless file is refused, not read until memory runs out.
+        let e = Config::parse(&with(Path::new("/dev/zero")), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("owner_key_file") && e.contains("longer than 4096 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let t = ok_text().replace("answer_ttl = 20", "answer_ttl = 20\nbogus = 1");
         let e = Config::parse(&t, Path::new("c.toml"))
@@ -1080,4 +1106,17 @@ owner_key = "{KEY}"
             .to_string();
         assert!(e.contains("line 15") && e.contains("owner_key"), "{e}");
     }
+}
+
+/// Reads a text file of at most `max` bytes (an error if it is longer).
+fn read_small(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!("longer than {max} bytes")));
+    }
+    Ok(text)
 }

@@ -227,6 +227,33 @@ async fn malformed_packets_do_not_stop_the_server() {
         let mut s = tokio::net::TcpStream::connect(dns).await.unwrap();
         let _ = s.write_all(&[0, 5, 1, 2, 3, 4, 5, 0xff, 0xff]).await;
     }
+    // A QNAME that is a compression pointer (into the header): both paths
+    // answer with a reply that decodes and echoes the question re-encoded
+    // (hickory-server alone would echo the pointer; fuzzing found it).
+    let pointer_q = [
+        0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xc0, 0x02, 0x00, 0x01, 0x00, 0x01,
+    ];
+    let via_udp = Message::from_vec(&udp_raw(dns, &pointer_q).await.unwrap()).unwrap();
+    let via_tcp = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(dns).await.unwrap();
+        s.write_all(&(pointer_q.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        s.write_all(&pointer_q).await.unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.unwrap();
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).await.unwrap();
+        Message::from_vec(&buf).expect("TCP reply to a pointer QNAME decodes")
+    };
+    for r in [&via_udp, &via_tcp] {
+        assert_eq!(r.id(), 1);
+        assert_eq!(r.response_code(), ResponseCode::Refused);
+        assert_eq!(r.queries().len(), 1);
+        assert_eq!(r.queries()[0].query_type(), RecordType::A);
+    }
+    assert_eq!(via_udp.queries(), via_tcp.queries());
     for _ in 0..3 {
         let r = udp(dns, &query("t.test.", RecordType::SOA, None, None)).await;
         assert_eq!(r.response_code(), ResponseCode::NoError);

@@ -14,7 +14,9 @@
 //! 2. the production path, `RequestHandler::handle_request`, with a response
 //!    handler that encodes exactly like hickory-server's `ResponseHandle`
 //!    (`MessageResponse::destructive_emit` with the same size limit); the
-//!    bytes sent must decode again.
+//!    bytes sent must decode again (also when a QNAME uses a compression
+//!    pointer: hickory-server echoes raw question bytes, so p2pcdn hands it
+//!    a re-encoded question; tests/fuzz_regressions/dns_request/).
 #![no_main]
 
 use std::future::Future;

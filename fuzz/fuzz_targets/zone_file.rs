@@ -1,21 +1,24 @@
-//! Zone file text -> `p2pcdn::dns::zone::Zone::parse(text, origin, path)`.
+//! Zone file text -> `p2pcdn::dns::zone::Zone::{parse_untrusted, parse}`.
 //!
-//! Zone text reaches p2pcdn from local files and, owner-signed, from site
-//! manifests (`ZoneDoc`), so a loaded zone is also queried: every accepted
-//! zone is put in a `ZoneSet` with steered site names (as `instance.rs`
-//! builds it) and `p2pcdn::dns::answer::resolve` answers A/AAAA/ANY/MX/DS/TXT
-//! questions for fixed names and for the owner names found in the text.
+//! Zone text reaches p2pcdn from local files (`Zone::parse`, operator-trusted)
+//! and, owner-signed, from site manifests (`Zone::parse_untrusted`, which must
+//! refuse `$INCLUDE`). Checks:
+//! - `parse_untrusted` never reads a file: the harness gives it a label path
+//!   in a private directory holding a file `inc`, and compares the process's
+//!   read-byte counter (`rchar` in /proc/self/io) around the call whenever the
+//!   text mentions INCLUDE;
+//! - without INCLUDE in the text, `parse` and `parse_untrusted` agree
+//!   (except `parse_untrusted`'s conservative refusal of "$include" text);
+//! - a loaded zone has the origin asked for (`$ORIGIN` cannot move it), its
+//!   SOA, and answers questions: it is put in a `ZoneSet` with steered site
+//!   names (as `instance.rs` builds it) and `p2pcdn::dns::answer::resolve`
+//!   answers A/AAAA/ANY/MX/DS/TXT for fixed names and for the owner names
+//!   found in the text (CNAME cycles through steered names must terminate).
 //!
-//! `Zone::parse` contains hickory parser panics with `catch_unwind` (zone text
-//! may come from a manifest); libfuzzer-sys' panic hook would abort on those
-//! before they are caught, so the call runs under [`p2pcdn_fuzz::contained`]:
-//! only a panic that escapes `Zone::parse` is a crash.
-//!
-//! `P2PCDN_FUZZ_SKIP_KNOWN=1` skips zones that hit the known, recorded bugs
-//! (tests/fuzz_regressions/zone_file/): `$ORIGIN` moving the zone away from
-//! the origin asked for, and unbounded recursion in `resolve` on a CNAME
-//! cycle through a steered name, so a long run can look further.
-//! Without it (the default, and in run.sh) such inputs crash.
+//! `Zone::parse` contains hickory parser panics with `catch_unwind`;
+//! libfuzzer-sys' panic hook would abort on those before they are caught, so
+//! the calls run under [`p2pcdn_fuzz::contained`]: only a panic that escapes
+//! the API is a crash.
 #![no_main]
 
 use std::collections::HashSet;
@@ -28,56 +31,27 @@ use libfuzzer_sys::fuzz_target;
 use p2pcdn::dns::answer::{resolve, Question};
 use p2pcdn::dns::zone::{Zone, ZoneSet};
 
-fn skip_known() -> bool {
-    static S: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *S.get_or_init(|| std::env::var_os("P2PCDN_FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1"))
-}
-
-/// Parses; a panic escaping `Zone::parse` is re-raised (a crash).
-fn parse(text: &str, origin: &Name) -> Option<Zone> {
-    p2pcdn_fuzz::contained(|| Zone::parse(text, origin, Path::new("t.test.zone"))).ok()
-}
-
-/// The CNAME target of `name` as `resolve` would follow it (exact node, else wildcard).
-fn cname_of(zone: &Zone, name: &LowerName) -> Option<LowerName> {
-    let recs = match zone.node(name) {
-        Some(rs) => rs.to_vec(),
-        None if zone.exists(name) => vec![],
-        None => zone
-            .wildcard_for(name)
-            .and_then(|wc| zone.node(&wc).map(<[_]>::to_vec))
-            .unwrap_or_default(),
-    };
-    recs.iter().find_map(|r| match r.data() {
-        hickory_proto::rr::RData::CNAME(c) => Some(LowerName::new(&c.0)),
-        _ => None,
+/// A private directory with a file `inc` (a valid zone fragment) that a
+/// relative `$INCLUDE inc` would read; the label path handed to the parser.
+fn label() -> &'static Path {
+    static L: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    L.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("p2pcdn-fuzz-zone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("inc"), "included-marker IN A 192.0.2.77\n").expect("inc");
+        dir.join("<manifest of www.t.test>")
     })
 }
 
-/// True when a CNAME chain (<= 8 hops, as in resolve) from a steered name
-/// reaches a steered name again, i.e. resolve() would recurse for ever.
-fn steered_cname_cycle(zone: &Zone, steered: &HashSet<LowerName>) -> bool {
-    let next = |s: &LowerName| -> Option<LowerName> {
-        let mut n = s.clone();
-        for _ in 0..8 {
-            n = cname_of(zone, &n)?;
-            if steered.contains(&n) {
-                return Some(n);
-            }
-        }
-        None
-    };
-    steered.iter().any(|s| {
-        let mut cur = s.clone();
-        for _ in 0..=steered.len() {
-            match next(&cur) {
-                Some(t) if &t == s => return true,
-                Some(t) => cur = t,
-                None => return false,
-            }
-        }
-        false
-    })
+/// Bytes this process has read through read(2) and friends so far.
+fn rchar() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let n = io
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (n, io.len() as u64)
 }
 
 const NAMES: &[&str] = &[
@@ -107,7 +81,30 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let origin = Name::from_ascii("t.test.").expect("origin");
-    let Some(mut zone) = parse(text, &origin) else {
+    // Case-insensitive, anywhere: the same notion as `parse_untrusted`.
+    let mentions_include = text.to_ascii_lowercase().contains("include");
+    let before = mentions_include.then(rchar);
+    let untrusted = p2pcdn_fuzz::contained(|| Zone::parse_untrusted(text, &origin, label()));
+    if let Some((b, own)) = before {
+        let (a, _) = rchar();
+        // `a` counts the first /proc read (`own` bytes) and whatever the parser read.
+        assert_eq!(
+            a.saturating_sub(b).saturating_sub(own),
+            0,
+            "Zone::parse_untrusted read a file ($INCLUDE in owner-signed zone text); result ok: {}",
+            untrusted.is_ok()
+        );
+    }
+    if !mentions_include {
+        // Without "include" anywhere, parse_untrusted must be exactly parse.
+        let trusted = p2pcdn_fuzz::contained(|| Zone::parse(text, &origin, label()));
+        match (&trusted, &untrusted) {
+            (Ok(_), Ok(_)) | (Err(_), Err(_)) => {}
+            (Err(e), Ok(_)) => panic!("parse_untrusted accepted what parse refuses: {e}"),
+            (Ok(_), Err(e)) => panic!("parse_untrusted refused what parse accepts: {e}"),
+        }
+    }
+    let Ok(mut zone) = untrusted else {
         return;
     };
     // Invariants of a loaded zone.
@@ -115,9 +112,6 @@ fuzz_target!(|data: &[u8]| {
     // The zone must be the one asked for: `$ORIGIN` in the text must not move
     // it elsewhere (owner-signed zone text is checked against the site's zone
     // only through the origin passed in).
-    if skip_known() && zone.origin() != &o {
-        return;
-    }
     assert_eq!(zone.origin(), &o, "zone text moved the zone origin");
     assert_eq!(zone.soa().record_type(), RecordType::SOA);
     assert!(zone.exists(&o));
@@ -148,9 +142,6 @@ fuzz_target!(|data: &[u8]| {
         let l = LowerName::from_str(s).expect("name");
         zone.add_name(&l);
         steered.insert(l);
-    }
-    if skip_known() && steered_cname_cycle(&zone, &steered) {
-        return;
     }
     for n in &names {
         let _ = zone.cut_above(n);

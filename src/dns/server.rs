@@ -244,6 +244,17 @@ impl Handler {
     }
 }
 
+/// The response's question section alone, encoded without compression and
+/// decoded again as a request (whose raw question bytes hickory echoes).
+fn canonical_question(msg: &Message) -> Option<hickory_server::authority::MessageRequest> {
+    use hickory_proto::serialize::binary::BinDecodable;
+    let mut q = Message::new();
+    q.set_id(msg.id());
+    q.add_queries(msg.queries().iter().cloned());
+    let bytes = q.to_vec().ok()?;
+    hickory_server::authority::MessageRequest::from_bytes(&bytes).ok()
+}
+
 /// RFC 2181 §9: set TC and drop the records, so the client retries over TCP.
 fn truncate(msg: &mut Message) {
     msg.take_answers();
@@ -269,28 +280,17 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let mut msg = self.respond(request);
-        if request.protocol() == Protocol::Udp {
-            if let Some(rrl) = &self.settings.rrl {
-                match rrl.check(unmap(request.src().ip()), std::time::Instant::now()) {
-                    super::rrl::Verdict::Answer => {}
-                    super::rrl::Verdict::Slip => {
-                        msg.take_answers();
-                        msg.take_name_servers();
-                        msg.take_additionals();
-                        let mut h = *msg.header();
-                        h.set_truncated(true);
-                        msg.set_header(h);
-                    }
-                    super::rrl::Verdict::Drop => {
-                        tracing::trace!(src = %request.src(), "rate limited: response dropped");
-                        return (*msg.header()).into();
-                    }
-                }
-            }
-        }
+        // Only TCP comes through hickory-server (UDP has its own path with
+        // rate limiting in `answer_udp`), so no size limit or RRL here.
+        let msg = self.respond(request);
         let header = *msg.header();
-        let mut builder = MessageResponseBuilder::from_message_request(request);
+        // hickory-server echoes the request's question bytes verbatim; a QNAME
+        // with a compression pointer would then point into the *response*
+        // and the reply would not decode. Echo our re-encoded question
+        // instead (found by fuzzing; tests/fuzz_regressions/dns_request/).
+        let canonical = canonical_question(&msg);
+        let mut builder =
+            MessageResponseBuilder::from_message_request(canonical.as_ref().unwrap_or(request));
         if let Some(e) = msg.extensions().clone() {
             builder.edns(e);
         }

@@ -162,6 +162,12 @@ fn zone_seeds() {
           w 300 IN AAAA 2001:db8::1\nv IN SVCB 1 . alpn=h2\nu IN HTTPS 1 . alpn=h3\n\
           t IN TLSA 3 1 1 abcdef\n*.wc IN A 192.0.2.9\nsub IN NS ns.sub\nns.sub IN A 192.0.2.3\n",
     );
+    // One byte from "$TTL 300 $INCLUDE inc" (an $INCLUDE that parse_untrusted must refuse).
+    write(
+        &d,
+        "include_relative",
+        b"$TTL 300\n$INCLUDE inc\n@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nns1 IN A 192.0.2.1\n",
+    );
     let cfg_zone = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../zones/demo.p2pcdn.test.zone"),
     )

@@ -1009,6 +1009,19 @@ pub fn is_hostname(s: &str) -> bool {
         })
 }
 
+/// Reads a text file of at most `max` bytes (an error if it is longer).
+fn read_small(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!("longer than {max} bytes")));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1106,17 +1119,4 @@ owner_key = "{KEY}"
             .to_string();
         assert!(e.contains("line 15") && e.contains("owner_key"), "{e}");
     }
-}
-
-/// Reads a text file of at most `max` bytes (an error if it is longer).
-fn read_small(path: &Path, max: u64) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(max + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > max {
-        return Err(std::io::Error::other(format!("longer than {max} bytes")));
-    }
-    Ok(text)
 }

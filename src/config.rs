@@ -162,6 +162,8 @@ struct RawDns {
     max_udp_payload: Spanned<u16>,
     #[serde(default = "d_tcp_timeout")]
     tcp_idle_timeout_secs: Spanned<u64>,
+    #[serde(default = "d_tcp_max")]
+    tcp_max_connections: Spanned<usize>,
     #[serde(default)]
     rrl_rate: Option<Spanned<u32>>,
     #[serde(default)]
@@ -177,6 +179,7 @@ impl Default for RawDns {
             answer_ttl: d_ttl(),
             max_udp_payload: d_payload(),
             tcp_idle_timeout_secs: d_tcp_timeout(),
+            tcp_max_connections: d_tcp_max(),
             rrl_rate: None,
             rrl_slip: None,
             rrl_exempt: None,
@@ -275,6 +278,10 @@ fn d_tcp_timeout() -> Spanned<u64> {
     Spanned::new(0..0, 10)
 }
 
+fn d_tcp_max() -> Spanned<usize> {
+    Spanned::new(0..0, 512)
+}
+
 /// This instance's identity and public face.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -359,6 +366,8 @@ pub struct DnsConfig {
     pub max_udp_payload: u16,
     /// Idle timeout of TCP connections, seconds.
     pub tcp_idle_timeout_secs: u64,
+    /// Open DNS-over-TCP connections over all listeners.
+    pub tcp_max_connections: usize,
     /// UDP responses per second per client network (/24, /56); 0 disables RRL.
     pub rrl_rate: u32,
     /// Every N-th limited response is sent truncated (0: none).
@@ -559,6 +568,14 @@ impl Config {
                 raw.dns.tcp_idle_timeout_secs.span(),
                 "dns.tcp_idle_timeout_secs",
                 "must be within 1..=3600".into(),
+            ));
+        }
+        let tcp_max = *raw.dns.tcp_max_connections.get_ref();
+        if !(1..=65_536).contains(&tcp_max) {
+            return Err(invalid(
+                raw.dns.tcp_max_connections.span(),
+                "dns.tcp_max_connections",
+                "must be within 1..=65536".into(),
             ));
         }
         let rrl_rate = match &raw.dns.rrl_rate {
@@ -931,6 +948,7 @@ impl Config {
                 answer_ttl: ttl,
                 max_udp_payload: payload,
                 tcp_idle_timeout_secs: tcp_to,
+                tcp_max_connections: tcp_max,
                 rrl_rate,
                 rrl_slip,
                 rrl_exempt,

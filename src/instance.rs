@@ -294,7 +294,10 @@ impl Instance {
         let dns = DnsServer::bind(
             handler,
             &cfg.dns.listen,
-            Duration::from_secs(cfg.dns.tcp_idle_timeout_secs),
+            crate::dns::tcp::TcpLimits {
+                max_connections: cfg.dns.tcp_max_connections,
+                idle_timeout: Duration::from_secs(cfg.dns.tcp_idle_timeout_secs),
+            },
         )
         .await
         .map_err(|source| StartError::Bind {

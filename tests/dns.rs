@@ -5,6 +5,7 @@ mod common;
 
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use common::*;
 use hickory_proto::op::{Message, ResponseCode};
@@ -363,5 +364,106 @@ async fn response_rate_limiting_slips_to_tcp() {
     // TCP is never limited: a client that got TC retries and is answered.
     let r = tcp(dns, &q).await;
     assert_eq!(r.answers().len(), 1);
+    inst.shutdown().await;
+}
+
+/// Sends one length-prefixed query on an open connection and reads the reply.
+async fn tcp_exchange(s: &mut tokio::net::TcpStream, m: &Message) -> Option<Message> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = m.to_vec().unwrap();
+    s.write_all(&(b.len() as u16).to_be_bytes()).await.ok()?;
+    s.write_all(&b).await.ok()?;
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+        .await
+        .ok()?
+        .ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await.ok()?;
+    Message::from_vec(&buf).ok()
+}
+
+/// True when the peer closes the connection within `limit`.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 64];
+    matches!(
+        tokio::time::timeout(limit, s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_connection_cap_idle_timeout_and_pipelining() {
+    let w = World::new();
+    let mut cfg = w.config();
+    cfg.dns.tcp_max_connections = 3;
+    cfg.dns.tcp_idle_timeout_secs = 1;
+    let inst = p2pcdn::instance::Instance::start(cfg).await.unwrap();
+    let dns = inst.dns_addrs[0];
+    let soa = query("t.test.", RecordType::SOA, None, None);
+
+    // Several queries on one connection (RFC 7766), written back to back.
+    let mut c = tokio::net::TcpStream::connect(dns).await.unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut both = vec![];
+        for id in [7u16, 8] {
+            let mut q = soa.clone();
+            q.set_id(id);
+            let b = q.to_vec().unwrap();
+            both.extend_from_slice(&(b.len() as u16).to_be_bytes());
+            both.extend_from_slice(&b);
+        }
+        c.write_all(&both).await.unwrap();
+        for id in [7u16, 8] {
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).await.unwrap();
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            c.read_exact(&mut buf).await.unwrap();
+            let r = Message::from_vec(&buf).unwrap();
+            assert_eq!(r.id(), id);
+            assert_eq!(r.response_code(), ResponseCode::NoError);
+        }
+    }
+    // An idle connection is closed after tcp_idle_timeout_secs (1 s).
+    assert!(
+        closed_within(&mut c, Duration::from_secs(4)).await,
+        "idle DNS TCP connection closed"
+    );
+    // So is one that sends half a query and stalls.
+    let mut half = tokio::net::TcpStream::connect(dns).await.unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        half.write_all(&[0, 40, 1, 2, 3]).await.unwrap();
+    }
+    assert!(
+        closed_within(&mut half, Duration::from_secs(4)).await,
+        "stalled partial query closed"
+    );
+
+    // Three open connections take every slot; a fourth is closed at once,
+    // UDP still answers, and a slot freed is usable again.
+    let mut hold = vec![];
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(dns).await.unwrap();
+        assert!(tcp_exchange(&mut s, &soa).await.is_some());
+        hold.push(s);
+    }
+    let mut fourth = tokio::net::TcpStream::connect(dns).await.unwrap();
+    assert!(
+        tcp_exchange(&mut fourth, &soa).await.is_none(),
+        "connection over tcp_max_connections is not served"
+    );
+    assert_eq!(udp(dns, &soa).await.response_code(), ResponseCode::NoError);
+    drop(hold);
+    let served = common::eventually(5, async || {
+        let Ok(mut s) = tokio::net::TcpStream::connect(dns).await else {
+            return false;
+        };
+        tcp_exchange(&mut s, &soa).await.is_some()
+    })
+    .await;
+    assert!(served, "TCP served again once connections closed");
     inst.shutdown().await;
 }

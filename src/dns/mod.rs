@@ -1,9 +1,11 @@
-//! Authoritative DNS: zone data, answer logic, and the hickory-server glue.
+//! Authoritative DNS: zone data, answer logic, and the listeners.
 //!
-//! `zone` and `answer` are pure; `server` adapts them to hickory-server's
-//! UDP/TCP listeners and adds EDNS, ECS and truncation handling.
+//! `zone` and `answer` are pure; `server` turns request bytes into response
+//! bytes (EDNS, ECS, truncation, rate limiting) and runs the UDP listeners;
+//! `tcp` runs the TCP listeners with their connection cap and deadlines.
 
 pub mod answer;
 pub mod rrl;
 pub mod server;
+pub mod tcp;
 pub mod zone;

@@ -1,21 +1,22 @@
-//! hickory-server glue: a [`RequestHandler`] that answers from [`resolve`],
-//! plus EDNS(0) (RFC 6891), Client Subnet echo (RFC 7871) and UDP truncation.
+//! The DNS front: a [`Handler`] that turns request bytes into response bytes
+//! (requests decoded as hickory-server's `MessageRequest`, answered from
+//! [`resolve`], plus EDNS(0) (RFC 6891), Client Subnet echo (RFC 7871) and
+//! UDP truncation), and the listeners: UDP with one `SO_REUSEPORT` socket
+//! and receive loop per core, TCP in [`super::tcp`].
 //!
-//! The handler never does I/O besides sending the response: steering asks
-//! an in-memory snapshot ([`Steering`]).
+//! The handler does no I/O: steering asks an in-memory snapshot
+//! ([`Steering`]).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::{DNSClass, LowerName, Record};
+use hickory_proto::rr::{DNSClass, LowerName};
 use hickory_proto::xfer::Protocol;
-use hickory_server::authority::MessageResponseBuilder;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::ServerFuture;
+use hickory_server::authority::MessageRequest;
+use hickory_server::server::Request;
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::answer::{resolve, Answer, Question};
@@ -199,32 +200,13 @@ impl Handler {
         usize::from(limit)
     }
 
-    /// The UDP fast path: one datagram in, the response datagram out (None:
-    /// send nothing). Same answers as the hickory-server path, but encoded
-    /// once and answered on the receiving task.
+    /// The UDP path: one datagram in, the response datagram out (None:
+    /// send nothing), rate limited and truncated to the client's size.
     pub fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-        use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-        if packet.len() < 12 {
-            return None;
-        }
-        let req = match hickory_server::authority::MessageRequest::from_bytes(packet) {
+        let req = match decode(packet) {
             Ok(r) => r,
-            Err(_) => {
-                // Undecodable: FORMERR if the header is a query's, else nothing.
-                let header = Header::read(&mut BinDecoder::new(packet)).ok()?;
-                if header.message_type() != MessageType::Query {
-                    return None;
-                }
-                let mut h = Header::response_from_request(&header);
-                h.set_response_code(ResponseCode::FormErr);
-                let mut m = Message::new();
-                m.set_header(h);
-                return m.to_vec().ok();
-            }
+            Err(reply) => return reply,
         };
-        if req.message_type() == MessageType::Response {
-            return None;
-        }
         let request = Request::new(req, src, Protocol::Udp);
         let mut msg = self.build(&request);
         if let Some(rrl) = &self.settings.rrl {
@@ -242,17 +224,50 @@ impl Handler {
         truncate(&mut msg);
         msg.to_vec().ok()
     }
+
+    /// The TCP path: one message in (without its length prefix), the
+    /// response message out (None: close the connection). Never rate
+    /// limited; truncated only past the 65,535-byte TCP message limit.
+    pub fn answer_tcp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let req = match decode(packet) {
+            Ok(r) => r,
+            Err(reply) => return reply,
+        };
+        let mut msg = self.build(&Request::new(req, src, Protocol::Tcp));
+        let bytes = msg.to_vec().ok()?;
+        if bytes.len() <= usize::from(u16::MAX) {
+            return Some(bytes);
+        }
+        truncate(&mut msg);
+        msg.to_vec().ok()
+    }
 }
 
-/// The response's question section alone, encoded without compression and
-/// decoded again as a request (whose raw question bytes hickory echoes).
-fn canonical_question(msg: &Message) -> Option<hickory_server::authority::MessageRequest> {
-    use hickory_proto::serialize::binary::BinDecodable;
-    let mut q = Message::new();
-    q.set_id(msg.id());
-    q.add_queries(msg.queries().iter().cloned());
-    let bytes = q.to_vec().ok()?;
-    hickory_server::authority::MessageRequest::from_bytes(&bytes).ok()
+/// Decodes a request. `Err(reply)`: what to send instead of an answer,
+/// FORMERR for an undecodable query, nothing for fragments and responses
+/// (never answer a response: reflection loops).
+fn decode(packet: &[u8]) -> Result<MessageRequest, Option<Vec<u8>>> {
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    if packet.len() < 12 {
+        return Err(None);
+    }
+    match MessageRequest::from_bytes(packet) {
+        Ok(r) if r.message_type() == MessageType::Response => Err(None),
+        Ok(r) => Ok(r),
+        Err(_) => {
+            let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
+                return Err(None);
+            };
+            if header.message_type() != MessageType::Query {
+                return Err(None);
+            }
+            let mut h = Header::response_from_request(&header);
+            h.set_response_code(ResponseCode::FormErr);
+            let mut m = Message::new();
+            m.set_header(h);
+            Err(m.to_vec().ok())
+        }
+    }
 }
 
 /// RFC 2181 §9: set TC and drop the records, so the client retries over TCP.
@@ -273,68 +288,13 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        // Only TCP comes through hickory-server (UDP has its own path with
-        // rate limiting in `answer_udp`), so no size limit or RRL here.
-        let msg = self.respond(request);
-        let header = *msg.header();
-        // hickory-server echoes the request's question bytes verbatim; a QNAME
-        // with a compression pointer would then point into the *response*
-        // and the reply would not decode. Echo our re-encoded question
-        // instead (found by fuzzing; tests/fuzz_regressions/dns_request/).
-        let canonical = canonical_question(&msg);
-        let mut builder =
-            MessageResponseBuilder::from_message_request(canonical.as_ref().unwrap_or(request));
-        if let Some(e) = msg.extensions().clone() {
-            builder.edns(e);
-        }
-        let response = builder.build(
-            header,
-            msg.answers().iter(),
-            msg.name_servers().iter(),
-            std::iter::empty::<&Record>(),
-            msg.additionals().iter(),
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::debug!(error = %e, "failed to send DNS response");
-                let mut h = header;
-                h.set_response_code(ResponseCode::ServFail);
-                h.into()
-            }
-        }
-    }
-}
-
-/// Running DNS listeners: TCP through hickory-server, UDP through the fast
-/// path (one `SO_REUSEPORT` socket and receive loop per core).
+/// Running DNS listeners: UDP (one `SO_REUSEPORT` socket and receive loop
+/// per core) and TCP ([`super::tcp`]) on the same port of each address.
 pub struct DnsServer {
-    server: ServerFuture<SharedHandler>,
-    udp: tokio::task::JoinSet<()>,
+    tasks: tokio::task::JoinSet<()>,
     stop: tokio::sync::watch::Sender<bool>,
     /// Bound addresses (UDP and TCP share each port).
     pub addrs: Vec<SocketAddr>,
-}
-
-/// The handler shared between the TCP server and the UDP workers.
-pub struct SharedHandler(Arc<Handler>);
-
-#[async_trait::async_trait]
-impl RequestHandler for SharedHandler {
-    async fn handle_request<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        self.0.handle_request(request, response_handle).await
-    }
 }
 
 fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -382,18 +342,18 @@ impl DnsServer {
     pub async fn bind(
         handler: Handler,
         listen: &[SocketAddr],
-        tcp_timeout: Duration,
+        tcp: super::tcp::TcpLimits,
     ) -> std::io::Result<Self> {
         let handler = Arc::new(handler);
-        let mut server = ServerFuture::new(SharedHandler(handler.clone()));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let mut udp = tokio::task::JoinSet::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(tcp.max_connections));
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 8);
         let mut addrs = vec![];
         for want in listen {
-            let (first, tcp) = bind_pair(*want).await?;
+            let (first, listener) = bind_pair(*want).await?;
             let addr = first.local_addr()?;
             let mut socks = vec![first];
             for _ in 1..workers {
@@ -401,24 +361,24 @@ impl DnsServer {
             }
             for s in socks {
                 let s = UdpSocket::from_std(s)?;
-                udp.spawn(udp_worker(handler.clone(), s, stop_rx.clone()));
+                tasks.spawn(udp_worker(handler.clone(), s, stop_rx.clone()));
             }
-            server.register_listener(tcp, tcp_timeout);
+            tasks.spawn(super::tcp::serve(
+                listener,
+                handler.clone(),
+                permits.clone(),
+                tcp.idle_timeout,
+                stop_rx.clone(),
+            ));
             addrs.push(addr);
         }
-        Ok(Self {
-            server,
-            udp,
-            stop,
-            addrs,
-        })
+        Ok(Self { tasks, stop, addrs })
     }
 
-    /// Stops the listeners.
+    /// Stops the listeners and closes open TCP connections.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        while self.udp.join_next().await.is_some() {}
-        let _ = self.server.shutdown_gracefully().await;
+        while self.tasks.join_next().await.is_some() {}
     }
 }
 

@@ -122,6 +122,10 @@ async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
 
 async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(fed.config().federation.gossip_interval_ms);
+    let mut rounds = JoinSet::new();
+    let in_flight = Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<String>::new(),
+    ));
     loop {
         // Bind URLs we learned (bootstrap peers, URLs named in reports).
         let urls: Vec<String> = fed
@@ -149,27 +153,72 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         }
         while binds.join_next().await.is_some() {}
 
-        // Anti-entropy with a few random peers.
+        // Anti-entropy with a few random peers. Exchanges run in the
+        // background and the next round starts on time: a peer that hangs
+        // (a partition keeps pooled connections open until the request
+        // timeout) must not hold back exchanges with the others. A peer is
+        // not picked again while its previous exchange is still running.
+        while rounds.try_join_next().is_some() {}
         let peers = fed.peers();
-        let fanout = fed.config().federation.fanout;
-        let chosen: Vec<_> = {
-            let mut rng = rand::rng();
-            peers.choose_multiple(&mut rng, fanout).cloned().collect()
-        };
-        let mut rounds = JoinSet::new();
-        for p in chosen {
+        let busy: Vec<String> = in_flight
+            .lock()
+            .map(|f| f.iter().cloned().collect())
+            .unwrap_or_default();
+        let candidates: Vec<(String, String, bool)> = peers
+            .iter()
+            .map(|p| (p.url.clone(), p.name.clone(), p.probe.is_up()))
+            .collect();
+        let chosen = choose_gossip_peers(
+            &candidates,
+            &busy,
+            fed.config().federation.fanout,
+            &mut rand::rng(),
+        );
+        for (url, name) in chosen {
+            if let Ok(mut f) = in_flight.lock() {
+                f.insert(url.clone());
+            }
             let fed = fed.clone();
+            let in_flight = in_flight.clone();
             rounds.spawn(async move {
-                if let Err(e) = sync_with(&fed, &p.url).await {
-                    tracing::debug!(peer = %p.name, error = %e, "sync failed");
+                if let Err(e) = sync_with(&fed, &url).await {
+                    tracing::debug!(peer = %name, error = %e, "sync failed");
+                }
+                if let Ok(mut f) = in_flight.lock() {
+                    f.remove(&url);
                 }
             });
         }
-        while rounds.join_next().await.is_some() {}
         if sleep_or_stop(interval, &mut stop).await {
             break;
         }
     }
+    rounds.abort_all();
+}
+
+/// Picks up to `fanout` gossip partners from `(url, name, probed up)`,
+/// skipping `busy` URLs: peers the probes see up first, in random order,
+/// then the others (so a peer coming back is still reached).
+pub fn choose_gossip_peers<R: rand::Rng + ?Sized>(
+    peers: &[(String, String, bool)],
+    busy: &[String],
+    fanout: usize,
+    rng: &mut R,
+) -> Vec<(String, String)> {
+    use rand::seq::SliceRandom;
+    let mut free = |up: bool| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = peers
+            .iter()
+            .filter(|(url, _, u)| *u == up && !busy.contains(url))
+            .map(|(url, name, _)| (url.clone(), name.clone()))
+            .collect();
+        v.shuffle(rng);
+        v
+    };
+    let mut out = free(true);
+    out.extend(free(false));
+    out.truncate(fanout);
+    out
 }
 
 /// One push-pull exchange with the peer at `url`.
@@ -305,4 +354,38 @@ pub async fn spot_check(fed: &Arc<Federation>) {
         }
     }
     while checks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_gossip_peers;
+
+    fn peers() -> Vec<(String, String, bool)> {
+        (1..=5)
+            .map(|i| (format!("https://n{i}"), format!("n{i}"), i != 5))
+            .collect()
+    }
+
+    #[test]
+    fn gossip_prefers_up_peers_and_skips_busy_ones() {
+        let mut rng = rand::rng();
+        for _ in 0..200 {
+            let c = choose_gossip_peers(&peers(), &["https://n1".into()], 3, &mut rng);
+            assert_eq!(c.len(), 3);
+            assert!(c
+                .iter()
+                .all(|(u, _)| u != "https://n1" && u != "https://n5"));
+            let mut urls: Vec<_> = c.iter().map(|(u, _)| u.clone()).collect();
+            urls.sort();
+            urls.dedup();
+            assert_eq!(urls.len(), 3);
+        }
+        // Down peers fill the remaining slots, so a peer coming back is reached.
+        let c = choose_gossip_peers(&peers(), &[], 5, &mut rng);
+        assert_eq!(c.len(), 5);
+        assert_eq!(c[4].0, "https://n5");
+        // Everything busy: nobody.
+        let busy: Vec<String> = peers().into_iter().map(|p| p.0).collect();
+        assert!(choose_gossip_peers(&peers(), &busy, 3, &mut rng).is_empty());
+    }
 }

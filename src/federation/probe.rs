@@ -51,6 +51,12 @@ impl ProbeState {
         self.up
     }
 
+    /// True when the most recent probe missed (the peer may still count as
+    /// up until [`DOWN_AFTER`] misses in a row).
+    pub fn last_missed(&self) -> bool {
+        self.fail_streak > 0
+    }
+
     /// Smoothed RTT, if ever measured.
     pub fn rtt_ms(&self) -> Option<f64> {
         self.rtt_ms
@@ -70,8 +76,10 @@ mod tests {
         assert!(!s.is_up());
         let s = s.observe(Some(3.0));
         assert!(s.is_up());
+        assert!(!s.last_missed());
         let s = s.observe(None);
         assert!(s.is_up(), "one miss is tolerated");
+        assert!(s.last_missed());
         let s = s.observe(Some(1.0)).observe(None).observe(None);
         assert!(s.is_up(), "two misses are tolerated");
         let s = s.observe(None);

@@ -20,6 +20,8 @@ use crate::manifest;
 
 /// Blobs fetched at once.
 const PARALLEL: usize = 4;
+/// Longest wait for a peer's response headers to a blob request.
+const HEADERS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs until shutdown: on every manifest arrival and every second.
 pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
@@ -29,7 +31,7 @@ pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         // Served (complete) versions are checked for missing blobs only when
         // something reported a problem, and every 30 s: that costs one stat()
         // per blob.
-        replicate_once(&fed, notified || round % 30 == 0).await;
+        replicate_once(&fed, notified || round % 30 == 0, round % 30 == 0).await;
         round = round.wrapping_add(1);
         notified = false;
         tokio::select! {
@@ -78,7 +80,7 @@ pub fn authorized(mirrors: &[crate::keys::PublicKey], me: &crate::keys::PublicKe
     mirrors.is_empty() || mirrors.contains(me)
 }
 
-async fn replicate_once(fed: &Arc<Federation>, check_complete: bool) {
+async fn replicate_once(fed: &Arc<Federation>, check_complete: bool, slow_round: bool) {
     let now = unix_now();
     for site in fed.config().sites.iter().filter(|s| s.mirror) {
         let row = match fed.db.newest_manifest(&site.hostname) {
@@ -112,11 +114,19 @@ async fn replicate_once(fed: &Arc<Federation>, check_complete: bool) {
             .collect();
         if !missing.is_empty() {
             let sources = sources_for(fed, &site.hostname, row.version, now);
-            if sources.is_empty() {
+            if sources.0.is_empty() {
                 tracing::debug!(site = %site.hostname, "no healthy peer holds this site yet");
                 continue;
             }
-            tracing::info!(site = %site.hostname, version = row.version, blobs = missing.len(), sources = sources.len(), "replicating");
+            // Nobody reports this version yet (the manifest travels ahead of
+            // its holders' next reports): wait for a report rather than ask
+            // peers that most likely lack the new blobs; on the slow rounds
+            // try them anyway (blobs shared with older versions).
+            if sources.1 == 0 && !slow_round {
+                tracing::debug!(site = %site.hostname, version = row.version, "no peer reports this version yet");
+                continue;
+            }
+            tracing::info!(site = %site.hostname, version = row.version, blobs = missing.len(), sources = sources.0.len(), with_version = sources.1, "replicating");
             let sources = Arc::new(sources);
             let jobs: Vec<_> = missing
                 .iter()
@@ -126,10 +136,8 @@ async fn replicate_once(fed: &Arc<Federation>, check_complete: bool) {
                 let fed = fed.clone();
                 let sources = sources.clone();
                 async move {
-                    // Rotate the starting source so parallel pulls spread out.
-                    let n = sources.len();
-                    for k in 0..n {
-                        let Some(p) = sources.get((i + k) % n) else { continue };
+                    for k in source_order(sources.0.len(), sources.1, i) {
+                        let Some(p) = sources.0.get(k) else { continue };
                         match fetch_blob(&fed.http, &fed.store, &p.url, h, size).await {
                             Ok(()) => return true,
                             Err(e) => tracing::warn!(blob = %h.short(), peer = %p.name, error = %e, "blob pull failed; trying another peer"),
@@ -176,12 +184,28 @@ async fn replicate_once(fed: &Arc<Federation>, check_complete: bool) {
     }
 }
 
-/// Healthy peers that report holding the site, best first.
-fn sources_for(fed: &Federation, site: &str, version: u64, now: u64) -> Vec<Peer> {
+/// The order in which blob job `job` tries `n` sources whose first `m`
+/// hold exactly the version being replicated: those first, then the others
+/// (which may hold the blob through an older version); each group rotated
+/// by the job number so parallel pulls spread over peers.
+pub fn source_order(n: usize, m: usize, job: usize) -> impl Iterator<Item = usize> {
+    let m = m.min(n);
+    let rest = n - m;
+    (0..m)
+        .map(move |k| (job + k) % m)
+        .chain((0..rest).map(move |k| m + (job + k) % rest))
+}
+
+/// Healthy peers (last probe answered) that report holding the site, best
+/// first, and how many of
+/// them (a prefix) hold exactly `version`.
+fn sources_for(fed: &Federation, site: &str, version: u64, now: u64) -> (Vec<Peer>, usize) {
     let mut v: Vec<(bool, f64, f64, Peer)> = fed
         .peers()
         .into_iter()
-        .filter(|p| p.healthy(now))
+        // A peer whose last probe missed is skipped even while it still
+        // counts as up: its blob requests would wait for HEADERS_TIMEOUT.
+        .filter(|p| p.healthy(now) && !p.probe.last_missed())
         .filter_map(|p| {
             let r = p.report.as_ref()?;
             let held = p.holds(site, now)?;
@@ -193,7 +217,8 @@ fn sources_for(fed: &Federation, site: &str, version: u64, now: u64) -> Vec<Peer
         a.0.cmp(&b.0)
             .then(a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1)))
     });
-    v.into_iter().map(|x| x.3).collect()
+    let m = v.iter().take_while(|x| !x.0).count();
+    (v.into_iter().map(|x| x.3).collect(), m)
 }
 
 /// Downloads one blob from `url`, resuming a partial file, hashing while
@@ -232,7 +257,12 @@ pub async fn fetch_blob(
     if have > 0 && have < size {
         req = req.header("range", format!("bytes={have}-"));
     }
-    let resp = req.send().await.map_err(|e| e.to_string())?;
+    // Response headers come quickly from a live peer; a pooled connection
+    // into a partition would otherwise wait for the whole-request timeout.
+    let resp = tokio::time::timeout(HEADERS_TIMEOUT, req.send())
+        .await
+        .map_err(|_| format!("no response within {} s", HEADERS_TIMEOUT.as_secs()))?
+        .map_err(|e| e.to_string())?;
     let status = resp.status();
     let file = if status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0 {
         tokio::fs::OpenOptions::new()
@@ -293,4 +323,26 @@ pub async fn fetch_blob(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_order;
+
+    #[test]
+    fn sources_holding_the_version_are_tried_first_and_rotated() {
+        // 5 sources, the first 2 hold the version.
+        for job in 0..10 {
+            let order: Vec<usize> = source_order(5, 2, job).collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, vec![0, 1, 2, 3, 4], "each source once");
+            assert!(order[..2].iter().all(|&k| k < 2), "{order:?}");
+            assert_eq!(order[0], job % 2);
+            assert_eq!(order[2], 2 + job % 3);
+        }
+        assert_eq!(source_order(3, 0, 1).collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert_eq!(source_order(2, 5, 1).collect::<Vec<_>>(), vec![1, 0]);
+        assert_eq!(source_order(0, 0, 3).count(), 0);
+    }
 }

@@ -17,7 +17,10 @@
 # headless Chromium renders the page with its stylesheet and image. Then the
 # failure drills: SIGKILL Singapore's mirror (clients move to the next nearest
 # within answer_ttl + 5 s), restart it (it comes back), publish a new version
-# (every client sees it, never a mix of versions within one manifest).
+# (every client sees it, never a mix of versions within one manifest);
+# partition Sydney's mirror off the network, publish v3 (the rest converge
+# and steer around it; it keeps serving v2), heal (it converges to v3 and
+# its clients come back to it).
 #
 # Needs root and: ip (iproute2), unbound, dig (bind9-dnsutils), curl, chromium,
 # certutil (libnss3-tools), python3, timeout/flock (coreutils/util-linux).
@@ -730,6 +733,64 @@ for n in 1 2 3 4 5; do
         bad "c$n: v2 files differ from what was published"
     fi
 done
+
+# ---- 6. Drill: Sydney is partitioned away, v3 is published, the partition heals ------
+# mirror_version N: the version.txt mirror N serves, fetched from c1's network.
+mirror_version() {
+    in_ns "$PFX-c1" curl -sS --fail --max-time 5 --connect-timeout 2 --cacert "$CA" \
+        --resolve "$WWW:443:10.$1.0.1" "https://$WWW/version.txt" 2>/dev/null
+}
+make_site "$TMP/site-v3" v3
+cp "$TMP/site-v1/files/big.bin" "$TMP/site-v3/files/big.bin"
+log "drill: partition: Sydney's mirror (m5) cut off the network"
+ip -n "$PFX-br" link set m5 down
+publish "$TMP/site-v3"
+t_part=$(date +%s%N)
+others_v3() { local n; for n in 1 2 3 4; do [ "$(mirror_version "$n")" = "SITEVER-v3" ] || return 1; done; }
+if wait_until 30 others_v3; then
+    ok "partition: mirrors 1-4 converged to v3 $((($(date +%s%N) - t_part) / 1000000)) ms after publishing"
+else
+    bad "partition: mirrors 1-4 serve $(for n in 1 2 3 4; do printf '%s ' "$(mirror_version "$n")"; done)30 s after publishing, expected v3"
+fi
+# c5's clients go to the nearest reachable mirror holding v3: Singapore.
+c5_singapore_v3() {
+    local ips
+    first_is 5 10.3.0.1 || return 1
+    ips="$(client_curl 5 "$TMP/fetch/c5-part" /version.txt 2>/dev/null)" &&
+        [ "${ips%% *}" = "10.3.0.1" ] && cmp -s "$TMP/fetch/c5-part.1" "$TMP/site-v3/version.txt"
+}
+if wait_until $((TTL + 15)) c5_singapore_v3; then
+    ok "partition: c5 is steered off the unreachable Sydney mirror to Singapore and fetches v3, $((($(date +%s%N) - t_part) / 1000000)) ms after the cut"
+else
+    bad "partition: c5 gets '$(first_addr 5)' first (expected Singapore 10.3.0.1) or not v3, $((TTL + 15)) s after the cut"
+fi
+# The cut-off side keeps serving its last verified version, intact.
+got="$(in_ns "$PFX-m5" curl -sS --fail --max-time 5 --cacert "$CA" \
+    --resolve "$WWW:443:10.5.0.1" "https://$WWW/version.txt" 2>/dev/null)"
+[ "$got" = "SITEVER-v2" ] && ok "partition: Sydney still serves v2 on its side" ||
+    bad "partition: Sydney serves '$got' on its side, expected v2"
+log "drill: partition heals"
+ip -n "$PFX-br" link set m5 up
+t_heal=$(date +%s%N)
+m5_v3() { [ "$(mirror_version 5)" = "SITEVER-v3" ]; }
+if wait_until 60 m5_v3; then
+    ok "healed: Sydney converged to v3 $((($(date +%s%N) - t_heal) / 1000000)) ms after the partition healed"
+else
+    bad "healed: Sydney still serves '$(mirror_version 5)' 60 s after the partition healed"
+fi
+c5_home_v3() {
+    local ips
+    first_is 5 10.5.0.1 || return 1
+    ips="$(client_curl 5 "$TMP/fetch/c5-healed" /version.txt /files/big.bin 2>/dev/null)" &&
+        [ "${ips%% *}" = "10.5.0.1" ] &&
+        cmp -s "$TMP/fetch/c5-healed.1" "$TMP/site-v3/version.txt" &&
+        cmp -s "$TMP/fetch/c5-healed.2" "$TMP/site-v3/files/big.bin"
+}
+if wait_until $((TTL + 30)) c5_home_v3; then
+    ok "healed: c5 is steered back to Sydney and fetches v3 byte-identical, $((($(date +%s%N) - t_heal) / 1000000)) ms after healing"
+else
+    bad "healed: c5 gets '$(first_addr 5)' first or not v3 from Sydney within $((TTL + 30)) s"
+fi
 
 # ---- done ---------------------------------------------------------------------------
 [ "$FAIL" = 0 ] || dump_logs

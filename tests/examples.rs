@@ -108,11 +108,12 @@ async fn five_processes_from_the_example_configs() {
 
     // HTTPS from a mirror that got its copy by replication.
     let ca = std::fs::read(root.join("examples/federation/run/tls/ca.pem")).unwrap();
-    let c = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .resolve("www.demo.p2pcdn.test", "127.5.0.1:8443".parse().unwrap())
-        .build()
-        .unwrap();
+    let c = common::ca_client(
+        &ca,
+        &[("www.demo.p2pcdn.test", "127.5.0.1:8443".parse().unwrap())],
+    )
+    .build()
+    .unwrap();
     let big = c
         .get("https://www.demo.p2pcdn.test:8443/files/big.bin")
         .send()

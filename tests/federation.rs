@@ -200,9 +200,7 @@ async fn replicate_steer_and_respect_owner_control() {
         "manifests": [b64.encode(&old_env)],
         "reports": [b64.encode(&old_report.envelope)],
     });
-    let c4 = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&f.ca_pem).unwrap())
-        .resolve("ns4.fed.test", f.nodes[3].https)
+    let c4 = common::ca_client(&f.ca_pem, &[("ns4.fed.test", f.nodes[3].https)])
         .build()
         .unwrap();
     let r = c4

@@ -33,9 +33,7 @@ async fn serves_files_with_cdn_headers() {
     assert_eq!(h[header::ACCEPT_RANGES], "bytes");
 
     // HTTP/1.1 too.
-    let c11 = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&w.ca_pem).unwrap())
-        .resolve(SITE, inst.https_addrs[0])
+    let c11 = ca_client(&w.ca_pem, &[(SITE, inst.https_addrs[0])])
         .http1_only()
         .build()
         .unwrap();
@@ -303,9 +301,7 @@ async fn hosts_plain_http_and_hostile_paths() {
     let c = https_client(&w, &inst);
     let r = c.get(https_url(&inst, SITE2, "/")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "<html><body>home b</body></html>");
-    let c11 = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&w.ca_pem).unwrap())
-        .resolve(SITE, inst.https_addrs[0])
+    let c11 = ca_client(&w.ca_pem, &[(SITE, inst.https_addrs[0])])
         .http1_only()
         .build()
         .unwrap();

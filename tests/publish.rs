@@ -356,11 +356,12 @@ async fn demo_runs_on_documented_addresses() {
     assert_eq!(r.answers()[0].ttl(), 30, "steered");
 
     let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
-    let c = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .resolve("www.demo.p2pcdn.test", "127.1.0.1:8443".parse().unwrap())
-        .build()
-        .unwrap();
+    let c = ca_client(
+        &ca,
+        &[("www.demo.p2pcdn.test", "127.1.0.1:8443".parse().unwrap())],
+    )
+    .build()
+    .unwrap();
     let html = c
         .get("https://www.demo.p2pcdn.test:8443/")
         .send()

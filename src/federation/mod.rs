@@ -69,8 +69,6 @@ pub struct Peer {
     pub report: Option<VerifiedReport>,
     /// Health probe state.
     pub probe: ProbeState,
-    /// Unix seconds of the last probe outcome.
-    pub probed_at: u64,
     /// Sites this peer claimed to hold but failed a spot-check for, with the
     /// unix time until which its claims for them are ignored.
     pub distrusted: HashMap<String, u64>,
@@ -351,7 +349,6 @@ impl Federation {
                 url: url.clone(),
                 report: None,
                 probe: ProbeState::default(),
-                probed_at: 0,
                 distrusted: HashMap::new(),
             });
             entry.name = host.clone();
@@ -566,7 +563,6 @@ impl Federation {
             if let Some(p) = peers.get_mut(key) {
                 let was = p.probe.is_up();
                 p.probe = p.probe.observe(outcome);
-                p.probed_at = unix_now();
                 if was != p.probe.is_up() {
                     tracing::info!(peer = %p.name, up = p.probe.is_up(), "peer health changed");
                 }

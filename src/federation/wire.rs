@@ -31,14 +31,6 @@ pub struct Digest {
     pub reports: BTreeMap<String, u64>,
 }
 
-impl Digest {
-    /// Short fingerprint (BLAKE3 of the canonical JSON), to skip identical exchanges.
-    pub fn fingerprint(&self) -> String {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        blake3::hash(&bytes).to_hex().to_string()
-    }
-}
-
 /// Signed documents, each the exact envelope bytes, base64.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -198,8 +198,6 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let _guard = guard;
-            let epoch = std::time::Instant::now();
-            let last = Arc::new(AtomicU64::new(0));
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -212,71 +210,47 @@ pub async fn serve(
                 .max_concurrent_streams(256)
                 .max_header_list_size(64 * 1024)
                 .keep_alive_interval(Some(Duration::from_secs(30)));
-            match tls {
-                Some(acceptor) => {
-                    let tls_stream = match tokio::time::timeout(
-                        limits.handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let sni = tls_stream
-                        .get_ref()
-                        .1
-                        .server_name()
-                        .map(str::to_ascii_lowercase);
-                    let info = ConnInfo {
-                        peer,
-                        tls: true,
-                        sni,
-                    };
-                    let svc = with_info(app, info);
-                    let io = Activity {
-                        inner: tls_stream,
-                        last: last.clone(),
-                        epoch,
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                    with_idle_timeout(
-                        watcher.watch(conn.into_owned()),
-                        last,
-                        epoch,
-                        limits.idle_timeout,
-                    )
-                    .await;
-                }
-                None => {
-                    let info = ConnInfo {
-                        peer,
-                        tls: false,
-                        sni: None,
-                    };
-                    let svc = with_info(app, info);
-                    let io = Activity {
-                        inner: stream,
-                        last: last.clone(),
-                        epoch,
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                    with_idle_timeout(
-                        watcher.watch(conn.into_owned()),
-                        last,
-                        epoch,
-                        limits.idle_timeout,
-                    )
-                    .await;
-                }
-            }
+            let Some(acceptor) = tls else {
+                let info = ConnInfo {
+                    peer,
+                    tls: false,
+                    sni: None,
+                };
+                serve_conn(stream, info, app, &builder, watcher, limits.idle_timeout).await;
+                return;
+            };
+            let tls_stream =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let sni = tls_stream
+                .get_ref()
+                .1
+                .server_name()
+                .map(str::to_ascii_lowercase);
+            let info = ConnInfo {
+                peer,
+                tls: true,
+                sni,
+            };
+            serve_conn(
+                tls_stream,
+                info,
+                app,
+                &builder,
+                watcher,
+                limits.idle_timeout,
+            )
+            .await;
         });
     }
     drop(listener);
@@ -286,6 +260,29 @@ pub async fn serve(
     {
         tracing::debug!("some HTTP connections did not finish within 5 s of shutdown");
     }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one accepted (and, for HTTPS, handshaken)
+/// connection until it ends, goes idle for `idle`, or shutdown drains it.
+async fn serve_conn<I>(
+    io: I,
+    info: ConnInfo,
+    app: Router,
+    builder: &Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    idle: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let epoch = std::time::Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let io = Activity {
+        inner: io,
+        last: last.clone(),
+        epoch,
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), with_info(app, info));
+    with_idle_timeout(watcher.watch(conn.into_owned()), last, epoch, idle).await;
 }
 
 /// Adds [`ConnInfo`] to each request, then runs the router.

@@ -228,9 +228,7 @@ impl Fed {
     }
 
     pub fn client(&self, i: usize) -> reqwest::Client {
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem).unwrap())
-            .resolve(SITE, self.nodes[i].https)
+        super::ca_client(&self.ca_pem, &[(SITE, self.nodes[i].https)])
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap()

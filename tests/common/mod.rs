@@ -192,13 +192,20 @@ pub fn big_bytes() -> Vec<u8> {
     p2pcdn::demo::demo_bytes("test big", BIG_LEN)
 }
 
+/// A reqwest client builder that trusts the dev CA `ca_pem` and resolves
+/// each `(host, address)` pair to that address (no DNS).
+pub fn ca_client(ca_pem: &[u8], resolve: &[(&str, SocketAddr)]) -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).unwrap());
+    for (host, addr) in resolve {
+        b = b.resolve(host, *addr);
+    }
+    b
+}
+
 pub fn https_client(world: &World, inst: &Instance) -> reqwest::Client {
     let addr = inst.https_addrs[0];
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&world.ca_pem).unwrap())
-        .resolve(SITE, addr)
-        .resolve(SITE2, addr)
-        .resolve(ZONE, addr)
+    ca_client(&world.ca_pem, &[(SITE, addr), (SITE2, addr), (ZONE, addr)])
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))
         .build()

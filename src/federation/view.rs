@@ -29,11 +29,22 @@ pub struct SiteView {
     pub candidates: Vec<Candidate>,
 }
 
-/// All sites' candidates.
-#[derive(Debug, Clone, Default)]
+/// All sites' candidates, and the steering answers computed from this
+/// snapshot so far (a view lives 250 ms; resolvers and ECS prefixes repeat,
+/// so most queries are one hash lookup instead of a geo lookup and a
+/// ranking).
+#[derive(Debug, Default)]
 pub struct SteerView {
     sites: HashMap<String, SiteView>,
+    answers: std::sync::Mutex<HashMap<AnswerKey, Vec<IpAddr>>>,
 }
+
+/// (site, IPv6 asked, the address steering located: ECS address or client).
+type AnswerKey = (String, bool, IpAddr);
+
+/// Most answers cached per view (a flood of distinct client addresses
+/// then only costs the uncached path).
+const MAX_CACHED_ANSWERS: usize = 16_384;
 
 impl SteerView {
     /// Builds the view from the catalog and the federation's peers.
@@ -99,7 +110,18 @@ impl SteerView {
                 },
             );
         }
-        Self { sites }
+        Self {
+            sites,
+            answers: Default::default(),
+        }
+    }
+
+    /// A view of the given sites (no federation state; for tests and tools).
+    pub fn from_sites(sites: HashMap<String, SiteView>) -> Self {
+        Self {
+            sites,
+            answers: Default::default(),
+        }
     }
 
     /// A site's view.
@@ -149,22 +171,37 @@ impl Steering for FederatedSteering {
         client: IpAddr,
         subnet: Option<(IpAddr, u8)>,
     ) -> Option<Steered> {
-        let host = site.to_string();
-        let host = host.trim_end_matches('.');
+        let mut host = site.to_string();
+        if host.ends_with('.') {
+            host.pop();
+        }
         let view = self.view.load();
-        let sv = view.site(host)?;
+        let sv = view.site(&host)?;
         let ip = subnet.map_or(client, |s| s.0);
-        let point = self
-            .geo
-            .as_ref()
-            .and_then(|g| g.lookup(ip))
-            .and_then(|l| l.point);
-        let ci = ClientInfo {
-            point,
-            prefix_key: prefix_key(ip),
+        let key: AnswerKey = (host, v6, ip);
+        let cached = view.answers.lock().ok().and_then(|m| m.get(&key).cloned());
+        let addrs = match cached {
+            Some(a) => a,
+            None => {
+                let point = self
+                    .geo
+                    .as_ref()
+                    .and_then(|g| g.lookup(ip))
+                    .and_then(|l| l.point);
+                let ci = ClientInfo {
+                    point,
+                    prefix_key: prefix_key(ip),
+                };
+                let family = if v6 { Family::V6 } else { Family::V4 };
+                let a = steer::steer(&ci, &sv.candidates, sv.target, &self.policy, family);
+                if let Ok(mut m) = view.answers.lock() {
+                    if m.len() < MAX_CACHED_ANSWERS {
+                        m.insert(key, a.clone());
+                    }
+                }
+                a
+            }
         };
-        let family = if v6 { Family::V6 } else { Family::V4 };
-        let addrs = steer::steer(&ci, &sv.candidates, sv.target, &self.policy, family);
         if addrs.is_empty() {
             return None;
         }
@@ -187,5 +224,109 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = stop.changed() => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    const CITIES: [(f64, f64); 5] = [
+        (50.11, 8.68),
+        (40.71, -74.01),
+        (1.35, 103.82),
+        (-23.55, -46.63),
+        (-33.87, 151.21),
+    ];
+
+    fn view(healthy: [bool; 5]) -> SteerView {
+        let candidates = CITIES
+            .iter()
+            .enumerate()
+            .map(|(i, &(lat, lon))| Candidate {
+                id: [i as u8 + 1; 32],
+                addrs: vec![IpAddr::from([10, i as u8 + 1, 0, 1])],
+                point: Some(GeoPoint { lat, lon }),
+                rtt_ms: None,
+                load: 0.1,
+                healthy: healthy[i],
+                authorized: true,
+                version: Some(7),
+            })
+            .collect();
+        let mut sites = HashMap::new();
+        sites.insert(
+            "www.t.test".to_string(),
+            SiteView {
+                target: Some(7),
+                candidates,
+            },
+        );
+        SteerView::from_sites(sites)
+    }
+
+    #[test]
+    fn cached_answers_equal_computed_ones_and_follow_new_views() {
+        let db = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("geodata/test/steering-test-city.mmdb"),
+        )
+        .unwrap();
+        let geo = Arc::new(Geo::from_bytes(db, vec![]).unwrap());
+        let (steering, shared) = FederatedSteering::new(Some(geo.clone()), Policy::default());
+        shared.store(Arc::new(view([true; 5])));
+        let site = LowerName::from_str("www.t.test.").unwrap();
+        let direct = |v: &SteerView, ip: IpAddr| {
+            let sv = v.site("www.t.test").unwrap();
+            let ci = ClientInfo {
+                point: geo.lookup(ip).and_then(|l| l.point),
+                prefix_key: prefix_key(ip),
+            };
+            steer::steer(
+                &ci,
+                &sv.candidates,
+                sv.target,
+                &Policy::default(),
+                Family::V4,
+            )
+        };
+        let clients: Vec<IpAddr> = (1..=5u8)
+            .flat_map(|c| [IpAddr::from([127, c, 0, 9]), IpAddr::from([127, c, 3, 200])])
+            .collect();
+        for round in 0..3 {
+            for &ip in &clients {
+                let got = steering.addresses(&site, false, ip, None).unwrap();
+                assert_eq!(got.addrs, direct(&shared.load(), ip), "round {round}, {ip}");
+                assert_eq!(got.scope, 0);
+                // The same answer through ECS, with its scope.
+                let ecs = steering
+                    .addresses(&site, false, IpAddr::from([192, 0, 2, 1]), Some((ip, 24)))
+                    .unwrap();
+                assert_eq!(ecs.addrs, got.addrs);
+                assert_eq!(ecs.scope, 24);
+            }
+        }
+        // Singapore's clients get Singapore first; once a new view marks it
+        // unhealthy, the cached answer of the old view is not used.
+        let sg = IpAddr::from([127, 3, 0, 9]);
+        assert_eq!(
+            steering.addresses(&site, false, sg, None).unwrap().addrs[0],
+            IpAddr::from([10, 3, 0, 1])
+        );
+        shared.store(Arc::new(view([true, true, false, true, true])));
+        let after = steering.addresses(&site, false, sg, None).unwrap().addrs;
+        assert!(!after.contains(&IpAddr::from([10, 3, 0, 1])), "{after:?}");
+        assert_eq!(after, direct(&shared.load(), sg));
+        // No IPv6 addresses: no answer (the zone's fallback applies).
+        assert!(steering.addresses(&site, true, sg, None).is_none());
+        assert!(steering
+            .addresses(
+                &LowerName::from_str("other.t.test.").unwrap(),
+                false,
+                sg,
+                None
+            )
+            .is_none());
     }
 }

@@ -77,6 +77,8 @@ struct RawConfig {
     #[serde(default)]
     publish: RawPublish,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     federation: RawFederation,
     #[serde(default)]
     steering: RawSteering,
@@ -220,6 +222,13 @@ struct RawHttps {
     cert: Option<PathBuf>,
     #[serde(default)]
     key: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    listen: Vec<SocketAddr>,
 }
 
 #[derive(Deserialize, Default)]
@@ -466,6 +475,8 @@ pub struct Config {
     pub https_default_cert: Option<(PathBuf, PathBuf)>,
     /// Default manifest validity for `publish`, days.
     pub publish_validity_days: u64,
+    /// Where `GET /metrics` (Prometheus text) is served; empty: nowhere.
+    pub metrics_listen: Vec<SocketAddr>,
     /// Sites.
     pub sites: Vec<SiteConfig>,
     /// Sites whose owner key is still to be discovered over HTTPS (see `owner`).
@@ -958,6 +969,7 @@ impl Config {
             https_listen: raw.https.listen,
             https_default_cert: default_cert,
             publish_validity_days: validity,
+            metrics_listen: raw.metrics.listen,
             sites,
             pending_sites,
             federation,

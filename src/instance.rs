@@ -132,6 +132,8 @@ pub struct Instance {
     pub http_addrs: Vec<SocketAddr>,
     /// Bound HTTPS addresses.
     pub https_addrs: Vec<SocketAddr>,
+    /// Bound metrics addresses.
+    pub metrics_addrs: Vec<SocketAddr>,
     /// The served catalog.
     pub catalog: SharedCatalog,
     /// The federation agent.
@@ -250,6 +252,21 @@ impl Instance {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
+        let mut metrics_listeners = vec![];
+        for a in &cfg.metrics_listen {
+            let l = TcpListener::bind(a)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: *a,
+                    what: "metrics",
+                    source,
+                })?;
+            metrics_listeners.push(l);
+        }
+        let metrics_addrs: Vec<SocketAddr> = metrics_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
         let connections = Arc::new(listen::ConnCounter::default());
         let refresh = Arc::new(tokio::sync::Notify::new());
         let cfg_arc = Arc::new(cfg.clone());
@@ -271,6 +288,7 @@ impl Instance {
             load: fed.load.clone(),
             fed: Some(fed.clone()),
             gossip_slots: Arc::new(tokio::sync::Semaphore::new(16)),
+            metrics: fed.metrics.clone(),
         });
         // The first steering view is built before DNS answers anything, so a
         // site already held is steered from the first query.
@@ -289,6 +307,7 @@ impl Instance {
                         cfg.dns.rrl_exempt.clone(),
                     ))
                 }),
+                metrics: fed.metrics.clone(),
             },
         );
         let dns = DnsServer::bind(
@@ -351,6 +370,8 @@ impl Instance {
             let mut rx = shutdown_rx.clone();
             let refresh = refresh.clone();
             let dns_data = dns_data.clone();
+            let metrics = fed.metrics.clone();
+            metrics.set_served(&catalog.load().versions());
             tasks.spawn(async move {
                 let mut last = db.data_version().ok();
                 let mut ticks = 0u32;
@@ -376,6 +397,7 @@ impl Instance {
                             let now = new.versions();
                             if old != now {
                                 tracing::info!(versions = ?now, "catalog updated");
+                                metrics.set_served(&now);
                             }
                             let data = build_dns_data(&cfg, &local_zones, &new);
                             catalog.store(Arc::new(new));
@@ -393,16 +415,48 @@ impl Instance {
             shutdown_rx.clone(),
         ));
 
+        // Metrics: GET /metrics on its own listeners (meant for a private
+        // address; nothing client-specific is exposed).
+        for l in metrics_listeners {
+            let metrics = fed.metrics.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = metrics.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            m.render(),
+                        )
+                    }
+                }),
+            );
+            let mut rx = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let stop = async move {
+                    let _ = rx.changed().await;
+                };
+                if let Err(e) = axum::serve(l, app).with_graceful_shutdown(stop).await {
+                    tracing::warn!(error = %e, "metrics listener failed");
+                }
+            });
+        }
+
         tracing::info!(
             dns = ?dns_addrs,
             http = ?http_addrs,
             https = ?https_addrs,
+            metrics = ?metrics_addrs,
             "p2pcdn instance ready"
         );
         Ok(Self {
             dns_addrs,
             http_addrs,
             https_addrs,
+            metrics_addrs,
             catalog,
             federation: fed,
             dns: Some(dns),

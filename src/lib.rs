@@ -33,6 +33,7 @@ pub mod ingest;
 pub mod instance;
 pub mod keys;
 pub mod manifest;
+pub mod metrics;
 pub mod owner;
 pub mod publish;
 pub mod report;

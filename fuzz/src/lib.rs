@@ -166,6 +166,7 @@ pub fn dns_handler() -> &'static Handler {
                 max_udp_payload: MAX_UDP_PAYLOAD,
                 // Response rate limiting is clock-driven: off, for determinism.
                 rrl: None,
+                metrics: Default::default(),
             },
         )
     })

@@ -53,6 +53,8 @@ pub struct DnsSettings {
     pub max_udp_payload: u16,
     /// UDP response rate limiting (None: off).
     pub rrl: Option<Arc<super::rrl::RateLimiter>>,
+    /// Where responses are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the handler answers from: zones and the steered site names.
@@ -76,6 +78,11 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// The metrics this handler counts into.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.settings.metrics
+    }
+
     /// Builds a handler.
     pub fn new(data: SharedDnsData, steering: Arc<dyn Steering>, settings: DnsSettings) -> Self {
         Self {
@@ -203,19 +210,33 @@ impl Handler {
     /// The UDP path: one datagram in, the response datagram out (None:
     /// send nothing), rate limited and truncated to the client's size.
     pub fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        use crate::metrics::Metrics;
+        let m = &self.settings.metrics;
         let req = match decode(packet) {
             Ok(r) => r,
-            Err(reply) => return reply,
+            Err(reply) => {
+                if reply.is_some() {
+                    m.dns("udp", ResponseCode::FormErr);
+                }
+                return reply;
+            }
         };
         let request = Request::new(req, src, Protocol::Udp);
         let mut msg = self.build(&request);
         if let Some(rrl) = &self.settings.rrl {
             match rrl.check(unmap(src.ip()), std::time::Instant::now()) {
                 super::rrl::Verdict::Answer => {}
-                super::rrl::Verdict::Slip => truncate(&mut msg),
-                super::rrl::Verdict::Drop => return None,
+                super::rrl::Verdict::Slip => {
+                    Metrics::count(&m.dns_rate_limited, "slip");
+                    truncate(&mut msg);
+                }
+                super::rrl::Verdict::Drop => {
+                    Metrics::count(&m.dns_rate_limited, "drop");
+                    return None;
+                }
             }
         }
+        m.dns("udp", msg.response_code());
         let limit = self.udp_limit(&request);
         let bytes = msg.to_vec().ok()?;
         if bytes.len() <= limit {
@@ -231,9 +252,15 @@ impl Handler {
     pub fn answer_tcp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         let req = match decode(packet) {
             Ok(r) => r,
-            Err(reply) => return reply,
+            Err(reply) => {
+                if reply.is_some() {
+                    self.settings.metrics.dns("tcp", ResponseCode::FormErr);
+                }
+                return reply;
+            }
         };
         let mut msg = self.build(&Request::new(req, src, Protocol::Tcp));
+        self.settings.metrics.dns("tcp", msg.response_code());
         let bytes = msg.to_vec().ok()?;
         if bytes.len() <= usize::from(u16::MAX) {
             return Some(bytes);

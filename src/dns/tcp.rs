@@ -52,6 +52,7 @@ pub(crate) async fn serve(
         };
         while conns.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            handler.metrics().dns_tcp_refused.inc();
             tracing::debug!(%src, "DNS TCP connection cap reached: closed");
             drop(stream);
             continue;

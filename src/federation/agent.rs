@@ -181,9 +181,14 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             let fed = fed.clone();
             let in_flight = in_flight.clone();
             rounds.spawn(async move {
-                if let Err(e) = sync_with(&fed, &url).await {
-                    tracing::debug!(peer = %name, error = %e, "sync failed");
-                }
+                let outcome = match sync_with(&fed, &url).await {
+                    Ok(()) => "ok",
+                    Err(e) => {
+                        tracing::debug!(peer = %name, error = %e, "sync failed");
+                        "failed"
+                    }
+                };
+                crate::metrics::Metrics::count(&fed.metrics.gossip_exchanges, outcome);
                 if let Ok(mut f) = in_flight.lock() {
                     f.remove(&url);
                 }

@@ -238,6 +238,8 @@ pub struct Federation {
     pub load: Arc<LoadMeter>,
     /// Open HTTP connections.
     pub connections: Arc<crate::http::listen::ConnCounter>,
+    /// Operational metrics of this instance (shared with DNS and HTTP).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Federation {
@@ -279,6 +281,7 @@ impl Federation {
             replicate_now: Arc::new(tokio::sync::Notify::new()),
             load: Arc::new(LoadMeter::default()),
             connections,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 
@@ -567,6 +570,13 @@ impl Federation {
                     tracing::info!(peer = %p.name, up = p.probe.is_up(), "peer health changed");
                 }
             }
+            let up = peers.values().filter(|p| p.probe.is_up()).count();
+            self.metrics
+                .peers_up
+                .set(i64::try_from(up).unwrap_or(i64::MAX));
+            self.metrics
+                .peers
+                .set(i64::try_from(peers.len()).unwrap_or(i64::MAX));
         }
     }
 }

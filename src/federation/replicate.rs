@@ -138,7 +138,12 @@ async fn replicate_once(fed: &Arc<Federation>, check_complete: bool, slow_round:
                 async move {
                     for k in source_order(sources.0.len(), sources.1, i) {
                         let Some(p) = sources.0.get(k) else { continue };
-                        match fetch_blob(&fed.http, &fed.store, &p.url, h, size).await {
+                        let pulled = fetch_blob(&fed.http, &fed.store, &p.url, h, size).await;
+                        crate::metrics::Metrics::count(
+                            &fed.metrics.blob_pulls,
+                            if pulled.is_ok() { "ok" } else { "failed" },
+                        );
+                        match pulled {
                             Ok(()) => return true,
                             Err(e) => tracing::warn!(blob = %h.short(), peer = %p.name, error = %e, "blob pull failed; trying another peer"),
                         }

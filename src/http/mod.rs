@@ -46,10 +46,13 @@ pub struct AppState {
     pub fed: Option<Arc<crate::federation::Federation>>,
     /// Bounds concurrent sync/push handling (gossip flood guard).
     pub gossip_slots: Arc<tokio::sync::Semaphore>,
+    /// Where responses are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The router: node API under `/.well-known/p2pcdn/v1/`, everything else is site content.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/.well-known/p2pcdn/v1/health", get(health))
         .route("/.well-known/p2pcdn/v1/node", get(api::node))
@@ -68,7 +71,23 @@ pub fn router(state: AppState) -> Router {
             crate::federation::wire::MAX_BUNDLE_BYTES,
         ))
         .fallback(serve_site)
+        .layer(axum::middleware::map_response_with_state(
+            metrics,
+            count_response,
+        ))
         .with_state(state)
+}
+
+/// Counts every response by status class.
+async fn count_response(
+    State(metrics): State<Arc<crate::metrics::Metrics>>,
+    resp: Response,
+) -> Response {
+    crate::metrics::Metrics::count(
+        &metrics.http_responses,
+        crate::metrics::status_class(resp.status().as_u16()),
+    );
+    resp
 }
 
 async fn health(State(st): State<AppState>) -> Response {

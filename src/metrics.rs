@@ -1,0 +1,218 @@
+//! Operational metrics in the Prometheus text format: counters and gauges
+//! that the DNS, HTTP and federation code update, served on the
+//! `[metrics] listen` addresses (off by default). Nothing about individual
+//! clients is recorded: labels are transports, response codes, sites and
+//! outcomes only.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of DNS responses.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    /// "udp" or "tcp".
+    pub transport: &'static str,
+    /// Response code, e.g. "NOERROR", "NXDOMAIN", "REFUSED".
+    pub rcode: &'static str,
+}
+
+/// A label set with one `kind`/`outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// What happened, e.g. "ok", "failed", "drop", "slip", "2xx".
+    pub outcome: &'static str,
+}
+
+/// A label set naming a site.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteLabel {
+    /// Site hostname.
+    pub site: String,
+}
+
+/// Every metric of one instance.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// DNS responses sent, by transport and response code.
+    pub dns_responses: Family<DnsLabels, Counter>,
+    /// UDP responses withheld or truncated by rate limiting.
+    pub dns_rate_limited: Family<Outcome, Counter>,
+    /// DNS-over-TCP connections closed at once because of the cap.
+    pub dns_tcp_refused: Counter,
+    /// HTTP(S) responses, by status class.
+    pub http_responses: Family<Outcome, Counter>,
+    /// Blobs pulled from peers, by outcome ("ok", "failed").
+    pub blob_pulls: Family<Outcome, Counter>,
+    /// Gossip exchanges, by outcome ("ok", "failed").
+    pub gossip_exchanges: Family<Outcome, Counter>,
+    /// Bound peers the health probes see up.
+    pub peers_up: Gauge,
+    /// Bound peers.
+    pub peers: Gauge,
+    /// Version served per site (0: none yet).
+    pub served_version: Family<SiteLabel, Gauge<u64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("p2pcdn"),
+            dns_responses: Family::default(),
+            dns_rate_limited: Family::default(),
+            dns_tcp_refused: Counter::default(),
+            http_responses: Family::default(),
+            blob_pulls: Family::default(),
+            gossip_exchanges: Family::default(),
+            peers_up: Gauge::default(),
+            peers: Gauge::default(),
+            served_version: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "dns_responses",
+            "DNS responses sent, by transport and response code",
+            m.dns_responses.clone(),
+        );
+        r.register(
+            "dns_rate_limited",
+            "UDP responses dropped or sent truncated (slip) by response rate limiting",
+            m.dns_rate_limited.clone(),
+        );
+        r.register(
+            "dns_tcp_refused",
+            "DNS-over-TCP connections closed at once because tcp_max_connections were open",
+            m.dns_tcp_refused.clone(),
+        );
+        r.register(
+            "http_responses",
+            "HTTP and HTTPS responses, by status class",
+            m.http_responses.clone(),
+        );
+        r.register(
+            "blob_pulls",
+            "Blobs pulled from peers, by outcome",
+            m.blob_pulls.clone(),
+        );
+        r.register(
+            "gossip_exchanges",
+            "Anti-entropy exchanges with peers, by outcome",
+            m.gossip_exchanges.clone(),
+        );
+        r.register(
+            "peers_up",
+            "Bound peers the health probes see up",
+            m.peers_up.clone(),
+        );
+        r.register("peers", "Bound peers", m.peers.clone());
+        r.register(
+            "served_version",
+            "Manifest version served per site",
+            m.served_version.clone(),
+        );
+        m
+    }
+
+    /// Counts one DNS response.
+    pub fn dns(&self, transport: &'static str, rcode: hickory_proto::op::ResponseCode) {
+        self.dns_responses
+            .get_or_create(&DnsLabels {
+                transport,
+                rcode: rcode_name(rcode),
+            })
+            .inc();
+    }
+
+    /// Records the versions served, `(site, version)`.
+    pub fn set_served(&self, versions: &[(String, u64)]) {
+        for (site, v) in versions {
+            self.served_version
+                .get_or_create(&SiteLabel { site: site.clone() })
+                .set(*v);
+        }
+    }
+
+    /// Counts one event under `family` with `outcome`.
+    pub fn count(family: &Family<Outcome, Counter>, outcome: &'static str) {
+        family.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The mnemonic of a response code (RFC 1035, RFC 6891).
+fn rcode_name(rcode: hickory_proto::op::ResponseCode) -> &'static str {
+    use hickory_proto::op::ResponseCode as R;
+    match rcode {
+        R::NoError => "NOERROR",
+        R::FormErr => "FORMERR",
+        R::ServFail => "SERVFAIL",
+        R::NXDomain => "NXDOMAIN",
+        R::NotImp => "NOTIMP",
+        R::Refused => "REFUSED",
+        R::BADVERS => "BADVERS",
+        _ => "OTHER",
+    }
+}
+
+/// The status class label of an HTTP status code.
+pub fn status_class(code: u16) -> &'static str {
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.dns("udp", hickory_proto::op::ResponseCode::NXDomain);
+        m.dns("udp", hickory_proto::op::ResponseCode::NXDomain);
+        Metrics::count(&m.http_responses, status_class(404));
+        m.served_version
+            .get_or_create(&SiteLabel {
+                site: "www.t.test".into(),
+            })
+            .set(7);
+        let text = m.render();
+        assert!(
+            text.contains(r#"p2pcdn_dns_responses_total{transport="udp",rcode="NXDOMAIN"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"p2pcdn_http_responses_total{outcome="4xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"p2pcdn_served_version{site="www.t.test"} 7"#),
+            "{text}"
+        );
+        assert!(text.contains("# HELP p2pcdn_peers_up"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -96,12 +96,9 @@ impl Handler {
     /// truncated for UDP when it does not fit.
     pub fn respond(&self, request: &Request) -> Message {
         let mut msg = self.build(request);
-        if request.protocol() == Protocol::Udp {
-            let limit = self.udp_limit(request);
-            let too_big = msg.to_vec().map(|v| v.len() > limit).unwrap_or(true);
-            if too_big {
-                truncate(&mut msg);
-            }
+        // Truncated when too big for the client, and also when it does not encode.
+        if request.protocol() == Protocol::Udp && fit(&mut msg, self.udp_limit(request)).is_none() {
+            truncate(&mut msg);
         }
         msg
     }
@@ -212,14 +209,9 @@ impl Handler {
     pub fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         use crate::metrics::Metrics;
         let m = &self.settings.metrics;
-        let req = match decode(packet) {
+        let req = match self.decode_counted(packet, "udp") {
             Ok(r) => r,
-            Err(reply) => {
-                if reply.is_some() {
-                    m.dns("udp", ResponseCode::FormErr);
-                }
-                return reply;
-            }
+            Err(reply) => return reply,
         };
         let request = Request::new(req, src, Protocol::Udp);
         let mut msg = self.build(&request);
@@ -237,37 +229,46 @@ impl Handler {
             }
         }
         m.dns("udp", msg.response_code());
-        let limit = self.udp_limit(&request);
-        let bytes = msg.to_vec().ok()?;
-        if bytes.len() <= limit {
-            return Some(bytes);
-        }
-        truncate(&mut msg);
-        msg.to_vec().ok()
+        fit(&mut msg, self.udp_limit(&request))
     }
 
     /// The TCP path: one message in (without its length prefix), the
     /// response message out (None: close the connection). Never rate
     /// limited; truncated only past the 65,535-byte TCP message limit.
     pub fn answer_tcp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-        let req = match decode(packet) {
+        let req = match self.decode_counted(packet, "tcp") {
             Ok(r) => r,
-            Err(reply) => {
-                if reply.is_some() {
-                    self.settings.metrics.dns("tcp", ResponseCode::FormErr);
-                }
-                return reply;
-            }
+            Err(reply) => return reply,
         };
         let mut msg = self.build(&Request::new(req, src, Protocol::Tcp));
         self.settings.metrics.dns("tcp", msg.response_code());
-        let bytes = msg.to_vec().ok()?;
-        if bytes.len() <= usize::from(u16::MAX) {
-            return Some(bytes);
-        }
-        truncate(&mut msg);
-        msg.to_vec().ok()
+        fit(&mut msg, usize::from(u16::MAX))
     }
+
+    /// [`decode`], counting the FORMERR replies it makes.
+    fn decode_counted(
+        &self,
+        packet: &[u8],
+        transport: &'static str,
+    ) -> Result<MessageRequest, Option<Vec<u8>>> {
+        let decoded = decode(packet);
+        if let Err(Some(_)) = &decoded {
+            self.settings.metrics.dns(transport, ResponseCode::FormErr);
+        }
+        decoded
+    }
+}
+
+/// Encodes `msg`; when that is longer than `limit` bytes, truncates it
+/// (RFC 2181 §9) and encodes again. The bytes sent, or None if `msg` does
+/// not encode.
+fn fit(msg: &mut Message, limit: usize) -> Option<Vec<u8>> {
+    let bytes = msg.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    truncate(msg);
+    msg.to_vec().ok()
 }
 
 /// Decodes a request. `Err(reply)`: what to send instead of an answer,

@@ -218,55 +218,16 @@ impl Instance {
 
         // HTTP(S).
         let tls = http::tls::server_config(&cfg)?;
-        let mut https_listeners = vec![];
-        if tls.is_some() {
-            for a in &cfg.https_listen {
-                let l = TcpListener::bind(a)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        addr: *a,
-                        what: "https",
-                        source,
-                    })?;
-                https_listeners.push(l);
+        let (https_listeners, https_addrs) = if tls.is_some() {
+            bind_tcp(&cfg.https_listen, "https").await?
+        } else {
+            if !cfg.https_listen.is_empty() {
+                tracing::warn!("https.listen is set but no site has a certificate: HTTPS disabled");
             }
-        } else if !cfg.https_listen.is_empty() {
-            tracing::warn!("https.listen is set but no site has a certificate: HTTPS disabled");
-        }
-        let https_addrs: Vec<SocketAddr> = https_listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        let mut http_listeners = vec![];
-        for a in &cfg.http_listen {
-            let l = TcpListener::bind(a)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: *a,
-                    what: "http",
-                    source,
-                })?;
-            http_listeners.push(l);
-        }
-        let http_addrs: Vec<SocketAddr> = http_listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
-        let mut metrics_listeners = vec![];
-        for a in &cfg.metrics_listen {
-            let l = TcpListener::bind(a)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: *a,
-                    what: "metrics",
-                    source,
-                })?;
-            metrics_listeners.push(l);
-        }
-        let metrics_addrs: Vec<SocketAddr> = metrics_listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect();
+            (vec![], vec![])
+        };
+        let (http_listeners, http_addrs) = bind_tcp(&cfg.http_listen, "http").await?;
+        let (metrics_listeners, metrics_addrs) = bind_tcp(&cfg.metrics_listen, "metrics").await?;
         let connections = Arc::new(listen::ConnCounter::default());
         let refresh = Arc::new(tokio::sync::Notify::new());
         let cfg_arc = Arc::new(cfg.clone());
@@ -473,4 +434,28 @@ impl Instance {
         }
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Binds a TCP listener on each address; returns them with the addresses
+/// actually bound (port 0 resolved).
+async fn bind_tcp(
+    addrs: &[SocketAddr],
+    what: &'static str,
+) -> Result<(Vec<TcpListener>, Vec<SocketAddr>), StartError> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        let l = TcpListener::bind(a)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: *a,
+                what,
+                source,
+            })?;
+        listeners.push(l);
+    }
+    let bound = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    Ok((listeners, bound))
 }

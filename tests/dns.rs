@@ -236,17 +236,9 @@ async fn malformed_packets_do_not_stop_the_server() {
     ];
     let via_udp = Message::from_vec(&udp_raw(dns, &pointer_q).await.unwrap()).unwrap();
     let via_tcp = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(dns).await.unwrap();
-        s.write_all(&(pointer_q.len() as u16).to_be_bytes())
-            .await
-            .unwrap();
-        s.write_all(&pointer_q).await.unwrap();
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).await.unwrap();
-        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut buf).await.unwrap();
-        Message::from_vec(&buf).expect("TCP reply to a pointer QNAME decodes")
+        let reply = tcp_exchange_raw(&mut s, &pointer_q).await.unwrap();
+        Message::from_vec(&reply).expect("TCP reply to a pointer QNAME decodes")
     };
     for r in [&via_udp, &via_tcp] {
         assert_eq!(r.id(), 1);
@@ -369,18 +361,8 @@ async fn response_rate_limiting_slips_to_tcp() {
 
 /// Sends one length-prefixed query on an open connection and reads the reply.
 async fn tcp_exchange(s: &mut tokio::net::TcpStream, m: &Message) -> Option<Message> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let b = m.to_vec().unwrap();
-    s.write_all(&(b.len() as u16).to_be_bytes()).await.ok()?;
-    s.write_all(&b).await.ok()?;
-    let mut len = [0u8; 2];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
-        .await
-        .ok()?
-        .ok()?;
-    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    s.read_exact(&mut buf).await.ok()?;
-    Message::from_vec(&buf).ok()
+    let reply = tcp_exchange_raw(s, &m.to_vec().unwrap()).await?;
+    Message::from_vec(&reply).ok()
 }
 
 /// True when the peer closes the connection within `limit`.

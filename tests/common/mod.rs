@@ -271,17 +271,28 @@ pub async fn udp_len(addr: SocketAddr, m: &Message) -> (Message, usize) {
 
 pub async fn tcp(addr: SocketAddr, m: &Message) -> Message {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let b = m.to_vec().unwrap();
-    s.write_all(&(b.len() as u16).to_be_bytes()).await.unwrap();
-    s.write_all(&b).await.unwrap();
+    let reply = tcp_exchange_raw(&mut s, &m.to_vec().unwrap())
+        .await
+        .expect("a DNS reply over TCP");
+    Message::from_vec(&reply).unwrap()
+}
+
+/// Sends one DNS message (length-prefixed, RFC 1035 §4.2.2) on an open
+/// connection and reads one reply; None when the server closes the
+/// connection or does not answer within 5 s.
+pub async fn tcp_exchange_raw(s: &mut TcpStream, bytes: &[u8]) -> Option<Vec<u8>> {
+    s.write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .ok()?;
+    s.write_all(bytes).await.ok()?;
     let mut len = [0u8; 2];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
         .await
-        .unwrap()
-        .unwrap();
-    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).await.unwrap();
-    Message::from_vec(&buf).unwrap()
+        .ok()?
+        .ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await.ok()?;
+    Some(buf)
 }
 
 /// Sends raw bytes on a fresh HTTP/1.1 connection and returns the status code and whole response.

@@ -24,31 +24,10 @@ pub const KEY_SEED: [u8; 32] = [7; 32];
 /// The site the manifest target expects.
 pub const SITE: &str = "www.t.test";
 
-/// The main test zone (same as `tests/common/mod.rs::zone_text()`).
+/// The main test zone, the one the integration tests serve
+/// (`tests/common/mod.rs::zone_text()`).
 pub fn zone_text() -> String {
-    let mut z = String::from(
-        r#"$TTL 300
-@           IN SOA   ns1 hostmaster ( 7 3600 600 1209600 60 )
-@           IN NS    ns1
-@           IN NS    ns2
-ns1         IN A     127.0.0.1
-ns2         IN AAAA  ::1
-www         IN A     192.0.2.1
-alias       IN CNAME www
-@           IN MX    10 mail
-mail        IN A     192.0.2.25
-@           IN TXT   "v=spf1 -all"
-@           IN CAA   0 issue "letsencrypt.org"
-_https._tcp IN SRV   0 0 443 www
-deleg       IN NS    ns.deleg
-ns.deleg    IN A     192.0.2.53
-a.b         IN TXT   "deep"
-"#,
-    );
-    for i in 0..30 {
-        z.push_str(&format!("big IN TXT \"{i:02}-{}\"\n", "x".repeat(180)));
-    }
-    z
+    include_str!("../../tests/common/t.test.zone").to_string()
 }
 
 /// A second zone with wildcards, CNAME chains (in and out of zone, and a

@@ -37,27 +37,14 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
-    loop {
-        let (stream, src) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE/ENFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "DNS TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
+    let refused = |src| {
+        handler.metrics().dns_tcp_refused.inc();
+        tracing::debug!(%src, "DNS TCP connection cap reached: closed");
+    };
+    while let Some((stream, src, permit)) =
+        crate::accept::next_capped(&listener, &permits, &mut stop, refused).await
+    {
         while conns.try_join_next().is_some() {}
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            handler.metrics().dns_tcp_refused.inc();
-            tracing::debug!(%src, "DNS TCP connection cap reached: closed");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         conns.spawn(async move {
             connection(stream, src, &handler, idle).await;

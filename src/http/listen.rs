@@ -172,24 +172,10 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; dropping connection");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    let refused = |peer| tracing::warn!(%peer, "connection limit reached; dropping connection");
+    while let Some((stream, peer, permit)) =
+        crate::accept::next_capped(&listener, &permits, &mut shutdown, refused).await
+    {
         let app = app.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();

@@ -38,18 +38,16 @@ fn serve(root: &Path, city: &str) -> Child {
 }
 
 async fn first_answer(src: &str, server: &str) -> Option<IpAddr> {
-    let sock = tokio::net::UdpSocket::bind((src.parse::<IpAddr>().ok()?, 0))
-        .await
-        .ok()?;
     let q = query("www.demo.p2pcdn.test.", RecordType::A, None, None);
     let server: SocketAddr = format!("{server}:5300").parse().ok()?;
-    sock.send_to(&q.to_vec().ok()?, server).await.ok()?;
-    let mut buf = [0u8; 1232];
-    let (n, _) = tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let m = Message::from_vec(&buf[..n]).ok()?;
+    let reply = common::udp_raw_from(
+        src.parse().ok()?,
+        server,
+        &q.to_vec().ok()?,
+        Duration::from_millis(500),
+    )
+    .await?;
+    let m = Message::from_vec(&reply).ok()?;
     m.answers().iter().find_map(|r| match r.data() {
         RData::A(a) => Some(IpAddr::V4(a.0)),
         _ => None,

@@ -19,21 +19,18 @@ type Case = (&'static str, Option<(&'static str, u8)>, usize);
 
 /// Asks `server` for the site's A records from source address `src`, optionally with ECS.
 async fn ask(src: IpAddr, server: SocketAddr, ecs: Option<(&str, u8)>) -> Vec<IpAddr> {
-    let sock = tokio::net::UdpSocket::bind((src, 0)).await.unwrap();
     let q = query(
         "www.fed.test.",
         RecordType::A,
         Some(1232),
         ecs.map(|(a, p)| (a.parse().unwrap(), p)),
     );
-    sock.send_to(&q.to_vec().unwrap(), server).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let Ok(Ok((n, _))) =
-        tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
+    let Some(reply) =
+        common::udp_raw_from(src, server, &q.to_vec().unwrap(), Duration::from_secs(2)).await
     else {
         return vec![];
     };
-    let m = Message::from_vec(&buf[..n]).unwrap();
+    let m = Message::from_vec(&reply).unwrap();
     m.answers()
         .iter()
         .filter_map(|r| match r.data() {

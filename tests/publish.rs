@@ -321,20 +321,19 @@ async fn demo_runs_on_documented_addresses() {
         .spawn()
         .unwrap();
     let dns: std::net::SocketAddr = "127.1.0.1:5300".parse().unwrap();
+    let demo_q = query(
+        "www.demo.p2pcdn.test.",
+        hickory_proto::rr::RecordType::A,
+        None,
+        None,
+    )
+    .to_vec()
+    .unwrap();
     let up = eventually(120, async || {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let q = query(
-            "www.demo.p2pcdn.test.",
-            hickory_proto::rr::RecordType::A,
-            None,
-            None,
-        );
-        sock.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
-        let mut buf = [0u8; 512];
-        matches!(
-            tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await,
-            Ok(Ok(_))
-        )
+        let from = [127, 0, 0, 1].into();
+        udp_raw_from(from, dns, &demo_q, Duration::from_millis(300))
+            .await
+            .is_some()
     })
     .await;
     assert!(up, "demo DNS came up");
@@ -432,21 +431,11 @@ async fn demo_runs_on_documented_addresses() {
     assert!(out.contains("--cacert"), "{out}");
     // Steering as printed: a Singapore resolver gets Singapore first.
     let singapore_first = eventually(10, async || {
-        let sock = tokio::net::UdpSocket::bind("127.3.0.9:0").await.unwrap();
-        let q = query(
-            "www.demo.p2pcdn.test.",
-            hickory_proto::rr::RecordType::A,
-            None,
-            None,
-        );
-        sock.send_to(&q.to_vec().unwrap(), dns).await.unwrap();
-        let mut buf = [0u8; 512];
-        let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await
-        else {
+        let from = [127, 3, 0, 9].into();
+        let Some(reply) = udp_raw_from(from, dns, &demo_q, Duration::from_secs(1)).await else {
             return false;
         };
-        let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        let m = hickory_proto::op::Message::from_vec(&reply).unwrap();
         m.answers()
             .first()
             .is_some_and(|r| r.data().to_string() == "127.3.0.1")

@@ -221,10 +221,21 @@ fn rand_id() -> u16 {
 }
 
 pub async fn udp_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp_raw_from([127, 0, 0, 1].into(), addr, bytes, Duration::from_secs(2)).await
+}
+
+/// Sends one datagram to `addr` from a fresh socket on `src` and returns
+/// the first datagram back within `wait`, if any.
+pub async fn udp_raw_from(
+    src: IpAddr,
+    addr: SocketAddr,
+    bytes: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind((src, 0)).await.unwrap();
     sock.send_to(bytes, addr).await.unwrap();
     let mut buf = vec![0u8; 65535];
-    match tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+    match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
         Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
         _ => None,
     }

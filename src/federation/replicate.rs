@@ -31,7 +31,7 @@ pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         // Served (complete) versions are checked for missing blobs only when
         // something reported a problem, and every 30 s: that costs one stat()
         // per blob.
-        replicate_once(&fed, notified || round % 30 == 0, round % 30 == 0).await;
+        replicate_once(&fed, notified, round % 30 == 0).await;
         round = round.wrapping_add(1);
         notified = false;
         tokio::select! {
@@ -80,8 +80,13 @@ pub fn authorized(mirrors: &[crate::keys::PublicKey], me: &crate::keys::PublicKe
     mirrors.is_empty() || mirrors.contains(me)
 }
 
-async fn replicate_once(fed: &Arc<Federation>, check_complete: bool, slow_round: bool) {
+/// One replication pass. `notified`: something asked for it (a manifest
+/// arrived, a blob went missing); `slow_round`: the ~30 s round, which also
+/// checks served versions for missing blobs and asks peers that do not
+/// report the version being replicated.
+async fn replicate_once(fed: &Arc<Federation>, notified: bool, slow_round: bool) {
     let now = unix_now();
+    let check_complete = notified || slow_round;
     for site in fed.config().sites.iter().filter(|s| s.mirror) {
         let row = match fed.db.newest_manifest(&site.hostname) {
             // Pending: still replicating. Complete: repair blobs that went

@@ -52,16 +52,20 @@ fn check_respond(data: &[u8], protocol: Protocol) -> Option<Vec<u8>> {
     assert_eq!(response.message_type(), MessageType::Response);
     let bytes = match response.to_vec() {
         Ok(b) => b,
-        Err(e) => panic!("respond() built a message that does not encode ({protocol}): {e}\n{response:?}"),
+        Err(e) => {
+            panic!("respond() built a message that does not encode ({protocol}): {e}\n{response:?}")
+        }
     };
     if let Err(e) = Message::from_vec(&bytes) {
         panic!("response does not decode again ({protocol}): {e}\n{response:?}");
     }
     if protocol == Protocol::Udp {
-        assert!(bytes.len() <= 65535, "UDP response of {} bytes", bytes.len());
-        let limit = request
-            .edns()
-            .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD)) as usize;
+        assert!(
+            bytes.len() <= 65535,
+            "UDP response of {} bytes",
+            bytes.len()
+        );
+        let limit = limit_for(Some(&request), protocol);
         assert!(
             bytes.len() <= limit,
             "UDP response of {} bytes exceeds the limit {limit}",
@@ -71,76 +75,71 @@ fn check_respond(data: &[u8], protocol: Protocol) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
-/// The UDP fast path; returns its answer for comparison with `respond()`.
-fn check_answer_udp(data: &[u8]) -> Option<Vec<u8>> {
-    let id = data.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-    let out = dns_handler().answer_udp(data, src_for(id));
+/// The largest response allowed for `request` over `protocol`: 512 bytes
+/// without EDNS, else clamp(payload, 512, max) over UDP; 65,535 over TCP.
+fn limit_for(request: Option<&MessageRequest>, protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Udp => request
+            .and_then(|r| r.edns())
+            .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD))
+            as usize,
+        _ => 65535,
+    }
+}
+
+/// The production path of `protocol` (`answer_udp` or `answer_tcp`); returns
+/// its answer for comparison with `respond()`.
+fn check_answer(data: &[u8], protocol: Protocol) -> Option<Vec<u8>> {
+    let id = data
+        .get(..2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let out = match protocol {
+        Protocol::Udp => dns_handler().answer_udp(data, src_for(id)),
+        _ => dns_handler().answer_tcp(data, src_for(id)),
+    };
     let parsed = parse(data);
     if data.len() < 12 {
-        assert!(out.is_none(), "answered a datagram shorter than a header");
+        assert!(
+            out.is_none(),
+            "answered ({protocol}) a message shorter than a header"
+        );
         return None;
     }
     if let Some(m) = &parsed {
         if m.message_type() == MessageType::Query {
-            assert!(out.is_some(), "no UDP answer to a decodable query");
+            assert!(out.is_some(), "no {protocol} answer to a decodable query");
         } else {
-            assert!(out.is_none(), "answered a response datagram");
+            assert!(out.is_none(), "answered a response over {protocol}");
         }
     }
     let bytes = out?;
     let m = match Message::from_vec(&bytes) {
         Ok(m) => m,
-        Err(e) => panic!("answer_udp sent bytes that do not decode: {e}"),
+        Err(e) => panic!("the {protocol} path sent bytes that do not decode: {e}"),
     };
-    assert_eq!(m.id(), id, "answer_udp changed the id");
+    assert_eq!(m.id(), id, "the {protocol} path changed the id");
     assert_eq!(m.message_type(), MessageType::Response);
-    assert!(bytes.len() <= 65535);
-    let limit = parsed
-        .as_ref()
-        .and_then(|r| r.edns())
-        .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD)) as usize;
+    assert!(
+        bytes.len() <= 65535,
+        "{protocol} message of {} bytes",
+        bytes.len()
+    );
+    let limit = limit_for(parsed.as_ref(), protocol);
     assert!(
         bytes.len() <= limit,
-        "answer_udp sent {} bytes, over the limit {limit}",
+        "the {protocol} path sent {} bytes, over the limit {limit}",
         bytes.len()
     );
     parsed.is_some().then_some(bytes)
 }
 
-/// The TCP path; returns its answer for comparison with `respond()`.
-fn check_answer_tcp(data: &[u8]) -> Option<Vec<u8>> {
-    let id = data.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-    let out = dns_handler().answer_tcp(data, src_for(id));
-    let parsed = parse(data);
-    if data.len() < 12 {
-        assert!(out.is_none(), "answered a message shorter than a header");
-        return None;
-    }
-    if let Some(m) = &parsed {
-        if m.message_type() == MessageType::Query {
-            assert!(out.is_some(), "no TCP answer to a decodable query");
-        } else {
-            assert!(out.is_none(), "answered a response over TCP");
-        }
-    }
-    let bytes = out?;
-    let m = match Message::from_vec(&bytes) {
-        Ok(m) => m,
-        Err(e) => panic!("answer_tcp sent bytes that do not decode: {e}"),
-    };
-    assert_eq!(m.id(), id, "answer_tcp changed the id");
-    assert_eq!(m.message_type(), MessageType::Response);
-    assert!(bytes.len() <= 65535, "TCP message of {} bytes", bytes.len());
-    parsed.is_some().then_some(bytes)
-}
-
 fuzz_target!(|data: &[u8]| {
-    let fast = check_answer_udp(data);
+    let fast = check_answer(data, Protocol::Udp);
     let udp = check_respond(data, Protocol::Udp);
     if let (Some(fast), Some(udp)) = (&fast, &udp) {
         assert_eq!(fast, udp, "answer_udp and respond(UDP) differ");
     }
-    let tcp_path = check_answer_tcp(data);
+    let tcp_path = check_answer(data, Protocol::Tcp);
     let tcp = check_respond(data, Protocol::Tcp);
     if let (Some(a), Some(b)) = (&tcp_path, &tcp) {
         if b.len() <= 65535 {

@@ -234,6 +234,10 @@ pub struct Federation {
     pub refresh: Arc<tokio::sync::Notify>,
     /// Wakes the replicator.
     pub replicate_now: Arc<tokio::sync::Notify>,
+    /// Wakes the steering view when a peer's health changed.
+    pub health_changed: Arc<tokio::sync::Notify>,
+    /// When this agent started (its own mirror's age, for answer TTLs).
+    pub started: std::time::Instant,
     /// This node's load counters.
     pub load: Arc<LoadMeter>,
     /// Open HTTP connections.
@@ -279,6 +283,8 @@ impl Federation {
             catalog,
             refresh,
             replicate_now: Arc::new(tokio::sync::Notify::new()),
+            health_changed: Arc::new(tokio::sync::Notify::new()),
+            started: std::time::Instant::now(),
             load: Arc::new(LoadMeter::default()),
             connections,
             metrics: Arc::new(crate::metrics::Metrics::new()),
@@ -568,6 +574,7 @@ impl Federation {
                 p.probe = p.probe.observe(outcome);
                 if was != p.probe.is_up() {
                     tracing::info!(peer = %p.name, up = p.probe.is_up(), "peer health changed");
+                    self.health_changed.notify_one();
                 }
             }
             let up = peers.values().filter(|p| p.probe.is_up()).count();

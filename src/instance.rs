@@ -304,6 +304,7 @@ impl Instance {
                 app.clone(),
                 limits,
                 connections.clone(),
+                fed.client_rtt.clone(),
                 shutdown_rx.clone(),
             ));
         }
@@ -316,6 +317,7 @@ impl Instance {
                     app.clone(),
                     limits,
                     connections.clone(),
+                    fed.client_rtt.clone(),
                     shutdown_rx.clone(),
                 ));
             }

@@ -119,16 +119,20 @@ async fn client_rtt_reaches_metrics_and_report() {
         own_aggregate(&inst, total)
     })
     .await;
-    eprintln!("client RTT aggregate: {}", serde_json::to_string(&a).unwrap());
+    eprintln!(
+        "client RTT aggregate: {}",
+        serde_json::to_string(&a).unwrap()
+    );
     assert_eq!(a.net, ClientNet::of(IpAddr::from(CLIENT)));
     assert_eq!(a.net.to_string(), "127.0.0.0/24");
     assert!(a.rtt_ms > 0.0 && a.rtt_ms < 100.0, "{a:?}");
     let body = serde_json::to_string(&inst.federation.own_report().unwrap().report).unwrap();
-    assert!(
-        body.contains(r#""client_rtt":[["127.0.0.0/24","#),
-        "{body}"
-    );
+    assert!(body.contains(r#""client_rtt":[["127.0.0.0/24","#), "{body}");
     let text = metrics(&inst).await;
-    assert_eq!(sample(&text, "p2pcdn_client_rtt_networks"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "p2pcdn_client_rtt_networks"),
+        Some(1.0),
+        "{text}"
+    );
     inst.shutdown().await;
 }

@@ -69,9 +69,7 @@ impl ClientRtt {
             return;
         };
         Metrics::count(&self.metrics.client_rtt_samples, "ok");
-        self.metrics
-            .client_rtt_seconds
-            .observe(f64::from(us) / 1e6);
+        self.metrics.client_rtt_seconds.observe(f64::from(us) / 1e6);
         self.agg().record(ip, us, unix_now());
     }
 
@@ -220,7 +218,7 @@ mod tests {
             let mut b = [0u8; 4];
             c.read_exact(&mut b).await.unwrap();
         });
-        let (mut s, peer) = l.accept().await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
         {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut b = [0u8; 4];

@@ -181,7 +181,10 @@ fn validate_bounds() {
             samples: 5,
         })
         .collect();
-    assert_eq!(validate(&many), Err(LatencyError::TooMany(MAX_REPORTED + 1)));
+    assert_eq!(
+        validate(&many),
+        Err(LatencyError::TooMany(MAX_REPORTED + 1))
+    );
     assert_eq!(validate(&many[..MAX_REPORTED]), Ok(()));
 }
 
@@ -218,15 +221,11 @@ fn wire_size() {
 }
 
 fn sample() -> impl Strategy<Value = (IpAddr, u32, u64)> {
-    let v4 = (0u8..4, 0u8..4, any::<u8>())
-        .prop_map(|(b, c, d)| IpAddr::V4(Ipv4Addr::new(10, b, c, d)));
+    let v4 =
+        (0u8..4, 0u8..4, any::<u8>()).prop_map(|(b, c, d)| IpAddr::V4(Ipv4Addr::new(10, b, c, d)));
     let v6 = (0u16..4, any::<u16>())
         .prop_map(|(s, h)| IpAddr::V6(Ipv6Addr::new(0xfd00, 3, s, 0, 0, 0, 0, h)));
-    (
-        prop_oneof![v4, v6],
-        0u32..300_000,
-        0u64..(3 * WINDOW_SECS),
-    )
+    (prop_oneof![v4, v6], 0u32..300_000, 0u64..(3 * WINDOW_SECS))
 }
 
 /// Samples in time order, as they arrive.

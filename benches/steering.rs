@@ -366,6 +366,7 @@ fn federation(n: usize, rng: &mut Rng) -> Federation {
                 .collect(),
             mirrors: SITES.iter().map(|s| (*s).to_string()).collect(),
             rtt_ms,
+            client_rtt: Vec::new(),
             seq,
             issued: ISSUED,
             expires: ISSUED + TTL,

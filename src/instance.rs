@@ -311,6 +311,7 @@ impl Instance {
                 app.clone(),
                 limits,
                 connections.clone(),
+                fed.client_rtt.clone(),
                 shutdown_rx.clone(),
             ));
         }
@@ -323,6 +324,7 @@ impl Instance {
                     app.clone(),
                     limits,
                     connections.clone(),
+                    fed.client_rtt.clone(),
                     shutdown_rx.clone(),
                 ));
             }

@@ -70,6 +70,7 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
             .map(|s| s.hostname.clone())
             .collect(),
         rtt_ms: fed.rtts(),
+        client_rtt: fed.client_rtt.snapshot(),
         seq: millis.max(prev + 1),
         issued: now,
         expires: now + cfg.federation.report_ttl_secs,

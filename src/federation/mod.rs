@@ -244,6 +244,9 @@ pub struct Federation {
     pub connections: Arc<crate::http::listen::ConnCounter>,
     /// Operational metrics of this instance (shared with DNS and HTTP).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Client RTT aggregates: the HTTP(S) listeners feed them, this node's
+    /// report carries their snapshot.
+    pub client_rtt: Arc<crate::http::rtt::ClientRtt>,
 }
 
 impl Federation {
@@ -266,6 +269,7 @@ impl Federation {
         });
         let (http, resolver) = http_client(&cfg)?;
         let to_bind: HashSet<String> = cfg.federation.peers.iter().map(|p| p.url.clone()).collect();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Ok(Self {
             me,
             key,
@@ -287,7 +291,8 @@ impl Federation {
             started: std::time::Instant::now(),
             load: Arc::new(LoadMeter::default()),
             connections,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            client_rtt: Arc::new(crate::http::rtt::ClientRtt::new(metrics.clone())),
+            metrics,
         })
     }
 

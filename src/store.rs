@@ -265,7 +265,40 @@ impl BlobStore {
     /// place (fsync, rename). The caller verified the hash while streaming.
     pub fn commit_partial(&self, h: &BlobHash, part: &Path) -> Result<(), StoreError> {
         let f = File::open(part).map_err(io_err(part))?;
-        self.commit(f, part, h)
+        self.commit(f, part, h)?;
+        let _ = fs::remove_file(self.partial_source_path(h));
+        Ok(())
+    }
+
+    fn partial_source_path(&self, h: &BlobHash) -> PathBuf {
+        self.inner
+            .tmp
+            .join(format!("{}.partial.source", h.to_hex()))
+    }
+
+    /// Who wrote the bytes of the partial download of `h` (recorded by
+    /// [`Self::set_partial_source`]); None if unknown. A partial is only
+    /// ever resumed from the source that wrote it.
+    pub fn partial_source(&self, h: &BlobHash) -> Option<String> {
+        let mut s = String::new();
+        File::open(self.partial_source_path(h))
+            .ok()?
+            .take(512)
+            .read_to_string(&mut s)
+            .ok()?;
+        Some(s)
+    }
+
+    /// Records who writes the partial download of `h`.
+    pub fn set_partial_source(&self, h: &BlobHash, source: &str) -> Result<(), StoreError> {
+        let p = self.partial_source_path(h);
+        fs::write(&p, source).map_err(io_err(&p))
+    }
+
+    /// Removes the partial download of `h` and its source record.
+    pub fn discard_partial(&self, h: &BlobHash) {
+        let _ = fs::remove_file(self.partial_path(h));
+        let _ = fs::remove_file(self.partial_source_path(h));
     }
 
     /// Opens a verified blob of unknown size (its file length is checked by hashing).

@@ -199,8 +199,10 @@ async fn interrupted_download_resumes_and_verifies() {
 
     // Half of the blob arrived before a crash: the download resumes from there.
     let half = big.len() / 2;
+    let src = "the-peer";
     std::fs::write(mirror.partial_path(&h), &big[..half]).unwrap();
-    p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, h, size)
+    mirror.set_partial_source(&h, src).unwrap();
+    p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, src, h, size)
         .await
         .unwrap();
     assert_eq!(std::fs::read(mirror.blob_path(&h)).unwrap(), big);
@@ -212,23 +214,36 @@ async fn interrupted_download_resumes_and_verifies() {
     let mut wrong = big[..half].to_vec();
     wrong[10] ^= 1;
     std::fs::write(mirror.partial_path(&h), &wrong).unwrap();
-    let err = p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, h, size)
+    mirror.set_partial_source(&h, src).unwrap();
+    let err = p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, src, h, size)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("wrong bytes"), "{err}");
     assert!(!mirror.partial_path(&h).exists(), "bad partial discarded");
     assert!(!mirror.contains(&h, size), "nothing committed");
     // The next attempt starts over and succeeds.
-    p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, h, size)
+    p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, src, h, size)
+        .await
+        .unwrap();
+    assert!(mirror.open_verified(&h, size).is_ok());
+
+    // A partial written by another source is never resumed: it is
+    // discarded and the download starts over from this source.
+    std::fs::remove_file(mirror.blob_path(&h)).unwrap();
+    std::fs::write(mirror.partial_path(&h), &big[..half]).unwrap();
+    mirror.set_partial_source(&h, "another-peer").unwrap();
+    p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, src, h, size)
         .await
         .unwrap();
     assert!(mirror.open_verified(&h, size).is_ok());
 
     // A peer that claims a blob it does not have: a clear error, nothing stored.
     let missing = BlobHash::of(b"nobody has this");
-    let err = p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, missing, 15)
+    let err = p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, src, missing, 15)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("404"), "{err}");
     assert!(!mirror.contains(&missing, 15));
     inst.shutdown().await;

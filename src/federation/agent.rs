@@ -128,28 +128,17 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         std::collections::HashSet::<String>::new(),
     ));
     loop {
-        // Bind URLs we learned (bootstrap peers, URLs named in reports).
-        let urls: Vec<String> = fed
-            .to_bind
-            .lock()
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default();
-        let bound_urls: Vec<String> = fed.peers().into_iter().map(|p| p.url).collect();
+        // Bind URLs we learned (bootstrap peers, URLs named in reports): a
+        // few per round, from a bounded queue (`bindq`).
         let mut binds = JoinSet::new();
-        for url in urls
-            .into_iter()
-            .filter(|u| !bound_urls.contains(u) && *u != fed.url)
-        {
+        for url in fed.binds_due(super::bindq::BINDS_PER_ROUND) {
             let fed = fed.clone();
             binds.spawn(async move {
-                match fed.bind(&url).await {
-                    Ok(_) => {
-                        if let Ok(mut t) = fed.to_bind.lock() {
-                            t.remove(&url);
-                        }
-                    }
-                    Err(e) => tracing::debug!(%url, error = %e, "binding failed; will retry"),
+                let r = fed.bind(&url).await;
+                if let Err(e) = &r {
+                    tracing::debug!(%url, error = %e, "binding failed");
                 }
+                fed.bind_finished(&url, r.is_ok());
             });
         }
         while binds.join_next().await.is_some() {}

@@ -3,8 +3,12 @@
 //!
 //! Trust model (DESIGN.md §3): a peer's node key is bound to its DNS name by
 //! fetching `/.well-known/p2pcdn/v1/node` over a TLS connection verified for
-//! that name; reports are accepted only from bound keys, only with a higher
-//! sequence than held, and only until they expire. Manifests are accepted only
+//! that name, with the peer signing a fresh challenge with that key
+//! ([`binding`]); a binding changes only on a new such proof. Reports are
+//! accepted only from bound keys, only with a higher sequence than held, and
+//! only until they expire; reports from keys nobody vouches for (not bound,
+//! not authorized by a manifest held) are not stored and cost at most a few
+//! signature checks per bundle ([`UNVOUCHED_PER_BUNDLE`]). Manifests are accepted only
 //! for configured sites, verified with the pinned owner key (`ingest`).
 //! Everything is verified before it is stored or relayed.
 //!
@@ -12,8 +16,11 @@
 //! expire within seconds anyway); manifests and blobs persist in `db`/`store`.
 
 pub mod agent;
+pub mod binding;
+pub mod bindq;
 pub mod probe;
 pub mod replicate;
+pub mod sources;
 pub mod view;
 pub mod wire;
 
@@ -34,7 +41,9 @@ use crate::keys::{PublicKey, SecretKey};
 use crate::manifest::{self, ManifestError};
 use crate::report::{self, VerifiedReport};
 use crate::store::BlobStore;
+use bindq::{BindQueue, Offer};
 use probe::ProbeState;
+use sources::SourceBook;
 use wire::{Bundle, Digest, NodeDoc};
 
 /// Federation setup errors.
@@ -209,6 +218,19 @@ pub fn http_client(cfg: &Config) -> Result<(reqwest::Client, Arc<PeerResolver>),
     Ok((http, resolver))
 }
 
+/// Reports from unvouched keys verified per bundle, at most.
+pub const UNVOUCHED_PER_BUNDLE: usize = 8;
+/// Reports of unbound (manifest-authorized) keys held while binding, at most.
+pub const UNBOUND_HELD: usize = 1_000;
+
+/// Unix time in milliseconds.
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// The federation agent's shared state.
 pub struct Federation {
     /// This node's key.
@@ -222,10 +244,13 @@ pub struct Federation {
     http: reqwest::Client,
     resolver: Arc<PeerResolver>,
     peers: RwLock<HashMap<PublicKey, Peer>>,
-    /// Reports from keys not yet bound, waiting for binding.
+    /// Reports from keys not yet bound but authorized by a manifest we
+    /// hold, waiting for binding (at most [`UNBOUND_HELD`]).
     unbound: Mutex<HashMap<PublicKey, VerifiedReport>>,
     /// URLs still to bind (bootstrap peers and URLs learned from reports).
-    to_bind: Mutex<HashSet<String>>,
+    to_bind: Mutex<BindQueue>,
+    /// Blob pull outcomes per source (back-off of misbehaving sources).
+    sources: Mutex<SourceBook>,
     own_report: RwLock<Option<VerifiedReport>>,
     db: Arc<Db>,
     store: BlobStore,
@@ -268,7 +293,7 @@ impl Federation {
             Some(p) => format!("https://{}:{p}", cfg.node.name),
         });
         let (http, resolver) = http_client(&cfg)?;
-        let to_bind: HashSet<String> = cfg.federation.peers.iter().map(|p| p.url.clone()).collect();
+        let to_bind = BindQueue::new(cfg.federation.peers.iter().map(|p| p.url.clone()));
         let metrics = Arc::new(crate::metrics::Metrics::new());
         Ok(Self {
             me,
@@ -281,6 +306,7 @@ impl Federation {
             peers: RwLock::new(HashMap::new()),
             unbound: Mutex::new(HashMap::new()),
             to_bind: Mutex::new(to_bind),
+            sources: Mutex::new(SourceBook::default()),
             own_report: RwLock::new(None),
             db,
             store,
@@ -296,12 +322,14 @@ impl Federation {
         })
     }
 
-    /// This node's identity document.
-    pub fn node_doc(&self) -> NodeDoc {
+    /// This node's identity document; with a binder's `challenge`, signed
+    /// as proof of possession of the node key ([`binding`]).
+    pub fn node_doc(&self, challenge: Option<&binding::Nonce>) -> NodeDoc {
         NodeDoc {
             name: self.name.clone(),
             key: self.me.to_string(),
             url: self.url.clone(),
+            proof: challenge.map(|n| binding::prove(&self.key, n, &self.name, &self.url)),
         }
     }
 
@@ -326,12 +354,18 @@ impl Federation {
         &self.cfg
     }
 
-    /// Binds `url`'s host to the node key served there over verified TLS.
+    /// Binds `url`'s host to the node key served there over verified TLS,
+    /// once the peer signed a fresh challenge with that key. A key already
+    /// bound elsewhere moves only on such a proof (never on a report).
     pub async fn bind(&self, url: &str) -> Result<PublicKey, String> {
         let (url, host) = normalize_url(url)?;
+        let nonce = binding::Nonce::random();
         let doc: NodeDoc = self
             .http
-            .get(format!("{url}/.well-known/p2pcdn/v1/node"))
+            .get(format!(
+                "{url}/.well-known/p2pcdn/v1/node?challenge={}",
+                nonce.encode()
+            ))
             .timeout(Duration::from_secs(3))
             .send()
             .await
@@ -352,11 +386,28 @@ impl Federation {
         if key == self.me {
             return Err(format!("{url} is this node"));
         }
+        let Some(proof) = doc.proof.as_deref() else {
+            return Err(format!(
+                "{url}: the node document carries no proof of possession of its key \
+                 (a peer older than binding proofs, or not a p2pcdn node); not bound"
+            ));
+        };
+        if !binding::check(&key, &nonce, &doc.name, &doc.url, proof) {
+            tracing::warn!(%url, claimed_key = %key, "binding refused: the peer could not prove it holds the node key it names");
+            return Err(format!(
+                "{url}: proof of possession of {key} does not verify"
+            ));
+        }
         let fresh = {
             let Ok(mut peers) = self.peers.write() else {
                 return Err("peer table poisoned".into());
             };
             let fresh = !peers.contains_key(&key);
+            if let Some(old) = peers.get(&key) {
+                if old.name != host || old.url != url {
+                    tracing::warn!(key = %key, from = %old.url, to = %url, "bound node key moved to another name (the key holder proved it)");
+                }
+            }
             let entry = peers.entry(key).or_insert_with(|| Peer {
                 key,
                 name: host.clone(),
@@ -375,13 +426,16 @@ impl Federation {
         // A report that arrived before binding can be accepted now.
         let waiting = self.unbound.lock().ok().and_then(|mut u| u.remove(&key));
         if let Some(r) = waiting {
-            self.accept_report(r);
+            self.accept_report(r, true);
         }
         Ok(key)
     }
 
     /// Records a verified report (sequence, binding and name checks here).
-    fn accept_report(&self, r: VerifiedReport) -> bool {
+    /// `vouched`: an unbound key is authorized by a manifest we hold, so its
+    /// report is held until the binding succeeds; other unbound reports
+    /// only offer their URL to the bind queue.
+    fn accept_report(&self, r: VerifiedReport, vouched: bool) -> bool {
         let rep = &r.report;
         if rep.node == self.me {
             return false;
@@ -393,12 +447,13 @@ impl Federation {
                 return false;
             }
         };
-        self.resolver.learn(&host, &rep.addresses);
         let Ok(mut peers) = self.peers.write() else {
             return false;
         };
         match peers.get_mut(&rep.node) {
             Some(p) if p.name == host && p.url == url => {
+                // Only the key bound to a name says where that name lives.
+                self.resolver.learn(&host, &rep.addresses);
                 let held = p.report.as_ref().map_or(0, |o| o.report.seq);
                 if rep.seq <= held {
                     tracing::trace!(peer = %p.name, seq = rep.seq, held, "stale or replayed report dropped");
@@ -412,14 +467,27 @@ impl Federation {
                 false
             }
             None => {
+                // A stranger may name a bound peer's host: it must not
+                // redirect connections to that peer.
+                let host_bound = peers.values().any(|p| p.name == host);
                 drop(peers);
-                if let Ok(mut tb) = self.to_bind.lock() {
-                    tb.insert(url);
+                let offer = self
+                    .to_bind
+                    .lock()
+                    .map(|mut tb| tb.offer(&url, &host, unix_millis()))
+                    .unwrap_or(Offer::Full);
+                if offer == Offer::Queued && !host_bound {
+                    self.resolver.learn(&host, &rep.addresses);
                 }
-                if let Ok(mut u) = self.unbound.lock() {
-                    let newer = u.get(&rep.node).is_none_or(|o| o.report.seq < rep.seq);
-                    if newer && u.len() < 10_000 {
-                        u.insert(rep.node, r);
+                if offer != Offer::Queued && offer != Offer::Known {
+                    tracing::debug!(%url, ?offer, "URL from an unbound key's report not queued for binding");
+                }
+                if vouched {
+                    if let Ok(mut u) = self.unbound.lock() {
+                        let newer = u.get(&rep.node).is_none_or(|o| o.report.seq < rep.seq);
+                        if newer && (u.len() < UNBOUND_HELD || u.contains_key(&rep.node)) {
+                            u.insert(rep.node, r);
+                        }
                     }
                 }
                 false
@@ -481,10 +549,29 @@ impl Federation {
         b
     }
 
+    /// Keys authorized as mirrors by a manifest we hold (newest or served).
+    fn manifest_keys(&self) -> HashSet<PublicKey> {
+        let cat = self.catalog.load();
+        cat.sites()
+            .flat_map(|s| [s.newest.as_ref(), s.current.as_ref()])
+            .flatten()
+            .flat_map(|m| m.manifest.mirrors.iter().copied())
+            .collect()
+    }
+
     /// Verifies and takes in a bundle from a peer. Returns (manifests accepted, reports accepted).
+    ///
+    /// Work per report is bounded before any signature check: a report
+    /// whose `seq` is not newer than the one held is skipped after a peek;
+    /// a report from a key nobody vouches for (not bound, not authorized by
+    /// a manifest we hold) is verified only for the first
+    /// [`UNVOUCHED_PER_BUNDLE`] of the bundle, and then only offers its URL
+    /// to the bounded bind queue, never stored.
     pub fn ingest_bundle(&self, b: &Bundle) -> (usize, usize) {
         let now = unix_now();
         let mut nr = 0;
+        let mut unvouched_budget = UNVOUCHED_PER_BUNDLE;
+        let manifest_keys = self.manifest_keys();
         for r in b.reports.iter().take(10_000) {
             let Ok(bytes) = STANDARD.decode(r.as_bytes()) else {
                 tracing::debug!("undecodable report dropped");
@@ -492,13 +579,22 @@ impl Federation {
             };
             // Cheap pre-check: skip the signature work for reports that are
             // not newer than what we hold (the common case in gossip).
-            if let Some((node, seq)) = report::peek(&bytes) {
-                if node == self.me || self.known_seq(&node) >= seq {
+            let Some((node, seq)) = report::peek(&bytes) else {
+                tracing::debug!("unreadable report dropped");
+                continue;
+            };
+            if node == self.me || self.known_seq(&node) >= seq {
+                continue;
+            }
+            let vouched = manifest_keys.contains(&node) || self.is_bound(&node);
+            if !vouched {
+                if unvouched_budget == 0 {
                     continue;
                 }
+                unvouched_budget -= 1;
             }
             match report::verify(&bytes, now) {
-                Ok(v) => nr += usize::from(self.accept_report(v)),
+                Ok(v) => nr += usize::from(self.accept_report(v, vouched)),
                 Err(e) => tracing::debug!(error = %e, "report refused"),
             }
         }
@@ -534,6 +630,67 @@ impl Federation {
             Err(IngestError::Manifest(ManifestError::NotNewer { .. })) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn is_bound(&self, node: &PublicKey) -> bool {
+        self.peers.read().is_ok_and(|p| p.contains_key(node))
+    }
+
+    /// Whether a blob source is not backed off.
+    pub fn source_usable(&self, key: &PublicKey) -> bool {
+        self.sources
+            .lock()
+            .map(|s| s.usable(key, unix_millis()))
+            .unwrap_or(true)
+    }
+
+    /// Whether a source already delivered verified bytes of `site`.
+    pub fn source_delivered(&self, key: &PublicKey, site: &str) -> bool {
+        self.sources.lock().is_ok_and(|s| s.delivered(key, site))
+    }
+
+    /// Records a verified blob delivery from `key` for `site`.
+    pub fn source_succeeded(&self, key: &PublicKey, site: &str) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.success(key, site);
+        }
+    }
+
+    /// Records a failed pull from `key`; returns its back-off.
+    pub fn source_failed(&self, key: &PublicKey) -> Duration {
+        self.sources
+            .lock()
+            .map(|mut s| s.failure(key, unix_millis()))
+            .unwrap_or(sources::BASE_BACKOFF)
+    }
+
+    /// Up to `max` URLs due for a binding attempt (bound ones are dropped).
+    fn binds_due(&self, max: usize) -> Vec<String> {
+        let bound: HashSet<String> = self.peers().into_iter().map(|p| p.url).collect();
+        let Ok(mut q) = self.to_bind.lock() else {
+            return vec![];
+        };
+        for u in q.due(unix_millis(), usize::MAX) {
+            if bound.contains(&u) || u == self.url {
+                q.done(&u);
+            }
+        }
+        q.due(unix_millis(), max)
+    }
+
+    fn bind_finished(&self, url: &str, ok: bool) {
+        if let Ok(mut q) = self.to_bind.lock() {
+            if ok {
+                q.done(url);
+            } else {
+                q.failed(url, unix_millis());
+            }
+        }
+    }
+
+    /// URLs waiting to be bound.
+    pub fn bind_queue_len(&self) -> usize {
+        self.to_bind.lock().map_or(0, |q| q.len())
     }
 
     /// Newest report sequence held for a node (0 if none).

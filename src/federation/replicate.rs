@@ -118,7 +118,7 @@ async fn replicate_once(fed: &Arc<Federation>, notified: bool, slow_round: bool)
             .filter(|(h, s)| !fed.store.contains(h, *s))
             .collect();
         if !missing.is_empty() {
-            let sources = sources_for(fed, &site.hostname, row.version, now);
+            let sources = sources_for(fed, &site.hostname, row.version, &vm.manifest.mirrors, now);
             if sources.0.is_empty() {
                 tracing::debug!(site = %site.hostname, "no healthy peer holds this site yet");
                 continue;
@@ -140,16 +140,30 @@ async fn replicate_once(fed: &Arc<Federation>, notified: bool, slow_round: bool)
                 .map(|(i, (h, size))| {
                 let fed = fed.clone();
                 let sources = sources.clone();
+                let site = site.hostname.clone();
                 async move {
                     for k in source_order(sources.0.len(), sources.1, i) {
                         let Some(p) = sources.0.get(k) else { continue };
-                        let pulled = fetch_blob(&fed.http, &fed.store, &p.url, h, size).await;
+                        // Another job may have caught this source misbehaving.
+                        if !fed.source_usable(&p.key) {
+                            continue;
+                        }
+                        let pulled =
+                            fetch_blob(&fed.http, &fed.store, &p.url, &p.key.to_string(), h, size)
+                                .await;
                         crate::metrics::Metrics::count(
                             &fed.metrics.blob_pulls,
                             if pulled.is_ok() { "ok" } else { "failed" },
                         );
                         match pulled {
-                            Ok(()) => return true,
+                            Ok(()) => {
+                                fed.source_succeeded(&p.key, &site);
+                                return true;
+                            }
+                            Err(e) if e.blames_source() => {
+                                let backoff = fed.source_failed(&p.key);
+                                tracing::warn!(blob = %h.short(), peer = %p.name, error = %e, backoff_s = backoff.as_secs(), "blob pull failed: source misbehaved; skipping it for a while");
+                            }
                             Err(e) => tracing::warn!(blob = %h.short(), peer = %p.name, error = %e, "blob pull failed; trying another peer"),
                         }
                     }
@@ -206,16 +220,30 @@ pub fn source_order(n: usize, m: usize, job: usize) -> impl Iterator<Item = usiz
         .chain((0..rest).map(move |k| m + (job + k) % rest))
 }
 
-/// Healthy peers (last probe answered) that report holding the site, best
-/// first, and how many of
-/// them (a prefix) hold exactly `version`.
-fn sources_for(fed: &Federation, site: &str, version: u64, now: u64) -> (Vec<Peer>, usize) {
+/// Healthy peers (last probe answered) that report holding the site and
+/// may be asked for it (authorized by `mirrors`, the manifest being
+/// replicated, or already delivered verified bytes of the site; not backed
+/// off after a failed pull, see [`super::sources`]), best first, and how many
+/// of them (a prefix) hold exactly `version`. Order: holders of `version`
+/// first, then by measured RTT, then by self-reported load (a claim, so it
+/// only breaks ties).
+fn sources_for(
+    fed: &Federation,
+    site: &str,
+    version: u64,
+    mirrors: &[crate::keys::PublicKey],
+    now: u64,
+) -> (Vec<Peer>, usize) {
     let mut v: Vec<(bool, f64, f64, Peer)> = fed
         .peers()
         .into_iter()
         // A peer whose last probe missed is skipped even while it still
         // counts as up: its blob requests would wait for HEADERS_TIMEOUT.
         .filter(|p| p.healthy(now) && !p.probe.last_missed())
+        .filter(|p| {
+            super::sources::eligible(mirrors, &p.key, fed.source_delivered(&p.key, site))
+                && fed.source_usable(&p.key)
+        })
         .filter_map(|p| {
             let r = p.report.as_ref()?;
             let held = p.holds(site, now)?;
@@ -225,32 +253,107 @@ fn sources_for(fed: &Federation, site: &str, version: u64, now: u64) -> (Vec<Pee
         .collect();
     v.sort_by(|a, b| {
         a.0.cmp(&b.0)
-            .then(a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1)))
+            .then(a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)))
     });
     let m = v.iter().take_while(|x| !x.0).count();
     (v.into_iter().map(|x| x.3).collect(), m)
 }
 
-/// Downloads one blob from `url`, resuming a partial file, hashing while
-/// streaming; commits it to the store only if size and BLAKE3 match.
+/// Why a blob pull failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PullError {
+    /// No response headers within the deadline.
+    #[error("no response within {0} s")]
+    NoResponse(u64),
+    /// Connection or protocol failure.
+    #[error("{0}")]
+    Transport(String),
+    /// The source answered with an error status (404: it lacks the blob).
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// The source sent slower than the minimum rate (a stall or a trickle).
+    #[error("source too slow: {bytes} bytes in {millis} ms (minimum {min} B/s after the first {grace_ms} ms)", min = super::sources::MIN_PULL_RATE, grace_ms = super::sources::PULL_GRACE.as_millis())]
+    TooSlow {
+        /// Bytes received in this response.
+        bytes: u64,
+        /// Time since the request was sent.
+        millis: u64,
+    },
+    /// More bytes than the manifest's size.
+    #[error("peer sent more than {0} bytes")]
+    TooLong(u64),
+    /// The body ended early (the partial file is kept for the same source).
+    #[error("truncated: {have} of {size} bytes (will resume from the same source)")]
+    Truncated {
+        /// Bytes held.
+        have: u64,
+        /// Expected size.
+        size: u64,
+    },
+    /// The bytes do not hash to the blob's hash.
+    #[error("peer sent wrong bytes: hash {got} instead of {want}")]
+    WrongBytes {
+        /// Hash of what arrived (short form).
+        got: String,
+        /// Expected hash (short form).
+        want: String,
+    },
+    /// A local file-system failure (not the source's fault).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl PullError {
+    /// Whether the failure is the source's doing (stall, trickle, bad or
+    /// extra bytes, no answer, connection failure) and it should be backed
+    /// off. A 404 is not: peers holding an older version are asked for shared
+    /// blobs and may lack new ones (lying holders are caught by spot-checks).
+    pub fn blames_source(&self) -> bool {
+        match self {
+            Self::Local(_) => false,
+            Self::Status(s) => *s != 404,
+            _ => true,
+        }
+    }
+}
+
+/// Downloads one blob from `url`, resuming a partial file only if `source`
+/// (the peer's key) wrote it, hashing while streaming; commits it to the
+/// store only if size and BLAKE3 match. The transfer must keep an average of
+/// [`super::sources::MIN_PULL_RATE`] after [`super::sources::PULL_GRACE`],
+/// which also bounds its total time.
 pub async fn fetch_blob(
     http: &reqwest::Client,
     store: &crate::store::BlobStore,
     url: &str,
+    source: &str,
     h: BlobHash,
     size: u64,
-) -> Result<(), String> {
+) -> Result<(), PullError> {
+    use super::sources::too_slow;
     let part = store.partial_path(&h);
     let store = store.clone();
     let part2 = part.clone();
-    // Re-hash what an interrupted download left behind.
+    let store2 = store.clone();
+    let source2 = source.to_string();
+    // Re-hash what an interrupted download from the same source left
+    // behind; bytes another source wrote are discarded, so a bad source can
+    // never make a good one look bad.
     let (hasher, have) = tokio::task::spawn_blocking(move || -> (blake3::Hasher, u64) {
         let mut hasher = blake3::Hasher::new();
+        if store2.partial_source(&h).as_deref() != Some(source2.as_str()) {
+            if part2.exists() {
+                tracing::info!(blob = %h.short(), "discarding a partial download written by another source");
+            }
+            store2.discard_partial(&h);
+            return (hasher, 0);
+        }
         match std::fs::File::open(&part2) {
             Ok(f) => match hasher.update_reader(f).map(|h| h.count()) {
                 Ok(n) if n <= size => (hasher, n),
                 _ => {
-                    let _ = std::fs::remove_file(&part2);
+                    store2.discard_partial(&h);
                     (blake3::Hasher::new(), 0)
                 }
             },
@@ -258,9 +361,10 @@ pub async fn fetch_blob(
         }
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| PullError::Local(e.to_string()))?;
     let mut hasher = hasher;
     let mut have = have;
+    let started = tokio::time::Instant::now();
     let mut req = http
         .get(format!("{url}/.well-known/p2pcdn/v1/blob/{h}"))
         .timeout(Duration::from_secs(3600));
@@ -271,23 +375,28 @@ pub async fn fetch_blob(
     // into a partition would otherwise wait for the whole-request timeout.
     let resp = tokio::time::timeout(HEADERS_TIMEOUT, req.send())
         .await
-        .map_err(|_| format!("no response within {} s", HEADERS_TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| PullError::NoResponse(HEADERS_TIMEOUT.as_secs()))?
+        .map_err(|e| PullError::Transport(e.to_string()))?;
     let status = resp.status();
+    let local = |e: std::io::Error| PullError::Local(format!("{}: {e}", part.display()));
     let file = if status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0 {
         tokio::fs::OpenOptions::new()
             .append(true)
             .open(&part)
             .await
-            .map_err(|e| format!("{}: {e}", part.display()))?
+            .map_err(local)?
     } else if status.is_success() {
         hasher = blake3::Hasher::new();
         have = 0;
-        tokio::fs::File::create(&part)
+        let f = tokio::fs::File::create(&part).await.map_err(local)?;
+        let (st, src, hh) = (store.clone(), source.to_string(), h);
+        tokio::task::spawn_blocking(move || st.set_partial_source(&hh, &src))
             .await
-            .map_err(|e| format!("{}: {e}", part.display()))?
+            .map_err(|e| PullError::Local(e.to_string()))?
+            .map_err(|e| PullError::Local(e.to_string()))?;
+        f
     } else {
-        return Err(format!("HTTP {status}"));
+        return Err(PullError::Status(status.as_u16()));
     };
     if have > 0 {
         tracing::info!(blob = %h.short(), resumed_at = have, "resuming partial download");
@@ -297,42 +406,53 @@ pub async fn fetch_blob(
     // of the blob whatever is lost unflushed, so resuming remains correct.
     let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut stream = resp.bytes_stream();
-    let idle = Duration::from_secs(30);
+    let mut received: u64 = 0;
     loop {
-        let next = tokio::time::timeout(idle, stream.next())
-            .await
-            .map_err(|_| "peer stalled for 30 s".to_string())?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        have += chunk.len() as u64;
-        if have > size {
-            drop(file);
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(format!("peer sent more than {size} bytes"));
+        // Wake at least every 250 ms, so a source that sends nothing is
+        // measured against the minimum rate too.
+        let next = tokio::time::timeout(Duration::from_millis(250), stream.next()).await;
+        match next {
+            Ok(None) => break,
+            Ok(Some(chunk)) => {
+                let chunk = chunk.map_err(|e| PullError::Transport(e.to_string()))?;
+                have += chunk.len() as u64;
+                received += chunk.len() as u64;
+                if have > size {
+                    drop(file);
+                    store.discard_partial(&h);
+                    return Err(PullError::TooLong(size));
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(local)?;
+            }
+            Err(_) => {}
         }
-        hasher.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| format!("{}: {e}", part.display()))?;
+        let elapsed = started.elapsed();
+        if have < size && too_slow(received, elapsed) {
+            let _ = file.flush().await;
+            return Err(PullError::TooSlow {
+                bytes: received,
+                millis: elapsed.as_millis() as u64,
+            });
+        }
     }
-    file.flush().await.map_err(|e| e.to_string())?;
+    file.flush().await.map_err(local)?;
     drop(file);
     if have < size {
-        return Err(format!("truncated: {have} of {size} bytes (will resume)"));
+        return Err(PullError::Truncated { have, size });
     }
     let got = BlobHash::from(hasher.finalize());
     if got != h {
-        let _ = tokio::fs::remove_file(&part).await;
-        return Err(format!(
-            "peer sent wrong bytes: hash {} instead of {}",
-            got.short(),
-            h.short()
-        ));
+        store.discard_partial(&h);
+        return Err(PullError::WrongBytes {
+            got: got.short().to_string(),
+            want: h.short().to_string(),
+        });
     }
     tokio::task::spawn_blocking(move || store.commit_partial(&h, &part))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| PullError::Local(e.to_string()))?
+        .map_err(|e| PullError::Local(e.to_string()))
 }
 
 #[cfg(test)]

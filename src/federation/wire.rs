@@ -18,6 +18,11 @@ pub struct NodeDoc {
     pub key: String,
     /// HTTPS base URL.
     pub url: String,
+    /// Proof of possession of `key`: standard base64 of its signature over
+    /// the binder's challenge (`federation::binding`). Present only when the
+    /// request carried `?challenge=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 /// What a node holds: newest manifest version per site it knows (0 = knows

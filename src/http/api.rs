@@ -37,12 +37,25 @@ fn no_federation() -> Response {
         .into_response()
 }
 
-/// `GET /node`: name, key and URL of this node.
-pub async fn node(State(st): State<AppState>) -> Response {
-    match &st.fed {
-        Some(f) => ([(header::CACHE_CONTROL, "no-store")], Json(f.node_doc())).into_response(),
-        None => no_federation(),
-    }
+/// `GET /node[?challenge=<nonce>]`: name, key and URL of this node; with a
+/// challenge, signed with the node key (binding proof).
+pub async fn node(State(st): State<AppState>, uri: axum::http::Uri) -> Response {
+    let Some(f) = &st.fed else {
+        return no_federation();
+    };
+    let challenge = uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("challenge=")));
+    let nonce = match challenge.map(crate::federation::binding::Nonce::parse) {
+        None => None,
+        Some(Some(n)) => Some(n),
+        Some(None) => return (StatusCode::BAD_REQUEST, "bad challenge\n").into_response(),
+    };
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(f.node_doc(nonce.as_ref())),
+    )
+        .into_response()
 }
 
 /// `GET /.well-known/p2pcdn/<site>.key`: the owner key this node pins for a

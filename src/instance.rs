@@ -255,7 +255,7 @@ impl Instance {
             connections: connections.clone(),
             load: fed.load.clone(),
             fed: Some(fed.clone()),
-            gossip_slots: Arc::new(tokio::sync::Semaphore::new(16)),
+            intake: Arc::new(http::intake::Intake::new(Default::default())),
             metrics: fed.metrics.clone(),
         });
         // The first steering view is built before DNS answers anything, so a

@@ -339,10 +339,13 @@ async fn probe_all(fed: &Arc<Federation>, peers: Vec<Peer>, timeout: Duration) {
 /// Probe rounds between spot-checks.
 const SPOT_CHECK_EVERY: u64 = 5;
 
-/// Asks every peer that claims to hold the newest version of a site for the
-/// first byte of a random blob of that version; a peer that does not have it
-/// is lying (or broken) and its claim is ignored for ten minutes.
+/// Asks every peer that claims to hold the newest version of a site for
+/// real bytes of a random blob of that version and verifies them
+/// ([`super::holding`]); wrong bytes, or repeated failures of any kind
+/// (404, short body, timeout), make this node ignore the peer's claim for
+/// the site for a while, which takes it out of the site's answers.
 pub async fn spot_check(fed: &Arc<Federation>) {
+    use super::holding::{self, Outcome, Plan};
     let now = unix_now();
     let cat = fed.catalog.load_full();
     let mut checks = JoinSet::new();
@@ -355,32 +358,98 @@ pub async fn spot_check(fed: &Arc<Federation>) {
             if p.holds(&site, now) != Some(m.manifest.version) || !p.healthy(now) {
                 continue;
             }
-            let blobs = m.blobs();
-            let Some((h, _)) = ({
+            let blobs: Vec<_> = m.blobs().into_iter().filter(|(_, s)| *s > 0).collect();
+            let (pick, r1, r2) = {
                 let mut rng = rand::rng();
-                blobs.choose(&mut rng).copied()
-            }) else {
+                (
+                    blobs.choose(&mut rng).copied(),
+                    rand::Rng::random::<u64>(&mut rng),
+                    rand::Rng::random::<u64>(&mut rng),
+                )
+            };
+            let Some((h, size)) = pick else {
+                continue;
+            };
+            let held = fed.store.contains(&h, size);
+            let Some(plan) = holding::plan(size, held, r1, r2) else {
                 continue;
             };
             let fed = fed.clone();
             let p = p.clone();
             checks.spawn(async move {
-                let r = fed
-                    .http
-                    .get(format!("{}/.well-known/p2pcdn/v1/blob/{h}", p.url))
-                    .header("range", "bytes=0-0")
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                if let Ok(r) = r {
-                    if r.status() == reqwest::StatusCode::NOT_FOUND {
-                        fed.distrust(&p.key, &site, 600);
-                    }
-                }
+                let outcome = check_holding(&fed, &p.url, h, size, plan).await;
+                fed.holding_checked(&p.key, &site, &outcome);
             });
         }
     }
     while checks.join_next().await.is_some() {}
+
+    /// One check: fetch, then verify against the hash or the local copy.
+    async fn check_holding(
+        fed: &Federation,
+        url: &str,
+        h: crate::hash::BlobHash,
+        size: u64,
+        plan: Plan,
+    ) -> Outcome {
+        let (range, want_len) = match plan {
+            Plan::Whole => (None, size),
+            Plan::Range { start, len } => (Some(format!("bytes={start}-{}", start + len - 1)), len),
+        };
+        let mut req = fed
+            .http
+            .get(format!("{url}/.well-known/p2pcdn/v1/blob/{h}"))
+            .timeout(Duration::from_secs(3));
+        if let Some(r) = &range {
+            req = req.header("range", r);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let want_status = if range.is_some() {
+            reqwest::StatusCode::PARTIAL_CONTENT
+        } else {
+            reqwest::StatusCode::OK
+        };
+        if resp.status() != want_status {
+            return Outcome::Failed(format!("HTTP {}", resp.status()));
+        }
+        let body = match read_limited(resp, want_len as usize).await {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(e),
+        };
+        if body.len() as u64 != want_len {
+            return Outcome::Failed(format!("{} of {want_len} bytes", body.len()));
+        }
+        let good = match plan {
+            Plan::Whole => crate::hash::BlobHash::of(&body) == h,
+            Plan::Range { start, len } => {
+                let store = fed.store.clone();
+                let local = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                    use std::io::{Read, Seek, SeekFrom};
+                    let mut f = store
+                        .open_verified(&h, size)
+                        .map_err(std::io::Error::other)?;
+                    f.seek(SeekFrom::Start(start))?;
+                    let mut buf = Vec::with_capacity(len as usize);
+                    f.take(len).read_to_end(&mut buf)?;
+                    Ok(buf)
+                })
+                .await;
+                match local {
+                    Ok(Ok(l)) => l == body,
+                    // Our own copy is unreadable: no verdict on the peer.
+                    _ => return Outcome::Passed,
+                }
+            }
+        };
+        if good {
+            Outcome::Passed
+        } else {
+            Outcome::WrongBytes
+        }
+    }
 }
 
 #[cfg(test)]

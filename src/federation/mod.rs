@@ -18,6 +18,7 @@
 pub mod agent;
 pub mod binding;
 pub mod bindq;
+pub mod holding;
 pub mod probe;
 pub mod replicate;
 pub mod sources;
@@ -251,6 +252,8 @@ pub struct Federation {
     to_bind: Mutex<BindQueue>,
     /// Blob pull outcomes per source (back-off of misbehaving sources).
     sources: Mutex<SourceBook>,
+    /// Consecutive failed proof-of-holding checks per (peer, site).
+    holding: Mutex<HashMap<(PublicKey, String), u32>>,
     own_report: RwLock<Option<VerifiedReport>>,
     db: Arc<Db>,
     store: BlobStore,
@@ -307,6 +310,7 @@ impl Federation {
             unbound: Mutex::new(HashMap::new()),
             to_bind: Mutex::new(to_bind),
             sources: Mutex::new(SourceBook::default()),
+            holding: Mutex::new(HashMap::new()),
             own_report: RwLock::new(None),
             db,
             store,
@@ -568,12 +572,17 @@ impl Federation {
     /// [`UNVOUCHED_PER_BUNDLE`] of the bundle, and then only offers its URL
     /// to the bounded bind queue, never stored.
     pub fn ingest_bundle(&self, b: &Bundle) -> (usize, usize) {
+        self.ingest_docs(&b.manifests, &b.reports)
+    }
+
+    /// [`Self::ingest_bundle`] on borrowed documents.
+    pub fn ingest_docs<S: AsRef<str>>(&self, manifests: &[S], reports: &[S]) -> (usize, usize) {
         let now = unix_now();
         let mut nr = 0;
         let mut unvouched_budget = UNVOUCHED_PER_BUNDLE;
         let manifest_keys = self.manifest_keys();
-        for r in b.reports.iter().take(10_000) {
-            let Ok(bytes) = STANDARD.decode(r.as_bytes()) else {
+        for r in reports.iter().take(10_000) {
+            let Ok(bytes) = STANDARD.decode(r.as_ref().as_bytes()) else {
                 tracing::debug!("undecodable report dropped");
                 continue;
             };
@@ -599,8 +608,8 @@ impl Federation {
             }
         }
         let mut nm = 0;
-        for m in b.manifests.iter().take(1_000) {
-            let Ok(bytes) = STANDARD.decode(m.as_bytes()) else {
+        for m in manifests.iter().take(1_000) {
+            let Ok(bytes) = STANDARD.decode(m.as_ref().as_bytes()) else {
                 continue;
             };
             match self.ingest_manifest(&bytes) {
@@ -717,6 +726,33 @@ impl Federation {
         if let Ok(mut o) = self.own_report.write() {
             *o = Some(r);
         }
+    }
+
+    /// Records a proof-of-holding check of `key`'s claim for `site`;
+    /// ignores the claim for a while when [`holding::verdict`] says so.
+    pub fn holding_checked(&self, key: &PublicKey, site: &str, outcome: &holding::Outcome) {
+        let failures = {
+            let Ok(mut h) = self.holding.lock() else {
+                return;
+            };
+            let before = h.get(&(*key, site.to_string())).copied().unwrap_or(0);
+            let (after, distrust) = holding::verdict(before, outcome);
+            if after == 0 {
+                h.remove(&(*key, site.to_string()));
+            } else if h.len() < 100_000 {
+                h.insert((*key, site.to_string()), after);
+            }
+            if !distrust {
+                if after > 0 {
+                    tracing::info!(key = %key, %site, ?outcome, failures = after, "proof-of-holding check failed");
+                }
+                return;
+            }
+            after
+        };
+        tracing::warn!(key = %key, %site, ?outcome, failures, "proof-of-holding check failed");
+        self.distrust(key, site, holding::DISTRUST_SECS);
+        self.health_changed.notify_one();
     }
 
     /// Ignores `key`'s claims about `site` for `secs` seconds.

@@ -1,12 +1,15 @@
 //! Federation wire types (JSON over HTTPS under `/.well-known/p2pcdn/v1/`).
 //! See `docs/PROTOCOL.md`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Largest sync/push body accepted, bytes.
+/// Largest push body (and sync response) accepted, bytes.
 pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest sync request (a digest) accepted, bytes.
+pub const MAX_SYNC_BYTES: usize = 4 * 1024 * 1024;
 
 /// `GET /node`: binds a node key to the DNS name the TLS connection was verified for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,18 @@ pub struct Bundle {
     pub manifests: Vec<String>,
     /// Report envelopes.
     pub reports: Vec<String>,
+}
+
+/// A bundle parsed without copying its documents out of the request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRef<'a> {
+    /// Manifest envelopes.
+    #[serde(borrow)]
+    pub manifests: Vec<Cow<'a, str>>,
+    /// Report envelopes.
+    #[serde(borrow)]
+    pub reports: Vec<Cow<'a, str>>,
 }
 
 impl Bundle {

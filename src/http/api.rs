@@ -4,8 +4,10 @@
 
 use std::io::SeekFrom;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use std::net::IpAddr;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,20 +15,34 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::decide::{self, RangeDecision};
+use super::intake::Admitted;
+use super::listen::ConnInfo;
 use super::AppState;
 use crate::catalog::unix_now;
-use crate::federation::wire::{Bundle, SyncRequest, SyncResponse, MAX_BUNDLE_BYTES};
+use crate::federation::wire::{
+    BundleRef, SyncRequest, SyncResponse, MAX_BUNDLE_BYTES, MAX_SYNC_BYTES,
+};
 use crate::hash::BlobHash;
 use crate::store::StoreError;
 
-fn busy() -> Response {
-    tracing::warn!("gossip requests beyond the concurrency limit: shedding");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "1")],
-        "busy\n",
-    )
-        .into_response()
+/// Reads a peer request's body under the intake limits (slot first, then
+/// bytes, then the deadline), or the response refusing it.
+async fn admit(
+    st: &AppState,
+    conn: Option<Extension<ConnInfo>>,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<(Vec<u8>, Admitted), Response> {
+    let ip = conn.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(c)| c.peer.ip());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    st.intake.read(ip, declared, body, max).await.map_err(|e| {
+        tracing::debug!(%ip, error = %e, "peer request refused by the intake limits");
+        e.into_response()
+    })
 }
 
 fn no_federation() -> Response {
@@ -132,51 +148,68 @@ pub async fn status(State(st): State<AppState>) -> Response {
     .into_response()
 }
 
-/// `POST /sync`: takes the caller's digest, returns what it lacks plus our digest.
-pub async fn sync(State(st): State<AppState>, body: Bytes) -> Response {
+/// `POST /sync`: takes the caller's digest, returns what it lacks plus our
+/// digest. The body is read only after a slot and bytes were reserved.
+pub async fn sync(
+    State(st): State<AppState>,
+    conn: Option<Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(fed) = st.fed.clone() else {
         return no_federation();
     };
-    let Ok(_slot) = st.gossip_slots.clone().try_acquire_owned() else {
-        return busy();
+    let (body, admitted) = match admit(&st, conn, &headers, body, MAX_SYNC_BYTES).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    if body.len() > MAX_BUNDLE_BYTES {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "digest too large\n").into_response();
-    }
     let req: SyncRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return (StatusCode::BAD_REQUEST, format!("bad sync request: {e}\n")).into_response()
         }
     };
+    drop(body);
     let resp = tokio::task::spawn_blocking(move || SyncResponse {
         bundle: fed.newer_than(&req.digest),
         digest: fed.digest(),
     })
     .await;
+    drop(admitted);
     match resp {
         Ok(r) => Json(r).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
-/// `POST /push`: documents a peer thinks we lack; each is verified before use.
-pub async fn push(State(st): State<AppState>, body: Bytes) -> Response {
+/// `POST /push`: documents a peer thinks we lack; each is verified before
+/// use. The body is read only after a slot and bytes were reserved, and
+/// parsed without copying the documents.
+pub async fn push(
+    State(st): State<AppState>,
+    conn: Option<Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(fed) = st.fed.clone() else {
         return no_federation();
     };
-    let Ok(_slot) = st.gossip_slots.clone().try_acquire_owned() else {
-        return busy();
+    let (body, admitted) = match admit(&st, conn, &headers, body, MAX_BUNDLE_BYTES).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    if body.len() > MAX_BUNDLE_BYTES {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "bundle too large\n").into_response();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let _admitted = admitted;
+        let b: BundleRef<'_> = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        fed.ingest_docs(&b.manifests, &b.reports);
+        Ok::<(), String>(())
+    })
+    .await;
+    match parsed {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("bad bundle: {e}\n")).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
-    let b: Bundle = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad bundle: {e}\n")).into_response(),
-    };
-    let _ = tokio::task::spawn_blocking(move || fed.ingest_bundle(&b)).await;
-    StatusCode::NO_CONTENT.into_response()
 }
 
 /// `GET /blob/{blake3}`: a verified blob, with Range support (resumable pulls).

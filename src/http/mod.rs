@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod decide;
+pub mod intake;
 pub mod listen;
 pub mod rtt;
 pub mod tls;
@@ -45,8 +46,9 @@ pub struct AppState {
     pub load: Arc<crate::federation::LoadMeter>,
     /// The federation agent, when enabled.
     pub fed: Option<Arc<crate::federation::Federation>>,
-    /// Bounds concurrent sync/push handling (gossip flood guard).
-    pub gossip_slots: Arc<tokio::sync::Semaphore>,
+    /// Admission of peer requests with bodies (`sync`, `push`): slots and
+    /// byte budgets taken before the body is read.
+    pub intake: Arc<intake::Intake>,
     /// Where responses are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -213,6 +213,8 @@ struct RawHttp {
     header_timeout_secs: Option<Spanned<u64>>,
     #[serde(default)]
     idle_timeout_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    max_connections_per_address: Option<Spanned<u64>>,
 }
 
 impl Default for RawHttp {
@@ -222,6 +224,7 @@ impl Default for RawHttp {
             max_connections: None,
             header_timeout_secs: None,
             idle_timeout_secs: None,
+            max_connections_per_address: None,
         }
     }
 }
@@ -472,6 +475,8 @@ pub struct HttpLimitsConfig {
     pub header_timeout_secs: u64,
     /// A connection with no request in flight is closed after this, seconds.
     pub idle_timeout_secs: u64,
+    /// Concurrent connections from one source address per listener.
+    pub max_connections_per_address: usize,
 }
 
 /// A validated instance configuration.
@@ -760,6 +765,13 @@ impl Config {
                 3600,
                 60,
             )?,
+            max_connections_per_address: ranged(
+                &raw.http.max_connections_per_address,
+                "http.max_connections_per_address",
+                1,
+                1_000_000,
+                256,
+            )? as usize,
         };
         let federation = FederationConfig {
             peers,

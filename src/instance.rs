@@ -303,6 +303,7 @@ impl Instance {
             handshake_timeout: Duration::from_secs(cfg.http_limits.header_timeout_secs),
             header_timeout: Duration::from_secs(cfg.http_limits.header_timeout_secs),
             idle_timeout: Duration::from_secs(cfg.http_limits.idle_timeout_secs),
+            max_per_address: cfg.http_limits.max_connections_per_address,
         };
         for l in http_listeners {
             tasks.spawn(listen::serve(

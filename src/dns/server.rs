@@ -148,8 +148,15 @@ impl Handler {
         }
 
         let client = unmap(request.src().ip());
+        // RFC 7871 §6: bits past the source prefix must be zero; they are
+        // cleared here, so a client cannot be located (and the answer
+        // cached for its whole prefix) by more than the prefix it declares.
         let subnet = req_edns.and_then(|e| match e.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(cs)) => Some(*cs),
+            Some(EdnsOption::Subnet(cs)) => Some(ClientSubnet::new(
+                mask_to_prefix(cs.addr(), cs.source_prefix()),
+                cs.source_prefix(),
+                cs.scope_prefix(),
+            )),
             _ => None,
         });
         let sub = subnet
@@ -311,6 +318,27 @@ fn truncate(msg: &mut Message) {
     msg.set_header(h);
 }
 
+/// `ip` with every bit after the first `prefix` cleared (a prefix beyond
+/// the family's length keeps the whole address).
+pub fn mask_to_prefix(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let keep = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((bits & keep).into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let keep = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((bits & keep).into())
+        }
+    }
+}
+
 /// Turns `::ffff:a.b.c.d` into `a.b.c.d`.
 pub fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
@@ -425,4 +453,22 @@ async fn bind_pair(want: SocketAddr) -> std::io::Result<(std::net::UdpSocket, Tc
         }
     }
     Err(last_err.unwrap_or_else(|| std::io::Error::other("could not bind UDP and TCP on one port")))
+}
+
+#[cfg(test)]
+mod ecs_tests {
+    use super::mask_to_prefix;
+    use std::net::IpAddr;
+
+    #[test]
+    fn ecs_addresses_are_cut_to_their_source_prefix() {
+        let m = |a: &str, p| mask_to_prefix(a.parse::<IpAddr>().unwrap(), p).to_string();
+        assert_eq!(m("10.5.7.9", 16), "10.5.0.0");
+        assert_eq!(m("10.5.7.9", 0), "0.0.0.0");
+        assert_eq!(m("10.5.7.9", 32), "10.5.7.9");
+        assert_eq!(m("10.5.7.9", 99), "10.5.7.9");
+        assert_eq!(m("10.5.7.9", 21), "10.5.0.0");
+        assert_eq!(m("fd00:3:1:ffff::1", 48), "fd00:3:1::");
+        assert_eq!(m("fd00:3:1:ffff::1", 128), "fd00:3:1:ffff::1");
+    }
 }

@@ -42,6 +42,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Close a connection with no bytes moving for this long.
     pub idle_timeout: Duration,
+    /// Maximum concurrent connections from one source address per listener.
+    pub max_per_address: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +53,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_per_address: 256,
         }
     }
 }
@@ -63,6 +66,48 @@ impl ConnCounter {
     /// Connections open now.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Open connections per source address (one listener's).
+#[derive(Debug, Default)]
+pub struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl PerAddress {
+    /// Counts a connection from `ip` unless `cap` are open; the returned
+    /// guard uncounts it.
+    pub fn admit(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<AddressGuard> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressGuard(self.clone(), ip))
+    }
+
+    /// Connections open from `ip`.
+    pub fn open(&self, ip: std::net::IpAddr) -> usize {
+        self.0
+            .lock()
+            .map_or(0, |m| m.get(&ip).copied().unwrap_or(0))
+    }
+}
+
+/// One counted connection of [`PerAddress`].
+#[derive(Debug)]
+pub struct AddressGuard(Arc<PerAddress>, std::net::IpAddr);
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0 .0.lock() {
+            if let Some(n) = m.get_mut(&self.1) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.1);
+                }
+            }
+        }
     }
 }
 
@@ -178,10 +223,18 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let refused = |peer| tracing::warn!(%peer, "connection limit reached; dropping connection");
     while let Some((stream, peer, permit)) =
         crate::accept::next_capped(&listener, &permits, &mut shutdown, refused).await
     {
+        // One source address holds at most `max_per_address` connections,
+        // so it cannot take every slot from other clients.
+        let Some(address_guard) = per_address.admit(peer.ip(), limits.max_per_address) else {
+            tracing::debug!(%peer, "per-address connection limit reached; dropping connection");
+            drop(stream);
+            continue;
+        };
         let stream = Sampled::new(stream, peer.ip(), rtt.clone());
         let app = app.clone();
         let tls = tls.clone();
@@ -191,6 +244,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let _guard = guard;
+            let _address_guard = address_guard;
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()

@@ -116,8 +116,12 @@ fn plain(status: StatusCode, msg: &'static str) -> Response {
         .into_response()
 }
 
-/// The request's host: `:authority` (HTTP/2) or `Host`, without port, lowercase.
+/// The request's host: `:authority` (HTTP/2) or `Host`, without port,
+/// lowercase. None when missing, invalid or given more than once.
 fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return None;
+    }
     let raw = match uri.authority() {
         Some(a) => a.host().to_string(),
         None => {

@@ -283,6 +283,7 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         }
         let round_start = Instant::now();
         probe_all(&fed, fed.peers(), timeout).await;
+        check_addresses(&fed);
         // A peer that just missed is suspect: probe it again every `recheck`
         // until it answers or is down, instead of waiting whole rounds. A
         // dead peer (connection refused) is then down in about one round
@@ -305,6 +306,35 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         round = round.wrapping_add(1);
         if round % SPOT_CHECK_EVERY == 0 {
             spot_check(&fed).await;
+        }
+    }
+}
+
+/// Starts checks of the advertised addresses that are due (in the
+/// background; each takes at most ~2 s). The SNI is a site of ours the peer
+/// claims to hold: its addresses matter only for answers about such sites.
+fn check_addresses(fed: &Arc<Federation>) {
+    let cat = fed.catalog.load();
+    for p in fed.peers() {
+        let Some(r) = p.report.as_ref().map(|r| &r.report) else {
+            continue;
+        };
+        let Some(sni) = r
+            .holds
+            .iter()
+            .map(|h| h.site.clone())
+            .find(|s| cat.site(s).is_some())
+        else {
+            continue;
+        };
+        for ip in fed.addresses_due(&p) {
+            let fed = fed.clone();
+            let (p, sni) = (p.clone(), sni.clone());
+            tokio::spawn(async move {
+                if fed.check_address(&p, &sni, ip).await {
+                    fed.health_changed.notify_one();
+                }
+            });
         }
     }
 }

@@ -15,6 +15,7 @@
 //! State here is in memory and rebuilt from peers after a restart (reports
 //! expire within seconds anyway); manifests and blobs persist in `db`/`store`.
 
+pub mod addrcheck;
 pub mod agent;
 pub mod binding;
 pub mod bindq;
@@ -190,10 +191,18 @@ pub fn http_client(cfg: &Config) -> Result<(reqwest::Client, Arc<PeerResolver>),
             resolver.pin(&p.host, a);
         }
     }
+    let http = client_builder(cfg)?
+        .dns_resolver(resolver.clone())
+        .build()
+        .map_err(|e| FederationError::Client(e.to_string()))?;
+    Ok((http, resolver))
+}
+
+/// The peer client's settings (roots, timeouts, no redirects), without a resolver.
+fn client_builder(cfg: &Config) -> Result<reqwest::ClientBuilder, FederationError> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(cfg.federation.webpki_roots)
-        .dns_resolver(resolver.clone())
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(30))
@@ -213,10 +222,7 @@ pub fn http_client(cfg: &Config) -> Result<(reqwest::Client, Arc<PeerResolver>),
             builder = builder.add_root_certificate(c);
         }
     }
-    let http = builder
-        .build()
-        .map_err(|e| FederationError::Client(e.to_string()))?;
-    Ok((http, resolver))
+    Ok(builder)
 }
 
 /// Reports from unvouched keys verified per bundle, at most.
@@ -252,6 +258,12 @@ pub struct Federation {
     to_bind: Mutex<BindQueue>,
     /// Blob pull outcomes per source (back-off of misbehaving sources).
     sources: Mutex<SourceBook>,
+    /// Last check of each (peer, advertised address) ([`addrcheck`]).
+    addr_checks: Mutex<HashMap<(PublicKey, IpAddr), addrcheck::AddrCheck>>,
+    /// Address checks running now.
+    addr_checking: Mutex<HashSet<(PublicKey, IpAddr)>>,
+    /// Clients pinned to one (SNI, address), for address checks.
+    addr_clients: Mutex<HashMap<(String, SocketAddr), reqwest::Client>>,
     /// Consecutive failed proof-of-holding checks per (peer, site).
     holding: Mutex<HashMap<(PublicKey, String), u32>>,
     own_report: RwLock<Option<VerifiedReport>>,
@@ -311,6 +323,9 @@ impl Federation {
             to_bind: Mutex::new(to_bind),
             sources: Mutex::new(SourceBook::default()),
             holding: Mutex::new(HashMap::new()),
+            addr_checks: Mutex::new(HashMap::new()),
+            addr_checking: Mutex::new(HashSet::new()),
+            addr_clients: Mutex::new(HashMap::new()),
             own_report: RwLock::new(None),
             db,
             store,
@@ -753,6 +768,115 @@ impl Federation {
         tracing::warn!(key = %key, %site, ?outcome, failures, "proof-of-holding check failed");
         self.distrust(key, site, holding::DISTRUST_SECS);
         self.health_changed.notify_one();
+    }
+
+    /// The addresses of `p`'s report that this node verified reach `p`
+    /// (see [`addrcheck`]): the only ones steering may answer.
+    pub fn answerable_addresses(&self, p: &Peer) -> Vec<IpAddr> {
+        let Some(r) = &p.report else {
+            return vec![];
+        };
+        let now = unix_millis();
+        let Ok(m) = self.addr_checks.lock() else {
+            return vec![];
+        };
+        addrcheck::filter(&r.report.addresses, |a| m.get(&(p.key, a)).copied(), now)
+    }
+
+    /// Addresses of `p` due for a check (not running already); marks them running.
+    fn addresses_due(&self, p: &Peer) -> Vec<IpAddr> {
+        let Some(r) = &p.report else {
+            return vec![];
+        };
+        let now = unix_millis();
+        let (Ok(m), Ok(mut running)) = (self.addr_checks.lock(), self.addr_checking.lock()) else {
+            return vec![];
+        };
+        r.report
+            .addresses
+            .iter()
+            .take(addrcheck::MAX_CHECKED_PER_PEER)
+            .copied()
+            .filter(|a| addrcheck::due(m.get(&(p.key, *a)).copied(), now))
+            .filter(|a| running.insert((p.key, *a)))
+            .collect()
+    }
+
+    /// Checks that `ip` reaches `p`: HTTPS with `sni` to `ip` at the port
+    /// of `p`'s URL, the certificate verified for `sni`, and `p`'s key
+    /// signing a fresh challenge there. Records the outcome; true if it
+    /// changed whether the address is answered.
+    async fn check_address(&self, p: &Peer, sni: &str, ip: IpAddr) -> bool {
+        let port = p
+            .url
+            .strip_prefix("https://")
+            .and_then(|r| r.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .unwrap_or(443);
+        let sa = SocketAddr::new(ip, port);
+        let client = {
+            let cached = self
+                .addr_clients
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&(sni.to_string(), sa)).cloned());
+            match cached {
+                Some(c) => Some(c),
+                None => client_builder(&self.cfg)
+                    .ok()
+                    .and_then(|b| b.resolve(sni, sa).build().ok())
+                    .inspect(|c| {
+                        if let Ok(mut m) = self.addr_clients.lock() {
+                            if m.len() > 1024 {
+                                m.clear();
+                            }
+                            m.insert((sni.to_string(), sa), c.clone());
+                        }
+                    }),
+            }
+        };
+        let nonce = binding::Nonce::random();
+        let ok = match client {
+            None => false,
+            Some(c) => {
+                let doc = async {
+                    c.get(format!(
+                        "https://{sni}:{port}/.well-known/p2pcdn/v1/node?challenge={}",
+                        nonce.encode()
+                    ))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .ok()?
+                    .json::<NodeDoc>()
+                    .await
+                    .ok()
+                }
+                .await;
+                doc.is_some_and(|d| {
+                    d.key.parse::<PublicKey>().ok() == Some(p.key)
+                        && d.proof
+                            .as_deref()
+                            .is_some_and(|pr| binding::check(&p.key, &nonce, &d.name, &d.url, pr))
+                })
+            }
+        };
+        let now = unix_millis();
+        let mut changed = false;
+        if let Ok(mut m) = self.addr_checks.lock() {
+            let before = m.insert((p.key, ip), addrcheck::AddrCheck { ok, at_ms: now });
+            changed = before.map(|b| b.ok) != Some(ok);
+            if !ok && before.is_none_or(|b| b.ok) {
+                tracing::warn!(peer = %p.name, address = %ip, %sni, "advertised address does not reach the peer; not answering it");
+            }
+            if m.len() > 100_000 {
+                m.clear();
+            }
+        }
+        if let Ok(mut r) = self.addr_checking.lock() {
+            r.remove(&(p.key, ip));
+        }
+        changed
     }
 
     /// Ignores `key`'s claims about `site` for `secs` seconds.

@@ -111,7 +111,7 @@ impl SteerView {
                 };
                 candidates.push(Candidate {
                     id: *p.key.as_bytes(),
-                    addrs: r.addresses.clone(),
+                    addrs: fed.answerable_addresses(p),
                     point: r.location.map(|l| GeoPoint {
                         lat: l.lat,
                         lon: l.lon,

@@ -132,6 +132,7 @@ pub async fn status(State(st): State<AppState>) -> Response {
                 "capacity_rps": r.map(|r| r.capacity.rps),
                 "holds": r.map(|r| r.holds.clone()).unwrap_or_default(),
                 "addresses": r.map(|r| r.addresses.clone()).unwrap_or_default(),
+                "addresses_verified": fed.answerable_addresses(&p),
             })
         })
         .collect();

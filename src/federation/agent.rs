@@ -369,7 +369,7 @@ async fn probe_all(fed: &Arc<Federation>, peers: Vec<Peer>, timeout: Duration) {
 /// Probe rounds between spot-checks.
 const SPOT_CHECK_EVERY: u64 = 5;
 
-/// Asks every peer that claims to hold the newest version of a site for
+/// Asks every authorized peer that claims to hold the newest version of a site for
 /// real bytes of a random blob of that version and verifies them
 /// ([`super::holding`]); wrong bytes, or repeated failures of any kind
 /// (404, short body, timeout), make this node ignore the peer's claim for
@@ -386,6 +386,11 @@ pub async fn spot_check(fed: &Arc<Federation>) {
             };
             let site = live.config.hostname.clone();
             if p.holds(&site, now) != Some(m.manifest.version) || !p.healthy(now) {
+                continue;
+            }
+            // Claims of unauthorized peers change no answer and no source:
+            // not worth a request (nor an amplification vector).
+            if !replicate::authorized(&m.manifest.mirrors, &p.key) {
                 continue;
             }
             let blobs: Vec<_> = m.blobs().into_iter().filter(|(_, s)| *s > 0).collect();

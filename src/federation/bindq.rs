@@ -9,8 +9,10 @@
 //! - a learned URL is tried at most [`MAX_ATTEMPTS`] times, with doubling
 //!   pauses from 1 s, and leaves the queue [`LEARNED_TTL`] after it was
 //!   offered, bound or not;
-//! - each gossip round binds at most [`BINDS_PER_ROUND`] URLs (pinned ones
-//!   first), so a flood of names costs at most that many connections per round.
+//! - each gossip round binds at most [`BINDS_PER_ROUND`] URLs, those with
+//!   the fewest failed attempts first, so a flood of names costs at most that
+//!   many connections per round and down bootstrap peers (retried with
+//!   pauses doubling up to [`PINNED_MAX_PAUSE`]) never starve the others.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -24,6 +26,8 @@ pub const BINDS_PER_ROUND: usize = 4;
 pub const MAX_ATTEMPTS: u32 = 3;
 /// A learned URL leaves the queue this long after it was offered.
 pub const LEARNED_TTL: Duration = Duration::from_secs(120);
+/// Longest pause between attempts to bind a bootstrap peer.
+pub const PINNED_MAX_PAUSE: Duration = Duration::from_secs(4);
 
 /// What became of an offered URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,8 +116,9 @@ impl BindQueue {
             .retain(|_, e| e.pinned || now_ms.saturating_sub(e.added_ms) < ttl);
     }
 
-    /// The URLs to try this round: due ones, pinned first, then the fewest
-    /// attempts, at most `max`. Expired entries are dropped first.
+    /// The URLs to try this round: due ones, the fewest failed attempts
+    /// first (then pinned ones, then the oldest), at most `max`. Expired
+    /// entries are dropped first.
     pub fn due(&mut self, now_ms: u64, max: usize) -> Vec<String> {
         self.expire(now_ms);
         let mut v: Vec<(&String, &Entry)> = self
@@ -121,19 +126,22 @@ impl BindQueue {
             .iter()
             .filter(|(_, e)| e.next_ms <= now_ms)
             .collect();
-        v.sort_by_key(|(u, e)| (!e.pinned, e.attempts, e.added_ms, (*u).clone()));
+        v.sort_by_key(|(u, e)| (e.attempts, !e.pinned, e.added_ms, (*u).clone()));
         v.into_iter().take(max).map(|(u, _)| u.clone()).collect()
     }
 
-    /// Records a failed attempt: pinned URLs are retried next round, learned
-    /// ones after 1, 2, 4 … s and dropped after [`MAX_ATTEMPTS`].
+    /// Records a failed attempt: pinned URLs are retried after 0.5, 1, 2 …
+    /// s (at most [`PINNED_MAX_PAUSE`]), learned ones after 1, 2, 4 … s and
+    /// dropped after [`MAX_ATTEMPTS`].
     pub fn failed(&mut self, url: &str, now_ms: u64) {
         let Some(e) = self.entries.get_mut(url) else {
             return;
         };
         e.attempts = e.attempts.saturating_add(1);
         if e.pinned {
-            e.next_ms = now_ms;
+            let pause = (500u64 << e.attempts.saturating_sub(1).min(10))
+                .min(PINNED_MAX_PAUSE.as_millis() as u64);
+            e.next_ms = now_ms.saturating_add(pause);
             return;
         }
         if e.attempts >= MAX_ATTEMPTS {
@@ -211,6 +219,12 @@ mod tests {
         assert_eq!(q.due(later, 1000), vec!["https://boot.test".to_string()]);
         q.failed("https://boot.test", later);
         assert_eq!(q.len(), 1);
+        // A failing bootstrap peer does not starve learned URLs.
+        assert_eq!(
+            q.offer("https://new.test", "new.test", later),
+            Offer::Queued
+        );
+        assert_eq!(q.due(later, 1), vec!["https://new.test".to_string()]);
     }
 
     proptest! {

@@ -597,6 +597,11 @@ impl Federation {
         let mut unvouched_budget = UNVOUCHED_PER_BUNDLE;
         let manifest_keys = self.manifest_keys();
         for r in reports.iter().take(10_000) {
+            // Longer than any acceptable report: not even decoded.
+            if r.as_ref().len() > report::MAX_REPORT_BYTES.div_ceil(3) * 4 {
+                tracing::debug!("oversized report dropped");
+                continue;
+            }
             let Ok(bytes) = STANDARD.decode(r.as_ref().as_bytes()) else {
                 tracing::debug!("undecodable report dropped");
                 continue;

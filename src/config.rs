@@ -105,6 +105,8 @@ struct RawFederation {
     probe_interval_ms: Option<Spanned<u64>>,
     #[serde(default)]
     report_ttl_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    location_check: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -354,6 +356,9 @@ pub struct FederationConfig {
     pub probe_interval_ms: u64,
     /// Lifetime of this node's signed reports.
     pub report_ttl_secs: u64,
+    /// Rank peers whose claimed location contradicts the measured RTT as of
+    /// unknown location (they are flagged in `status` either way).
+    pub location_check: bool,
 }
 
 /// Steering policy knobs.
@@ -777,6 +782,7 @@ impl Config {
             peers,
             ca_file: f.ca_file.as_deref().map(abs),
             webpki_roots: f.webpki_roots.unwrap_or(true),
+            location_check: f.location_check.unwrap_or(false),
             gossip_interval_ms: ranged(
                 &f.gossip_interval_ms,
                 "federation.gossip_interval_ms",

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod binding;
 pub mod bindq;
 pub mod holding;
+pub mod plausible;
 pub mod probe;
 pub mod replicate;
 pub mod sources;
@@ -773,6 +774,40 @@ impl Federation {
         tracing::warn!(key = %key, %site, ?outcome, failures, "proof-of-holding check failed");
         self.distrust(key, site, holding::DISTRUST_SECS);
         self.health_changed.notify_one();
+    }
+
+    /// Whether `p`'s claimed location is possible given the RTT measured to
+    /// it ([`plausible`]); None when unknown.
+    pub fn location_plausible(&self, p: &Peer) -> Option<bool> {
+        let own = self
+            .cfg
+            .node
+            .location
+            .map(|(lat, lon)| crate::geo::GeoPoint { lat, lon });
+        let claimed =
+            p.report
+                .as_ref()
+                .and_then(|r| r.report.location)
+                .map(|l| crate::geo::GeoPoint {
+                    lat: l.lat,
+                    lon: l.lon,
+                });
+        plausible::location_plausible(own, claimed, p.probe.rtt_ms())
+    }
+
+    /// The location steering uses for `p`: its claim, unless
+    /// `location_check` is on and the claim is impossible.
+    pub fn peer_location(&self, p: &Peer) -> Option<crate::geo::GeoPoint> {
+        if self.cfg.federation.location_check && self.location_plausible(p) == Some(false) {
+            return None;
+        }
+        p.report
+            .as_ref()
+            .and_then(|r| r.report.location)
+            .map(|l| crate::geo::GeoPoint {
+                lat: l.lat,
+                lon: l.lon,
+            })
     }
 
     /// The addresses of `p`'s report that this node verified reach `p`

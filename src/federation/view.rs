@@ -112,10 +112,7 @@ impl SteerView {
                 candidates.push(Candidate {
                     id: *p.key.as_bytes(),
                     addrs: fed.answerable_addresses(p),
-                    point: r.location.map(|l| GeoPoint {
-                        lat: l.lat,
-                        lon: l.lon,
-                    }),
+                    point: fed.peer_location(p),
                     rtt_ms: None,
                     load: r.load.fraction(&r.capacity),
                     healthy: p.healthy(now),

@@ -133,6 +133,7 @@ pub async fn status(State(st): State<AppState>) -> Response {
                 "holds": r.map(|r| r.holds.clone()).unwrap_or_default(),
                 "addresses": r.map(|r| r.addresses.clone()).unwrap_or_default(),
                 "addresses_verified": fed.answerable_addresses(&p),
+                "location_plausible": fed.location_plausible(&p),
             })
         })
         .collect();

@@ -106,7 +106,7 @@ mod tests {
         fn ranges_inside_the_blob(size in WHOLE_MAX + 1..100_000_000, r1: u64, r2: u64) {
             match plan(size, true, r1, r2) {
                 Some(Plan::Range { start, len }) => {
-                    prop_assert!(len >= 1 && len <= RANGE_MAX);
+                    prop_assert!((1..=RANGE_MAX).contains(&len));
                     prop_assert!(start + len <= size);
                 }
                 other => prop_assert!(false, "{other:?}"),

@@ -24,8 +24,10 @@ use p2pcdn::keys::PublicKey;
 use rogue::{BlobMode, Rogue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The memory test measures this process's RSS: it runs alone.
-static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// One test at a time: the memory test measures this process's RSS, and the
+/// timing bounds (10 s rollout, 10 s removal) are about the federation, not
+/// about four federations sharing two cores.
+static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SYDNEY: (f64, f64) = (-33.87, 151.21);
 
@@ -154,7 +156,7 @@ fn bound(i: &Instance, key: &PublicKey) -> bool {
 /// origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollout_completes_despite_trickling_and_garbage_sources() {
-    let _g = EXCLUSIVE.read().await;
+    let _g = EXCLUSIVE.lock().await;
     let f = fed::build(41, [10_000.0; 5]);
     let mut insts = vec![];
     for i in 0..5 {
@@ -278,7 +280,7 @@ async fn rollout_completes_despite_trickling_and_garbage_sources() {
 /// Sydney's binding (name, URL), keeps Sydney healthy and keeps answering it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hijack_attempt_leaves_the_binding_intact() {
-    let _g = EXCLUSIVE.read().await;
+    let _g = EXCLUSIVE.lock().await;
     let f = fed::build(42, [10_000.0; 5]);
     let mut insts = vec![];
     for i in 0..5 {
@@ -399,7 +401,7 @@ async fn counting_listener(ip: &str) -> (SocketAddr, Arc<AtomicU64>) {
 /// under the per-round cap and stop; IP literals are never contacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn push_flood_and_bind_storm_are_bounded() {
-    let _g = EXCLUSIVE.write().await;
+    let _g = EXCLUSIVE.lock().await;
     let f = fed::build(43, [10_000.0; 5]);
     let inst = f.start(0).await;
     let node = &f.nodes[0];
@@ -582,7 +584,7 @@ async fn push_flood_and_bind_storm_are_bounded() {
 /// source prefix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lying_mirror_leaves_answers_and_third_party_address_is_never_answered() {
-    let _g = EXCLUSIVE.read().await;
+    let _g = EXCLUSIVE.lock().await;
     let f = fed::build(44, [10_000.0; 5]);
     let mut insts = vec![];
     for i in 0..4 {
@@ -734,7 +736,7 @@ async fn lying_mirror_leaves_answers_and_third_party_address_is_never_answered()
 /// served, the slow bodies are cut at the deadline. Duplicate Host: 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_body_and_idle_floods_from_one_address_leave_others_served() {
-    let _g = EXCLUSIVE.read().await;
+    let _g = EXCLUSIVE.lock().await;
     let f = fed::build(45, [10_000.0; 5]);
     let cfg_path = &f.nodes[0].config_path;
     let text = std::fs::read_to_string(cfg_path).unwrap();

@@ -144,8 +144,11 @@ async fn replicate_once(fed: &Arc<Federation>, notified: bool, slow_round: bool)
                 async move {
                     for k in source_order(sources.0.len(), sources.1, i) {
                         let Some(p) = sources.0.get(k) else { continue };
-                        // Another job may have caught this source misbehaving.
-                        if !fed.source_usable(&p.key) {
+                        // Another job may have caught this source misbehaving
+                        // (skipped only while another source is usable).
+                        if !fed.source_usable(&p.key)
+                            && sources.0.iter().any(|o| fed.source_usable(&o.key))
+                        {
                             continue;
                         }
                         let pulled =
@@ -226,13 +229,30 @@ pub fn source_order(n: usize, m: usize, job: usize) -> impl Iterator<Item = usiz
 /// off after a failed pull, see [`super::sources`]), best first, and how many
 /// of them (a prefix) hold exactly `version`. Order: holders of `version`
 /// first, then by measured RTT, then by self-reported load (a claim, so it
-/// only breaks ties).
+/// only breaks ties). When every eligible source is backed off, they are
+/// all returned anyway (a slow machine must not lock itself out of its only
+/// source); a misbehaving source among good ones stays skipped.
 fn sources_for(
     fed: &Federation,
     site: &str,
     version: u64,
     mirrors: &[crate::keys::PublicKey],
     now: u64,
+) -> (Vec<Peer>, usize) {
+    let usable = sources_among(fed, site, version, mirrors, now, true);
+    if usable.0.is_empty() {
+        return sources_among(fed, site, version, mirrors, now, false);
+    }
+    usable
+}
+
+fn sources_among(
+    fed: &Federation,
+    site: &str,
+    version: u64,
+    mirrors: &[crate::keys::PublicKey],
+    now: u64,
+    only_usable: bool,
 ) -> (Vec<Peer>, usize) {
     let mut v: Vec<(bool, f64, f64, Peer)> = fed
         .peers()
@@ -242,7 +262,7 @@ fn sources_for(
         .filter(|p| p.healthy(now) && !p.probe.last_missed())
         .filter(|p| {
             super::sources::eligible(mirrors, &p.key, fed.source_delivered(&p.key, site))
-                && fed.source_usable(&p.key)
+                && (!only_usable || fed.source_usable(&p.key))
         })
         .filter_map(|p| {
             let r = p.report.as_ref()?;

@@ -771,7 +771,7 @@ impl Federation {
             }
             after
         };
-        tracing::warn!(key = %key, %site, ?outcome, failures, "proof-of-holding check failed");
+        tracing::info!(key = %key, %site, ?outcome, failures, "proof-of-holding check failed");
         self.distrust(key, site, holding::DISTRUST_SECS);
         self.health_changed.notify_one();
     }

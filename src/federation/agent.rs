@@ -312,19 +312,21 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
 
 /// Starts checks of the advertised addresses that are due (in the
 /// background; each takes at most ~2 s). The SNI is a site of ours the peer
-/// claims to hold: its addresses matter only for answers about such sites.
+/// claims to hold and is authorized for: its addresses matter only for
+/// answers about such sites.
 fn check_addresses(fed: &Arc<Federation>) {
     let cat = fed.catalog.load();
     for p in fed.peers() {
         let Some(r) = p.report.as_ref().map(|r| &r.report) else {
             continue;
         };
-        let Some(sni) = r
-            .holds
-            .iter()
-            .map(|h| h.site.clone())
-            .find(|s| cat.site(s).is_some())
-        else {
+        // Only a peer the site's manifest authorizes can be answered for it:
+        // others' addresses are never checked (no work for strangers).
+        let Some(sni) = r.holds.iter().map(|h| h.site.clone()).find(|s| {
+            cat.site(s)
+                .and_then(|l| l.newest.as_ref())
+                .is_some_and(|m| replicate::authorized(&m.manifest.mirrors, &p.key))
+        }) else {
             continue;
         };
         for ip in fed.addresses_due(&p) {
@@ -368,6 +370,8 @@ async fn probe_all(fed: &Arc<Federation>, peers: Vec<Peer>, timeout: Duration) {
 
 /// Probe rounds between spot-checks.
 const SPOT_CHECK_EVERY: u64 = 5;
+/// Proof-of-holding checks started per spot-check round, at most.
+const SPOT_CHECKS_PER_ROUND: usize = 16;
 
 /// Asks every authorized peer that claims to hold the newest version of a site for
 /// real bytes of a random blob of that version and verifies them
@@ -379,7 +383,17 @@ pub async fn spot_check(fed: &Arc<Federation>) {
     let now = unix_now();
     let cat = fed.catalog.load_full();
     let mut checks = JoinSet::new();
-    for p in fed.peers() {
+    // At most SPOT_CHECKS_PER_ROUND checks, on peers chosen at random, so
+    // the cost per round stays bounded however large the federation grows.
+    let mut peers = fed.peers();
+    {
+        use rand::seq::SliceRandom;
+        peers.shuffle(&mut rand::rng());
+    }
+    for p in peers {
+        if checks.len() >= SPOT_CHECKS_PER_ROUND {
+            break;
+        }
         for live in cat.sites() {
             let Some(m) = live.newest.as_ref() else {
                 continue;

@@ -231,9 +231,13 @@ pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .error_for_status()
         .map_err(|e| e.to_string())?;
-    let body = read_limited(resp, super::wire::MAX_BUNDLE_BYTES).await?;
+    // Responses of every exchange share one byte budget: bound peers are
+    // anyone with a domain, and each may answer with 64 MiB.
+    let (body, _held) =
+        read_budgeted(resp, super::wire::MAX_BUNDLE_BYTES, &fed.response_budget).await?;
     let sr: SyncResponse =
         serde_json::from_slice(&body).map_err(|e| format!("bad sync response: {e}"))?;
+    drop(body);
     fed.ingest_bundle(&sr.bundle);
     let push: Bundle = fed.newer_than(&sr.digest);
     if !push.is_empty() {
@@ -248,6 +252,40 @@ pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Bytes per permit of [`Federation::response_budget`].
+pub const RESPONSE_BUDGET_UNIT: usize = 64 * 1024;
+
+/// Reads a response body of at most `limit` bytes, taking permits of
+/// `budget` (one per [`RESPONSE_BUDGET_UNIT`]) as it grows; fails at once
+/// when the budget is spent. The permits are held until the guard drops.
+pub async fn read_budgeted(
+    mut resp: reqwest::Response,
+    limit: usize,
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<(Vec<u8>, Vec<tokio::sync::OwnedSemaphorePermit>), String> {
+    if resp.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(format!("response larger than {limit} bytes"));
+    }
+    let mut out = Vec::new();
+    let mut held = vec![];
+    let mut covered = 0usize;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if out.len() + chunk.len() > limit {
+            return Err(format!("response larger than {limit} bytes"));
+        }
+        while covered < out.len() + chunk.len() {
+            let p = budget
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| "response byte budget spent; exchange dropped".to_string())?;
+            held.push(p);
+            covered += RESPONSE_BUDGET_UNIT;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, held))
 }
 
 /// Reads a response body, refusing more than `limit` bytes.

@@ -265,6 +265,9 @@ pub struct Federation {
     addr_checking: Mutex<HashSet<(PublicKey, IpAddr)>>,
     /// Clients pinned to one (SNI, address), for address checks.
     addr_clients: Mutex<HashMap<(String, SocketAddr), reqwest::Client>>,
+    /// Bytes of sync responses held at once, in units of
+    /// [`agent::RESPONSE_BUDGET_UNIT`] (96 MiB in total).
+    pub response_budget: Arc<tokio::sync::Semaphore>,
     /// Consecutive failed proof-of-holding checks per (peer, site).
     holding: Mutex<HashMap<(PublicKey, String), u32>>,
     own_report: RwLock<Option<VerifiedReport>>,
@@ -324,6 +327,9 @@ impl Federation {
             to_bind: Mutex::new(to_bind),
             sources: Mutex::new(SourceBook::default()),
             holding: Mutex::new(HashMap::new()),
+            response_budget: Arc::new(tokio::sync::Semaphore::new(
+                (96 << 20) / agent::RESPONSE_BUDGET_UNIT,
+            )),
             addr_checks: Mutex::new(HashMap::new()),
             addr_checking: Mutex::new(HashSet::new()),
             addr_clients: Mutex::new(HashMap::new()),

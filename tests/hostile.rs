@@ -312,6 +312,10 @@ async fn hijack_attempt_leaves_the_binding_intact() {
     let tls = f.dir.path().join("tls");
     let rogue = Rogue::start(&tls, "127.9.0.42".parse().unwrap(), "rogue.fed.test", &[]).await;
     *rogue.state.claim_key.lock().unwrap() = Some(syd.key);
+    // And a node that answers like a version without binding proofs: its own
+    // key, no proof. It is refused (PROTOCOL.md, Binding, "Versions").
+    let old = Rogue::start(&tls, "127.9.0.142".parse().unwrap(), "old.fed.test", &[]).await;
+    old.state.old_version.store(true, Ordering::Relaxed);
     let (ny_name, ny_addr) = (f.nodes[1].name.clone(), f.nodes[1].https);
     let syd_url = format!("https://{}:{}", syd.name, syd.https.port());
     let t0 = Instant::now();
@@ -329,6 +333,8 @@ async fn hijack_attempt_leaves_the_binding_intact() {
             &[(SITE, v1)],
         );
         rogue.push(&ny_name, ny_addr, &[own, as_syd]).await;
+        let old_report = old.report(&[old.addr.ip()], None, &[]);
+        old.push(&ny_name, ny_addr, &[old_report]).await;
         seen_attempt |= rogue.state.node_requests.load(Ordering::Relaxed) > 0;
         assert!(
             syd_ok(ny),
@@ -342,6 +348,11 @@ async fn hijack_attempt_leaves_the_binding_intact() {
         !bound(ny, &rogue.key),
         "the rogue's key named another key: not bound"
     );
+    assert!(
+        old.state.node_requests.load(Ordering::Relaxed) > 0,
+        "binding of the old node tried"
+    );
+    assert!(!bound(ny, &old.key), "a node without proofs is not bound");
     assert_eq!(
         ask(syd_client, f.nodes[1].dns, None).await.first(),
         Some(&syd.ip)

@@ -48,6 +48,8 @@ pub struct RogueState {
     pub url: String,
     /// The key its node document names (None: its own).
     pub claim_key: Mutex<Option<PublicKey>>,
+    /// Answer like a node older than binding proofs (no `proof`).
+    pub old_version: std::sync::atomic::AtomicBool,
     pub mode: Mutex<BlobMode>,
     blobs: Mutex<HashMap<BlobHash, Bytes>>,
     pub blob_requests: AtomicU64,
@@ -104,6 +106,7 @@ impl Rogue {
             name: name.to_string(),
             url,
             claim_key: Mutex::new(None),
+            old_version: std::sync::atomic::AtomicBool::new(false),
             mode: Mutex::new(BlobMode::Honest),
             blobs: Mutex::new(HashMap::new()),
             blob_requests: AtomicU64::new(0),
@@ -287,7 +290,9 @@ async fn node(State(st): State<Arc<RogueState>>, uri: Uri) -> Response {
         key: key.to_string(),
         url: st.url.clone(),
         // Signed with the key it holds: a claimed foreign key cannot verify.
-        proof: nonce.map(|n| binding::prove(&st.key, &n, &st.name, &st.url)),
+        proof: nonce
+            .filter(|_| !st.old_version.load(Ordering::Relaxed))
+            .map(|n| binding::prove(&st.key, &n, &st.name, &st.url)),
     })
     .into_response()
 }

@@ -121,7 +121,21 @@ impl Zone {
                 nodes.entry(key.name.clone()).or_default().push(r.clone());
             }
         }
-        let soa = soa.ok_or_else(|| invalid(format!("zone {origin} has no SOA record")))?;
+        let mut soa = soa.ok_or_else(|| invalid(format!("zone {origin} has no SOA record")))?;
+        // hickory's parser gives the SOA record its EXPIRE field as TTL
+        // (1209600 in a typical zone); use what the file says instead.
+        if let RData::SOA(rd) = soa.data() {
+            let ttl = soa_ttl(text).unwrap_or(rd.minimum());
+            soa.set_ttl(ttl);
+            if let Some(apex) = nodes.get_mut(&origin) {
+                for r in apex
+                    .iter_mut()
+                    .filter(|r| r.record_type() == RecordType::SOA)
+                {
+                    r.set_ttl(ttl);
+                }
+            }
+        }
         let apex_ns = nodes
             .get(&origin)
             .is_some_and(|rs| rs.iter().any(|r| r.record_type() == RecordType::NS));
@@ -271,6 +285,68 @@ impl Zone {
     }
 }
 
+/// A TTL token of a zone file: seconds, or BIND units (`1h30m`, `2d`, `1w`).
+fn parse_ttl(token: &str) -> Option<u32> {
+    if let Ok(n) = token.parse::<u32>() {
+        return Some(n);
+    }
+    if token.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut num: u64 = 0;
+    let mut digits = false;
+    for c in token.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = num.checked_mul(10)?.checked_add(u64::from(d))?;
+            digits = true;
+            continue;
+        }
+        let unit = match c.to_ascii_lowercase() {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return None,
+        };
+        if !digits {
+            return None;
+        }
+        total = total.checked_add(num.checked_mul(unit)?)?;
+        num = 0;
+        digits = false;
+    }
+    if digits {
+        return None;
+    }
+    u32::try_from(total).ok()
+}
+
+/// The TTL the zone text gives its SOA record: an explicit TTL on the SOA
+/// line, else the `$TTL` in effect there; `None` when neither is written.
+fn soa_ttl(text: &str) -> Option<u32> {
+    let mut default = None;
+    for line in text.lines() {
+        let code = line.split(';').next().unwrap_or("");
+        let mut tokens = code.split_whitespace();
+        let Some(first) = tokens.next() else {
+            continue;
+        };
+        if first.eq_ignore_ascii_case("$TTL") {
+            default = tokens.next().and_then(parse_ttl).or(default);
+            continue;
+        }
+        let all: Vec<&str> = code.split_whitespace().collect();
+        if let Some(at) = all.iter().position(|t| t.eq_ignore_ascii_case("SOA")) {
+            // Owner (if the line starts with one), TTL and class, in either order.
+            let explicit = all[..at].iter().find_map(|t| parse_ttl(t));
+            return explicit.or(default);
+        }
+    }
+    None
+}
+
 /// All zones this instance is authoritative for.
 #[derive(Debug, Clone, Default)]
 pub struct ZoneSet {
@@ -316,5 +392,73 @@ impl ZoneSet {
     /// The zones.
     pub fn zones(&self) -> &[Zone] {
         &self.zones
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn soa_ttl_of(text: &str) -> u32 {
+        let z = Zone::parse(text, &Name::from_str("z.test.").unwrap(), Path::new("z")).unwrap();
+        let apex = z.rrset(z.origin(), RecordType::SOA);
+        assert_eq!(apex.len(), 1);
+        assert_eq!(apex[0].ttl(), z.soa().ttl());
+        z.soa().ttl()
+    }
+
+    #[test]
+    fn soa_ttl_is_what_the_file_says_not_expire() {
+        let body = "@ IN NS ns1\nns1 IN A 192.0.2.1\n";
+        let soa = "( 2026112401 3600 600 1209600 60 )";
+        // $TTL in effect.
+        assert_eq!(
+            soa_ttl_of(&format!("$TTL 300\n@ IN SOA ns1 h {soa}\n{body}")),
+            300
+        );
+        // An explicit TTL wins, before or after the class, with units.
+        assert_eq!(
+            soa_ttl_of(&format!("$TTL 300\n@ 3600 IN SOA ns1 h {soa}\n{body}")),
+            3600
+        );
+        assert_eq!(
+            soa_ttl_of(&format!("$TTL 300\n@ IN 1h30m SOA ns1 h {soa}\n{body}")),
+            5400
+        );
+        // A later $TTL does not apply to an earlier SOA; no $TTL: MINIMUM.
+        assert_eq!(
+            soa_ttl_of(&format!("$TTL 90\n@ IN SOA ns1 h {soa}\n$TTL 7\n{body}")),
+            90
+        );
+        assert_eq!(
+            soa_ttl_of(&format!(
+                "@ 200 IN SOA ns1 h {soa}\n@ 200 IN NS ns1\nns1 200 IN A 192.0.2.1\n"
+            )),
+            200
+        );
+        // Comments are not tokens.
+        assert_eq!(
+            soa_ttl_of(&format!(
+                "$TTL 300 ; five minutes\n@ IN SOA ns1 h {soa} ; 99\n{body}"
+            )),
+            300
+        );
+    }
+
+    #[test]
+    fn ttl_tokens() {
+        for (t, want) in [
+            ("0", Some(0)),
+            ("300", Some(300)),
+            ("1h", Some(3600)),
+            ("1w2d", Some(777_600)),
+            ("2D", Some(172_800)),
+        ] {
+            assert_eq!(parse_ttl(t), want, "{t}");
+        }
+        for bad in ["", "h", "1x", "1h2", "IN", "99999999999"] {
+            assert_eq!(parse_ttl(bad), None, "{bad}");
+        }
     }
 }

@@ -73,10 +73,17 @@ impl Zone {
             Parser::new(text, Some(path.to_path_buf()), Some(origin.clone())).parse()
         }));
         let (origin_name, sets) = match parsed {
-            Ok(r) => r.map_err(|e| ZoneError::Parse {
-                path: p.clone(),
-                message: e.to_string(),
-            })?,
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                // hickory's errors carry no position: find the record.
+                let at = first_bad_line(text, origin, path)
+                    .map(|n| format!("line {n}: "))
+                    .unwrap_or_default();
+                return Err(ZoneError::Parse {
+                    path: p,
+                    message: format!("{at}{e}"),
+                });
+            }
             Err(_) => {
                 return Err(ZoneError::Parse {
                     path: p,
@@ -285,6 +292,52 @@ impl Zone {
     }
 }
 
+/// Whether zone text fails to parse (a parser panic counts as failing).
+fn parse_fails(text: &str, origin: &Name, path: &Path) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Parser::new(text, Some(path.to_path_buf()), Some(origin.clone()))
+            .parse()
+            .is_err()
+    }))
+    .unwrap_or(true)
+}
+
+/// The 1-based line where the first record that does not parse starts:
+/// binary search over prefixes that end between records (outside
+/// parentheses). `None` when the whole text parses or no prefix fails.
+fn first_bad_line(text: &str, origin: &Name, path: &Path) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    // Line counts after which no parenthesis is open.
+    let mut cuts = vec![0usize];
+    let mut depth: i64 = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.split(';').next().unwrap_or("");
+        depth += code.matches('(').count() as i64 - code.matches(')').count() as i64;
+        if depth <= 0 {
+            depth = 0;
+            cuts.push(i + 1);
+        }
+    }
+    let fails = |end: usize| parse_fails(&lines[..end].join("\n"), origin, path);
+    // cuts[lo] parses (the empty prefix does), cuts[hi] fails.
+    let (mut lo, mut hi) = (0usize, cuts.len() - 1);
+    if !fails(cuts[hi]) {
+        return None;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fails(cuts[mid]) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    // The failing record starts after the last good cut; skip blank lines.
+    (cuts[lo]..cuts[hi])
+        .find(|&i| !lines[i].split(';').next().unwrap_or("").trim().is_empty())
+        .map(|i| i + 1)
+}
+
 /// A TTL token of a zone file: seconds, or BIND units (`1h30m`, `2d`, `1w`).
 fn parse_ttl(token: &str) -> Option<u32> {
     if let Ok(n) = token.parse::<u32>() {
@@ -444,6 +497,24 @@ mod tests {
             )),
             300
         );
+    }
+
+    #[test]
+    fn parse_errors_name_the_line() {
+        let origin = Name::from_str("z.test.").unwrap();
+        let good = "$TTL 300\n@ IN SOA ns1 h ( 1 2 3 4 5 )\n@ IN NS ns1\n\nns1 IN A 192.0.2.1\n";
+        for (bad, line) in [
+            ("www IN A 999.1.1.1\n", 6),
+            ("\n; a comment\nmx IN MX notanumber mail\n", 8),
+            ("multi IN SOA ns1 h (\n 1 2\n x 4 5 )\n", 6),
+        ] {
+            let text = format!("{good}{bad}ok IN A 192.0.2.9\n");
+            let e = Zone::parse(&text, &origin, Path::new("z.zone"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("z.zone: line {line}: ")), "{e}");
+        }
+        assert_eq!(first_bad_line(good, &origin, Path::new("z")), None);
     }
 
     #[test]

@@ -792,33 +792,35 @@ print(' '.join(f'{k}={v}' for k, v in n.items()))
 sys.exit(0 if n['orange'] >= 200 and n['blue'] >= 200 and n['background'] >= 1000 else 1)
 EOF
 
-for n in 1 2 3 4 5; do for k in "${KINDS[@]}"; do
-    out="$TMP/fetch/chromium-$k$n"
-    t_c=$(now_ms)
-    if chromium_run "$PFX-$k$n" "$out"; then
-        log "$(net_name "$k" "$n"): chromium took $(since_ms "$t_c") ms"
-        if grep -q '<title>p2pcdn demo site</title>' "$out.html" &&
-            grep -q 'Hello from p2pcdn' "$out.html" && grep -q 'SITEVER-v1' "$out.html"; then
-            ok "$(net_name "$k" "$n"): chromium --dump-dom https://$WWW/ shows the page (title, heading, v1)"
+for n in 1 2 3 4 5; do
+    for k in "${KINDS[@]}"; do
+        out="$TMP/fetch/chromium-$k$n"
+        t_c=$(now_ms)
+        if chromium_run "$PFX-$k$n" "$out"; then
+            log "$(net_name "$k" "$n"): chromium took $(since_ms "$t_c") ms"
+            if grep -q '<title>p2pcdn demo site</title>' "$out.html" &&
+                grep -q 'Hello from p2pcdn' "$out.html" && grep -q 'SITEVER-v1' "$out.html"; then
+                ok "$(net_name "$k" "$n"): chromium --dump-dom https://$WWW/ shows the page (title, heading, v1)"
+            else
+                bad "$(net_name "$k" "$n"): chromium --dump-dom: page not as published: $(head -c 300 "$out.html" | tr '\n' ' ')"
+            fi
+            if px="$(python3 "$TMP/pngcheck.py" "$out.png")"; then
+                ok "$(net_name "$k" "$n"): chromium screenshot shows the logo image and the stylesheet's colours ($px)"
+            else
+                bad "$(net_name "$k" "$n"): chromium screenshot lacks the image or CSS colours ($px)"
+                cp "$out.png" "/tmp/$PFX-screenshot-$k$n.png" 2>/dev/null || true
+            fi
+            peers="$(chromium_peers "$out.json")"
+            if [ -n "$peers" ] && [ -z "$(tr ' ' '\n' <<<"$peers" | grep -v -e "^$" -e "^\[$(mirror6 "$n")\]:443$" -e "^$(mirror4 "$n"):443$")" ]; then
+                ok "$(net_name "$k" "$n"): chromium connected only to the own mirror: $peers"
+            else
+                bad "$(net_name "$k" "$n"): chromium connected to '$peers', expected only mirror $n"
+            fi
         else
-            bad "$(net_name "$k" "$n"): chromium --dump-dom: page not as published: $(head -c 300 "$out.html" | tr '\n' ' ')"
+            bad "$(net_name "$k" "$n"): chromium ran: $(tail -n 3 "$out.err" 2>/dev/null | tr '\n' ' ')"
         fi
-        if px="$(python3 "$TMP/pngcheck.py" "$out.png")"; then
-            ok "$(net_name "$k" "$n"): chromium screenshot shows the logo image and the stylesheet's colours ($px)"
-        else
-            bad "$(net_name "$k" "$n"): chromium screenshot lacks the image or CSS colours ($px)"
-            cp "$out.png" "/tmp/$PFX-screenshot-$k$n.png" 2>/dev/null || true
-        fi
-        peers="$(chromium_peers "$out.json")"
-        if [ -n "$peers" ] && [ -z "$(tr ' ' '\n' <<<"$peers" | grep -v -e "^$" -e "^\[$(mirror6 "$n")\]:443$" -e "^$(mirror4 "$n"):443$")" ]; then
-            ok "$(net_name "$k" "$n"): chromium connected only to the own mirror: $peers"
-        else
-            bad "$(net_name "$k" "$n"): chromium connected to '$peers', expected only mirror $n"
-        fi
-    else
-        bad "$(net_name "$k" "$n"): chromium ran: $(tail -n 3 "$out.err" 2>/dev/null | tr '\n' ' ')"
-    fi
-done; done
+    done
+done
 [ "${P2PE_KEEP:-}" = 1 ] && cp "$TMP/fetch/chromium-u3.png" "/tmp/$PFX-screenshot-u3.png" 2>/dev/null || true
 
 # ---- 4. Drill: Singapore's mirror dies while its clients fetch; then it comes back -------

@@ -134,6 +134,8 @@ fn candidates(n: usize, rng: &mut Rng) -> Vec<Candidate> {
                 healthy,
                 authorized,
                 version,
+                up_secs: 3600,
+                flaps: 0,
             }
         })
         .collect()
@@ -232,6 +234,7 @@ fn steering() {
         .map(|_| ClientInfo {
             point: Some(rng.point()),
             prefix_key: rng.next_u64(),
+            explore: None,
         })
         .collect();
     let budget = Duration::from_secs(2);
@@ -289,6 +292,7 @@ fn steering() {
         let client = ClientInfo {
             point: geo.lookup(ip).and_then(|l| l.point),
             prefix_key: prefix_key(ip),
+            explore: None,
         };
         steer::steer(&client, black_box(&big), Some(CURRENT), &policy, family(q)).len()
     });
@@ -362,6 +366,7 @@ fn federation(n: usize, rng: &mut Rng) -> Federation {
                 .collect(),
             mirrors: SITES.iter().map(|s| (*s).to_string()).collect(),
             rtt_ms,
+            client_rtt: Vec::new(),
             seq,
             issued: ISSUED,
             expires: ISSUED + TTL,

@@ -122,6 +122,10 @@ struct RawSteering {
     answers: Option<Spanned<usize>>,
     #[serde(default)]
     spill_threshold: Option<Spanned<f64>>,
+    #[serde(default)]
+    band_ms: Option<Spanned<f64>>,
+    #[serde(default)]
+    explore_every: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +171,12 @@ struct RawDns {
     #[serde(default = "d_tcp_max")]
     tcp_max_connections: Spanned<usize>,
     #[serde(default)]
+    short_ttl: Option<Spanned<u64>>,
+    #[serde(default)]
+    min_ttl: Option<Spanned<u64>>,
+    #[serde(default)]
+    max_ttl: Option<Spanned<u64>>,
+    #[serde(default)]
     rrl_rate: Option<Spanned<u32>>,
     #[serde(default)]
     rrl_slip: Option<Spanned<u32>>,
@@ -182,6 +192,9 @@ impl Default for RawDns {
             max_udp_payload: d_payload(),
             tcp_idle_timeout_secs: d_tcp_timeout(),
             tcp_max_connections: d_tcp_max(),
+            short_ttl: None,
+            min_ttl: None,
+            max_ttl: None,
             rrl_rate: None,
             rrl_slip: None,
             rrl_exempt: None,
@@ -347,6 +360,10 @@ pub struct SteeringConfig {
     pub answers: usize,
     /// Load fraction above which answers spill to farther mirrors.
     pub spill_threshold: f64,
+    /// A second mirror joins an answer only within this many ms of the best.
+    pub band_ms: f64,
+    /// One answer slot in this many per client network explores (0: never).
+    pub explore_every: u32,
 }
 
 /// An operator's prefix → location override.
@@ -369,8 +386,15 @@ pub struct GeoOverrideConfig {
 pub struct DnsConfig {
     /// UDP and TCP listen addresses.
     pub listen: Vec<SocketAddr>,
-    /// TTL of steered answers, seconds.
+    /// TTL of stable steered answers, seconds.
     pub answer_ttl: u32,
+    /// TTL of uncertain steered answers (new, flapping, busy mirror, close
+    /// decision, exploration) and of fallback records, seconds.
+    pub short_ttl: u32,
+    /// Operator's lower bound on every steered TTL.
+    pub min_ttl: u32,
+    /// Operator's upper bound on every steered TTL.
+    pub max_ttl: u32,
     /// Largest UDP response sent, bytes (512..=4096).
     pub max_udp_payload: u16,
     /// Idle timeout of TCP connections, seconds.
@@ -764,6 +788,36 @@ impl Config {
                 15,
             )?,
         };
+        let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let short_ttl = u32_of(ranged(&raw.dns.short_ttl, "dns.short_ttl", 1, 86400, 5)?).min(ttl);
+        let min_ttl = u32_of(ranged(&raw.dns.min_ttl, "dns.min_ttl", 0, 86400, 1)?);
+        let max_ttl = u32_of(ranged(&raw.dns.max_ttl, "dns.max_ttl", 1, 86400, 3600)?);
+        if min_ttl > max_ttl {
+            let span = raw.dns.min_ttl.as_ref().map_or(0..0, Spanned::span);
+            return Err(invalid(
+                span,
+                "dns.min_ttl",
+                format!("must not exceed dns.max_ttl ({max_ttl})"),
+            ));
+        }
+        let band_ms = match &raw.steering.band_ms {
+            Some(x) if !(0.0..=1000.0).contains(x.get_ref()) => {
+                return Err(invalid(
+                    x.span(),
+                    "steering.band_ms",
+                    "must be within 0..=1000 ms".into(),
+                ))
+            }
+            Some(x) => *x.get_ref(),
+            None => crate::steer::Policy::default().band_ms,
+        };
+        let explore_every = u32_of(ranged(
+            &raw.steering.explore_every,
+            "steering.explore_every",
+            0,
+            1_000_000,
+            32,
+        )?);
         let answers = match &raw.steering.answers {
             Some(x) if !(1..=8).contains(x.get_ref()) => {
                 return Err(invalid(
@@ -957,6 +1011,9 @@ impl Config {
             dns: DnsConfig {
                 listen: raw.dns.listen,
                 answer_ttl: ttl,
+                short_ttl,
+                min_ttl,
+                max_ttl,
                 max_udp_payload: payload,
                 tcp_idle_timeout_secs: tcp_to,
                 tcp_max_connections: tcp_max,
@@ -976,6 +1033,8 @@ impl Config {
             steering: SteeringConfig {
                 answers,
                 spill_threshold,
+                band_ms,
+                explore_every,
             },
             geo_overrides,
         })

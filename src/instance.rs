@@ -205,9 +205,16 @@ impl Instance {
         let policy = crate::steer::Policy {
             k: cfg.steering.answers,
             spill_threshold: cfg.steering.spill_threshold,
+            band_ms: cfg.steering.band_ms,
             ..Default::default()
         };
-        let (steering, steer_view) = federation::view::FederatedSteering::new(geo, policy);
+        let ttl_policy = ttl_policy(&cfg);
+        let (steering, steer_view) = federation::view::FederatedSteering::new(
+            geo,
+            policy,
+            ttl_policy,
+            cfg.steering.explore_every,
+        );
         let dns_data: SharedDnsData = Arc::new(ArcSwap::from_pointee(build_dns_data(
             &cfg,
             &local_zones,
@@ -259,7 +266,7 @@ impl Instance {
             dns_data.clone(),
             Arc::new(steering),
             DnsSettings {
-                answer_ttl: cfg.dns.answer_ttl,
+                fallback_ttl: ttl_policy.fallback().secs,
                 max_udp_payload: cfg.dns.max_udp_payload,
                 rrl: (cfg.dns.rrl_rate > 0).then(|| {
                     Arc::new(crate::dns::rrl::RateLimiter::new(
@@ -304,6 +311,7 @@ impl Instance {
                 app.clone(),
                 limits,
                 connections.clone(),
+                fed.client_rtt.clone(),
                 shutdown_rx.clone(),
             ));
         }
@@ -316,6 +324,7 @@ impl Instance {
                     app.clone(),
                     limits,
                     connections.clone(),
+                    fed.client_rtt.clone(),
                     shutdown_rx.clone(),
                 ));
             }
@@ -458,4 +467,15 @@ async fn bind_tcp(
         .filter_map(|l| l.local_addr().ok())
         .collect();
     Ok((listeners, bound))
+}
+
+/// The answer-TTL policy from the configuration.
+fn ttl_policy(cfg: &Config) -> crate::steer::ttl::TtlPolicy {
+    crate::steer::ttl::TtlPolicy {
+        standard: cfg.dns.answer_ttl,
+        short: cfg.dns.short_ttl,
+        min: cfg.dns.min_ttl,
+        max: cfg.dns.max_ttl,
+        ..Default::default()
+    }
 }

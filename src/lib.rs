@@ -12,6 +12,7 @@
 //! - [`http`]: the HTTPS/HTTP mirror.
 //! - [`federation`], [`report`]: peers, signed reports, gossip, probes, replication.
 //! - [`geo`], [`steer`]: client location and the pure steering decision.
+//! - [`latency`]: client RTTs aggregated per client network (pure).
 //! - [`instance`]: starting and stopping everything.
 //! - [`devca`], [`demo`], [`cli`]: development CA, the demo, the command line.
 
@@ -33,6 +34,7 @@ pub mod http;
 pub mod ingest;
 pub mod instance;
 pub mod keys;
+pub mod latency;
 pub mod manifest;
 pub mod metrics;
 pub mod owner;

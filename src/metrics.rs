@@ -2,7 +2,7 @@
 //! that the DNS, HTTP and federation code update, served on the
 //! `[metrics] listen` addresses (off by default). Nothing about individual
 //! clients is recorded: labels are transports, response codes, sites and
-//! outcomes only.
+//! outcomes only, and client RTTs only as one histogram over all clients.
 
 use std::sync::atomic::AtomicU64;
 
@@ -10,6 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Labels of DNS responses.
@@ -57,6 +58,13 @@ pub struct Metrics {
     pub peers: Gauge,
     /// Version served per site (0: none yet).
     pub served_version: Family<SiteLabel, Gauge<u64, AtomicU64>>,
+    /// Client connections whose smoothed RTT was read, by outcome ("ok",
+    /// "unavailable": TCP_INFO failed or had no RTT yet).
+    pub client_rtt_samples: Family<Outcome, Counter>,
+    /// Smoothed RTT of client connections, seconds (all clients together).
+    pub client_rtt_seconds: Histogram,
+    /// Client networks with enough samples to be reported (last snapshot).
+    pub client_rtt_networks: Gauge,
 }
 
 impl Default for Metrics {
@@ -79,6 +87,10 @@ impl Metrics {
             peers_up: Gauge::default(),
             peers: Gauge::default(),
             served_version: Family::default(),
+            client_rtt_samples: Family::default(),
+            // 0.25 ms .. 1 s.
+            client_rtt_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 13)),
+            client_rtt_networks: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -121,6 +133,21 @@ impl Metrics {
             "served_version",
             "Manifest version served per site",
             m.served_version.clone(),
+        );
+        r.register(
+            "client_rtt_samples",
+            "Client connections whose kernel smoothed RTT (TCP_INFO) was read, by outcome",
+            m.client_rtt_samples.clone(),
+        );
+        r.register(
+            "client_rtt_seconds",
+            "Kernel smoothed RTT of client connections at sampling, seconds",
+            m.client_rtt_seconds.clone(),
+        );
+        r.register(
+            "client_rtt_networks",
+            "Client networks with enough RTT samples to be reported (as of the last report)",
+            m.client_rtt_networks.clone(),
         );
         m
     }

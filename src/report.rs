@@ -1,6 +1,7 @@
 //! Node-signed reports: an instance's statement of its addresses, location,
-//! capacity, load, which (site, version) it holds verified, and the RTTs it
-//! measured to peers. Pure: no I/O, no clock.
+//! capacity, load, which (site, version) it holds verified, the RTTs it
+//! measured to peers, and the RTTs of its clients aggregated per client
+//! network ([`crate::latency`]). Pure: no I/O, no clock.
 //!
 //! Wire form: `{"report": <base64 canonical JSON>, "signature": <base64
 //! ed25519(REPORT_DOMAIN || bytes)>}`; the signing key is `report.node`.
@@ -15,6 +16,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{PublicKey, SecretKey};
+use crate::latency::{self, LatencyError, NetRtt};
 
 /// Domain separation prefix for report signatures.
 pub const REPORT_DOMAIN: &[u8] = b"p2pcdn-report-v1\0";
@@ -116,6 +118,10 @@ pub struct Report {
     pub mirrors: Vec<String>,
     /// RTT in ms to peers, by node key text.
     pub rtt_ms: BTreeMap<String, f64>,
+    /// Measured RTTs of this node's clients per client network (at most
+    /// [`crate::latency::MAX_REPORTED`]); left out of the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_rtt: Vec<NetRtt>,
     /// Strictly increasing sequence number.
     pub seq: u64,
     /// Unix seconds when made.
@@ -151,6 +157,14 @@ pub enum ReportError {
     /// Signature does not verify with the report's node key.
     #[error("report signature does not verify")]
     BadSignature,
+    /// `client_rtt` breaks its bounds (count, RTT range, duplicates).
+    #[error("bad client_rtt in report from {node}: {why}")]
+    ClientRtt {
+        /// Node.
+        node: String,
+        /// Which bound.
+        why: LatencyError,
+    },
     /// Expired, or lifetime too long, or from the future.
     #[error("stale report from {node}: {why}")]
     Stale {
@@ -228,6 +242,10 @@ pub fn verify(envelope: &[u8], now: u64) -> Result<VerifiedReport, ReportError> 
             report.format
         )));
     }
+    latency::validate(&report.client_rtt).map_err(|why| ReportError::ClientRtt {
+        node: report.name.clone(),
+        why,
+    })?;
     let stale = |why: String| ReportError::Stale {
         node: report.name.clone(),
         why,
@@ -274,6 +292,7 @@ mod tests {
             }],
             mirrors: vec!["www.x".into()],
             rtt_ms: BTreeMap::new(),
+            client_rtt: Vec::new(),
             seq,
             issued: 1000,
             expires: 1030,
@@ -299,6 +318,47 @@ mod tests {
         assert!(matches!(
             verify(b"junk", 1010),
             Err(ReportError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn client_rtt_is_optional_and_bounded() {
+        let k = SecretKey::generate().unwrap();
+        // Without aggregates the field is left out entirely.
+        let body = serde_json::to_string(&sample(&k, 1)).unwrap();
+        assert!(!body.contains("client_rtt"), "{body}");
+        // With aggregates: compact arrays, verified and read back.
+        let mut r = sample(&k, 2);
+        r.client_rtt = vec![NetRtt {
+            net: "10.3.1.0/24".parse().unwrap(),
+            rtt_ms: 12.5,
+            samples: 40,
+        }];
+        let body = serde_json::to_string(&r).unwrap();
+        assert!(
+            body.contains(r#""client_rtt":[["10.3.1.0/24",12.5,40]]"#),
+            "{body}"
+        );
+        let v = verify(&sign(&r, &k).unwrap(), 1010).unwrap();
+        assert_eq!(v.report.client_rtt, r.client_rtt);
+        // Over the bound: refused, naming the node and the bound.
+        r.client_rtt = (0..=latency::MAX_REPORTED)
+            .map(|i| NetRtt {
+                net: latency::ClientNet::V4([10, (i / 256) as u8, (i % 256) as u8]),
+                rtt_ms: 1.0,
+                samples: 5,
+            })
+            .collect();
+        let err = verify(&sign(&r, &k).unwrap(), 1010).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad client_rtt in report from m1.example.net: 257 client RTT aggregates, at most 256 allowed"
+        );
+        r.client_rtt.truncate(1);
+        r.client_rtt[0].rtt_ms = -1.0;
+        assert!(matches!(
+            verify(&sign(&r, &k).unwrap(), 1010),
+            Err(ReportError::ClientRtt { .. })
         ));
     }
 }

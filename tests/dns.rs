@@ -38,7 +38,9 @@ async fn steered_site_answers_and_falls_back() {
     assert_eq!(r.response_code(), ResponseCode::NoError);
     assert!(r.authoritative());
     assert_eq!(addrs(&r), vec![IpAddr::from_str("192.0.2.1").unwrap()]);
-    assert_eq!(r.answers()[0].ttl(), 300);
+    // The zone says 300, but a fallback answer is held only the short TTL
+    // (dns.short_ttl, 5 s): a mirror may be there any moment.
+    assert_eq!(r.answers()[0].ttl(), 5);
 
     w.publish(SITE, &w.site_dir("a"), None).unwrap();
     let ok = eventually(5, async || {
@@ -50,7 +52,10 @@ async fn steered_site_answers_and_falls_back() {
     let r = udp(dns, &query("WWW.T.TEST.", RecordType::A, None, None)).await;
     assert!(r.authoritative());
     assert!(!r.recursion_available());
-    assert_eq!(r.answers()[0].ttl(), 17, "answer TTL from config");
+    // The mirror is new: its TTL ramps from the short TTL (5) towards
+    // dns.answer_ttl (17) over its first minutes.
+    let ttl = r.answers()[0].ttl();
+    assert!((5..17).contains(&ttl), "a new mirror's TTL: {ttl}");
     let r = tcp(dns, &query("www.t.test.", RecordType::AAAA, None, None)).await;
     assert_eq!(addrs(&r), vec![IpAddr::from_str("::1").unwrap()]);
 

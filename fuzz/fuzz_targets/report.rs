@@ -17,6 +17,7 @@ use arbitrary::{Arbitrary, Result as AResult, Unstructured};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
+use p2pcdn::latency::{self, ClientNet, NetRtt};
 use p2pcdn::report::{
     self, verify, Capacity, Held, Load, Point, Report, ReportError, VerifiedReport, REPORT_DOMAIN,
 };
@@ -36,6 +37,7 @@ fn check_verified(v: &VerifiedReport, envelope: &[u8]) {
     for h in &r.holds {
         assert!(r.holds_version(&h.site) >= Some(h.version));
     }
+    assert_eq!(latency::validate(&r.client_rtt), Ok(()));
 }
 
 fn raw(data: &[u8]) {
@@ -104,6 +106,15 @@ fn build(u: &mut Unstructured<'_>) -> AResult<Report> {
             })
         })
         .collect::<AResult<_>>()?;
+    let client_rtt = (0..u.int_in_range(0..=3u8)?)
+        .map(|_| {
+            Ok(NetRtt {
+                net: ClientNet::of(IpAddr::arbitrary(u)?),
+                rtt_ms: float(u)?,
+                samples: u32::arbitrary(u)?,
+            })
+        })
+        .collect::<AResult<_>>()?;
     Ok(Report {
         format: if u.ratio(1, 8)? { u32::arbitrary(u)? } else { 1 },
         node: fixed_key().public(),
@@ -130,6 +141,7 @@ fn build(u: &mut Unstructured<'_>) -> AResult<Report> {
         holds,
         mirrors: Vec::<String>::arbitrary(u)?,
         rtt_ms,
+        client_rtt,
         seq: u64::arbitrary(u)?,
         issued: time(u)?,
         expires: time(u)?,
@@ -142,6 +154,7 @@ fn floats(r: &Report) -> Vec<f64> {
         v.extend([p.lat, p.lon]);
     }
     v.extend(r.rtt_ms.values().copied());
+    v.extend(r.client_rtt.iter().map(|a| a.rtt_ms));
     v
 }
 
@@ -160,7 +173,8 @@ fn structured(data: &[u8]) {
         && r.format == 1
         && r.expires > NOW
         && r.issued <= NOW + report::MAX_SKEW
-        && r.expires.saturating_sub(r.issued) <= report::MAX_REPORT_TTL;
+        && r.expires.saturating_sub(r.issued) <= report::MAX_REPORT_TTL
+        && latency::validate(&r.client_rtt).is_ok();
     match got {
         Ok(v) => {
             assert!(want, "accepted a report the rules refuse: {r:?}");
@@ -181,6 +195,7 @@ fn structured(data: &[u8]) {
                 rep.load.bps = 0.0;
                 rep.location = rep.location.map(|_| Point { lat: 0.0, lon: 0.0 });
                 rep.rtt_ms.values_mut().for_each(|v| *v = 0.0);
+                rep.client_rtt.iter_mut().for_each(|a| a.rtt_ms = 0.0);
             }
             assert_eq!(a, b, "report did not round-trip");
         }

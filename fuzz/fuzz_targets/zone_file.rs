@@ -151,7 +151,7 @@ fuzz_target!(|data: &[u8]| {
     let www = LowerName::from_str("www.t.test.").expect("name");
     // www has holders with IPv4 addresses only; img has none.
     let steer = move |n: &LowerName| {
-        (n == &www).then(|| vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1))])
+        (n == &www).then(|| (vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1))], 30))
     };
     for n in &names {
         for &qtype in QTYPES {

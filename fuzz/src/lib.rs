@@ -99,7 +99,11 @@ impl Steering for FixedSteering {
         };
         // Echo a scope derived from the client's subnet (any u8 must encode).
         let scope = subnet.map_or(0, |(_, p)| p.min(24));
-        Some(Steered { addrs, scope })
+        Some(Steered {
+            addrs,
+            scope,
+            ttl: 17,
+        })
     }
 }
 
@@ -141,7 +145,7 @@ pub fn dns_handler() -> &'static Handler {
             data,
             Arc::new(FixedSteering),
             DnsSettings {
-                answer_ttl: 17,
+                fallback_ttl: 5,
                 max_udp_payload: MAX_UDP_PAYLOAD,
                 // Response rate limiting is clock-driven: off, for determinism.
                 rrl: None,

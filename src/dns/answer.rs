@@ -56,16 +56,21 @@ pub struct Question<'a> {
     pub qtype: RecordType,
 }
 
-/// Answers one question. `steer(name)` returns the addresses to answer for a
-/// steered name, or `None` to use the zone file's fallback records.
+/// What steering answers for a steered name: addresses and their TTL.
+pub type SteerFn<'a> = dyn Fn(&LowerName) -> Option<(Vec<IpAddr>, u32)> + 'a;
+
+/// Answers one question. `steer(name)` returns the addresses (and TTL) to
+/// answer for a steered name, or `None` to use the zone file's fallback
+/// records, whose TTL is then capped at `fallback_ttl` (an answer nobody
+/// steered should not be cached long: a mirror may be back any moment).
 pub fn resolve(
     zones: &ZoneSet,
     steered: &HashSet<LowerName>,
     q: &Question<'_>,
-    ttl: u32,
-    steer: &dyn Fn(&LowerName) -> Option<Vec<IpAddr>>,
+    fallback_ttl: u32,
+    steer: &SteerFn<'_>,
 ) -> Answer {
-    resolve_at(zones, steered, q, ttl, steer, 0)
+    resolve_at(zones, steered, q, fallback_ttl, steer, 0)
 }
 
 /// [`resolve`], `depth` CNAME hops into a chain that crossed steered names.
@@ -73,8 +78,8 @@ fn resolve_at(
     zones: &ZoneSet,
     steered: &HashSet<LowerName>,
     q: &Question<'_>,
-    ttl: u32,
-    steer: &dyn Fn(&LowerName) -> Option<Vec<IpAddr>>,
+    fallback_ttl: u32,
+    steer: &SteerFn<'_>,
     depth: usize,
 ) -> Answer {
     let Some(zone) = zones.find(q.name) else {
@@ -97,10 +102,10 @@ fn resolve_at(
         steered: false,
     };
 
-    if steered.contains(q.name)
-        && matches!(q.qtype, RecordType::A | RecordType::AAAA | RecordType::ANY)
-    {
-        if let Some(addrs) = steer(q.name) {
+    let steered_name = steered.contains(q.name)
+        && matches!(q.qtype, RecordType::A | RecordType::AAAA | RecordType::ANY);
+    if steered_name {
+        if let Some((addrs, ttl)) = steer(q.name) {
             let owner = Name::from(q.name.clone());
             let want = if q.qtype == RecordType::ANY {
                 RecordType::A
@@ -145,9 +150,13 @@ fn resolve_at(
             },
         };
         let owner = Name::from(name.clone());
+        let fallback = steered_name && name == *q.name;
         let fix_owner = |mut r: Record| {
             if synthesized_from.is_some() {
                 r.set_name(owner.clone());
+            }
+            if fallback && r.ttl() > fallback_ttl {
+                r.set_ttl(fallback_ttl);
             }
             r
         };
@@ -203,7 +212,7 @@ fn resolve_at(
                             name: &target,
                             qtype: q.qtype,
                         },
-                        ttl,
+                        fallback_ttl,
                         steer,
                         depth + ans.answers.len(),
                     );
@@ -297,6 +306,7 @@ ns.sub  IN A   192.0.2.99
     }
 
     fn ask(name: &str, t: RecordType, steer: Option<Vec<IpAddr>>) -> Answer {
+        let steer = steer.map(|a| (a, 30));
         let n = LowerName::from_str(name).unwrap();
         let mut steered = HashSet::new();
         steered.insert(LowerName::from_str("www.ex.test.").unwrap());

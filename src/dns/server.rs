@@ -29,6 +29,8 @@ pub struct Steered {
     pub addrs: Vec<IpAddr>,
     /// ECS scope prefix to return (0: valid for every client).
     pub scope: u8,
+    /// TTL of the answer, seconds.
+    pub ttl: u32,
 }
 
 /// Where steered addresses come from (an in-memory view; must not block).
@@ -47,8 +49,9 @@ pub trait Steering: Send + Sync + 'static {
 /// Settings for the DNS handler.
 #[derive(Debug, Clone)]
 pub struct DnsSettings {
-    /// TTL of steered answers.
-    pub answer_ttl: u32,
+    /// Largest TTL of a steered name's fallback records (no mirror could
+    /// serve); steered answers carry their own TTL.
+    pub fallback_ttl: u32,
     /// Largest UDP payload we send.
     pub max_udp_payload: u16,
     /// UDP response rate limiting (None: off).
@@ -157,7 +160,7 @@ impl Handler {
         let steer = |name: &LowerName| {
             self.steering.addresses(name, v6, client, sub).map(|s| {
                 scope.set(s.scope);
-                s.addrs
+                (s.addrs, s.ttl)
             })
         };
         let data = self.data.load();
@@ -168,7 +171,7 @@ impl Handler {
                 name: query.name(),
                 qtype: query.query_type(),
             },
-            self.settings.answer_ttl,
+            self.settings.fallback_ttl,
             &steer,
         );
 

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::wire::{Bundle, SyncRequest, SyncResponse};
-use super::{replicate, Federation};
+use super::{replicate, Federation, Peer};
 use crate::catalog::unix_now;
 use crate::report::{self, Capacity, Held, Load, Point, Report};
 
@@ -70,6 +70,7 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
             .map(|s| s.hostname.clone())
             .collect(),
         rtt_ms: fed.rtts(),
+        client_rtt: fed.client_rtt.snapshot(),
         seq: millis.max(prev + 1),
         issued: now,
         expires: now + cfg.federation.report_ttl_secs,
@@ -282,6 +283,7 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let timeout = interval
         .mul_f64(0.8)
         .clamp(Duration::from_secs(1), Duration::from_secs(2));
+    let recheck = suspect_recheck(interval);
     let mut ticker = tokio::time::interval(interval);
     let mut round: u64 = 0;
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -290,28 +292,59 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             _ = ticker.tick() => {}
             _ = stop.changed() => break,
         }
-        let mut probes = JoinSet::new();
-        for p in fed.peers() {
-            let fed = fed.clone();
-            probes.spawn(async move {
-                let start = Instant::now();
-                let ok = fed
-                    .http
-                    .get(format!("{}/.well-known/p2pcdn/v1/health", p.url))
-                    .timeout(timeout)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                let rtt = ok.then(|| start.elapsed().as_secs_f64() * 1000.0);
-                fed.record_probe(&p.key, rtt);
-            });
+        let round_start = Instant::now();
+        probe_all(&fed, fed.peers(), timeout).await;
+        // A peer that just missed is suspect: probe it again every `recheck`
+        // until it answers or is down, instead of waiting whole rounds. A
+        // dead peer (connection refused) is then down in about one round
+        // plus two rechecks, not three rounds.
+        loop {
+            let suspects: Vec<Peer> = fed
+                .peers()
+                .into_iter()
+                .filter(|p| p.probe.suspect())
+                .collect();
+            if suspects.is_empty() || round_start.elapsed() + recheck >= interval {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(recheck) => {}
+                _ = stop.changed() => return,
+            }
+            probe_all(&fed, suspects, timeout).await;
         }
-        while probes.join_next().await.is_some() {}
         round = round.wrapping_add(1);
         if round % SPOT_CHECK_EVERY == 0 {
             spot_check(&fed).await;
         }
     }
+}
+
+/// Pause between re-probes of a suspect peer: a fifth of the probe
+/// interval, within 100..=250 ms.
+fn suspect_recheck(interval: Duration) -> Duration {
+    (interval / 5).clamp(Duration::from_millis(100), Duration::from_millis(250))
+}
+
+/// Probes `peers` concurrently and records the outcomes.
+async fn probe_all(fed: &Arc<Federation>, peers: Vec<Peer>, timeout: Duration) {
+    let mut probes = JoinSet::new();
+    for p in peers {
+        let fed = fed.clone();
+        probes.spawn(async move {
+            let start = Instant::now();
+            let ok = fed
+                .http
+                .get(format!("{}/.well-known/p2pcdn/v1/health", p.url))
+                .timeout(timeout)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            let rtt = ok.then(|| start.elapsed().as_secs_f64() * 1000.0);
+            fed.record_probe(&p.key, rtt);
+        });
+    }
+    while probes.join_next().await.is_some() {}
 }
 
 /// Probe rounds between spot-checks.

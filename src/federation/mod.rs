@@ -234,12 +234,19 @@ pub struct Federation {
     pub refresh: Arc<tokio::sync::Notify>,
     /// Wakes the replicator.
     pub replicate_now: Arc<tokio::sync::Notify>,
+    /// Wakes the steering view when a peer's health changed.
+    pub health_changed: Arc<tokio::sync::Notify>,
+    /// When this agent started (its own mirror's age, for answer TTLs).
+    pub started: std::time::Instant,
     /// This node's load counters.
     pub load: Arc<LoadMeter>,
     /// Open HTTP connections.
     pub connections: Arc<crate::http::listen::ConnCounter>,
     /// Operational metrics of this instance (shared with DNS and HTTP).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Client RTT aggregates: the HTTP(S) listeners feed them, this node's
+    /// report carries their snapshot.
+    pub client_rtt: Arc<crate::http::rtt::ClientRtt>,
 }
 
 impl Federation {
@@ -262,6 +269,7 @@ impl Federation {
         });
         let (http, resolver) = http_client(&cfg)?;
         let to_bind: HashSet<String> = cfg.federation.peers.iter().map(|p| p.url.clone()).collect();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Ok(Self {
             me,
             key,
@@ -279,9 +287,12 @@ impl Federation {
             catalog,
             refresh,
             replicate_now: Arc::new(tokio::sync::Notify::new()),
+            health_changed: Arc::new(tokio::sync::Notify::new()),
+            started: std::time::Instant::now(),
             load: Arc::new(LoadMeter::default()),
             connections,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            client_rtt: Arc::new(crate::http::rtt::ClientRtt::new(metrics.clone())),
+            metrics,
         })
     }
 
@@ -568,6 +579,7 @@ impl Federation {
                 p.probe = p.probe.observe(outcome);
                 if was != p.probe.is_up() {
                     tracing::info!(peer = %p.name, up = p.probe.is_up(), "peer health changed");
+                    self.health_changed.notify_one();
                 }
             }
             let up = peers.values().filter(|p| p.probe.is_up()).count();

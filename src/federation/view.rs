@@ -18,6 +18,7 @@ use super::Federation;
 use crate::catalog::{unix_now, SharedCatalog};
 use crate::dns::server::{Steered, Steering};
 use crate::geo::{Geo, GeoPoint};
+use crate::steer::ttl::{self, TtlPolicy};
 use crate::steer::{self, Candidate, ClientInfo, Family, Policy};
 
 /// Candidates for one site.
@@ -36,7 +37,7 @@ pub struct SiteView {
 #[derive(Debug, Default)]
 pub struct SteerView {
     sites: HashMap<String, SiteView>,
-    answers: std::sync::Mutex<HashMap<AnswerKey, Vec<IpAddr>>>,
+    answers: std::sync::Mutex<HashMap<AnswerKey, (Vec<IpAddr>, u32)>>,
 }
 
 /// (site, IPv6 asked, the address steering located: ECS address or client).
@@ -53,6 +54,8 @@ impl SteerView {
         let cfg = fed.config();
         let cat = catalog.load();
         let peers = fed.peers();
+        let probe_secs = cfg.federation.probe_interval_ms as f64 / 1000.0;
+        let own_up = fed.started.elapsed().as_secs();
         let (rps, bps) = fed.load.rates();
         let own_load = crate::report::Load {
             rps,
@@ -82,6 +85,8 @@ impl SteerView {
                     healthy: true,
                     authorized: authorized(&mirrors, &fed.me),
                     version: live.current.as_ref().map(|m| m.manifest.version),
+                    up_secs: own_up,
+                    flaps: 0,
                 });
             }
             for p in &peers {
@@ -100,6 +105,9 @@ impl SteerView {
                     healthy: p.healthy(now),
                     authorized: authorized(&mirrors, &p.key),
                     version: p.holds(host, now),
+                    // Steadily up for this many probes.
+                    up_secs: (f64::from(p.probe.ok_streak()) * probe_secs) as u64,
+                    flaps: p.probe.flaps(),
                 });
             }
             sites.insert(
@@ -135,20 +143,51 @@ pub struct FederatedSteering {
     view: Arc<ArcSwap<SteerView>>,
     geo: Option<Arc<Geo>>,
     policy: Policy,
+    ttl: TtlPolicy,
+    explore_every: u32,
 }
 
 impl FederatedSteering {
-    /// Creates the steering front and the shared view.
-    pub fn new(geo: Option<Arc<Geo>>, policy: Policy) -> (Self, Arc<ArcSwap<SteerView>>) {
+    /// Creates the steering front and the shared view. One answer slot (of
+    /// `ttl.standard` seconds) in `explore_every` per client network
+    /// explores (0: never).
+    pub fn new(
+        geo: Option<Arc<Geo>>,
+        policy: Policy,
+        ttl: TtlPolicy,
+        explore_every: u32,
+    ) -> (Self, Arc<ArcSwap<SteerView>>) {
         let view = Arc::new(ArcSwap::from_pointee(SteerView::default()));
         (
             Self {
                 view: view.clone(),
                 geo,
                 policy,
+                ttl,
+                explore_every,
             },
             view,
         )
+    }
+
+    /// The steering decision and its TTL for a client located at `ip`.
+    fn answer(&self, sv: &SiteView, ip: IpAddr, v6: bool, now: u64) -> (Vec<IpAddr>, u32) {
+        let point = self
+            .geo
+            .as_ref()
+            .and_then(|g| g.lookup(ip))
+            .and_then(|l| l.point);
+        let prefix_key = prefix_key(ip);
+        let slot = now / u64::from(self.ttl.standard.max(1));
+        let ci = ClientInfo {
+            point,
+            prefix_key,
+            explore: steer::explore_seed(prefix_key, slot, self.explore_every),
+        };
+        let family = if v6 { Family::V6 } else { Family::V4 };
+        let d = steer::decide(&ci, &sv.candidates, sv.target, &self.policy, family);
+        let ttl = ttl::choose(&self.ttl, &d, &sv.candidates);
+        (d.addrs(), ttl.secs)
     }
 }
 
@@ -180,20 +219,10 @@ impl Steering for FederatedSteering {
         let ip = subnet.map_or(client, |s| s.0);
         let key: AnswerKey = (host, v6, ip);
         let cached = view.answers.lock().ok().and_then(|m| m.get(&key).cloned());
-        let addrs = match cached {
+        let (addrs, ttl) = match cached {
             Some(a) => a,
             None => {
-                let point = self
-                    .geo
-                    .as_ref()
-                    .and_then(|g| g.lookup(ip))
-                    .and_then(|l| l.point);
-                let ci = ClientInfo {
-                    point,
-                    prefix_key: prefix_key(ip),
-                };
-                let family = if v6 { Family::V6 } else { Family::V4 };
-                let a = steer::steer(&ci, &sv.candidates, sv.target, &self.policy, family);
+                let a = self.answer(sv, ip, v6, unix_now());
                 if let Ok(mut m) = view.answers.lock() {
                     if m.len() < MAX_CACHED_ANSWERS {
                         m.insert(key, a.clone());
@@ -207,11 +236,12 @@ impl Steering for FederatedSteering {
         }
         // RFC 7871: the answer depends on the client's network, at most /24 or /56.
         let scope = subnet.map_or(0, |(a, p)| p.min(if a.is_ipv4() { 24 } else { 56 }));
-        Some(Steered { addrs, scope })
+        Some(Steered { addrs, scope, ttl })
     }
 }
 
-/// Rebuilds the view every 250 ms until shutdown.
+/// Rebuilds the view every 250 ms, and at once when a peer's health
+/// changes, until shutdown.
 pub async fn run(
     fed: Arc<Federation>,
     catalog: SharedCatalog,
@@ -222,6 +252,8 @@ pub async fn run(
         view.store(Arc::new(SteerView::build(&fed, &catalog)));
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            // A mirror went down or came up: answer accordingly at once.
+            _ = fed.health_changed.notified() => {}
             _ = stop.changed() => break,
         }
     }
@@ -253,6 +285,8 @@ mod tests {
                 healthy: healthy[i],
                 authorized: true,
                 version: Some(7),
+                up_secs: 3600,
+                flaps: 0,
             })
             .collect();
         let mut sites = HashMap::new();
@@ -274,7 +308,12 @@ mod tests {
         )
         .unwrap();
         let geo = Arc::new(Geo::from_bytes(db, vec![]).unwrap());
-        let (steering, shared) = FederatedSteering::new(Some(geo.clone()), Policy::default());
+        let (steering, shared) = FederatedSteering::new(
+            Some(geo.clone()),
+            Policy::default(),
+            TtlPolicy::default(),
+            0,
+        );
         shared.store(Arc::new(view([true; 5])));
         let site = LowerName::from_str("www.t.test.").unwrap();
         let direct = |v: &SteerView, ip: IpAddr| {
@@ -282,6 +321,7 @@ mod tests {
             let ci = ClientInfo {
                 point: geo.lookup(ip).and_then(|l| l.point),
                 prefix_key: prefix_key(ip),
+                explore: None,
             };
             steer::steer(
                 &ci,

@@ -1,6 +1,8 @@
 //! Accept loops for plain HTTP and HTTPS: TLS handshake with a timeout,
 //! HTTP/1.1 and HTTP/2 via hyper-util's auto builder, header-read timeout,
-//! a connection limit, and graceful shutdown.
+//! a connection limit, and graceful shutdown. Every accepted connection is
+//! wrapped in [`Sampled`] so its smoothed RTT reaches the client RTT
+//! aggregates (see [`super::rtt`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+use super::rtt::{ClientRtt, Sampled};
 
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -161,13 +165,15 @@ async fn with_idle_timeout<F: std::future::Future>(
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` turns true.
+/// Serves `app` on `listener` until `shutdown` turns true, sampling each
+/// connection's RTT into `rtt`.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
     limits: Limits,
     counter: Arc<ConnCounter>,
+    rtt: Arc<ClientRtt>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -176,6 +182,7 @@ pub async fn serve(
     while let Some((stream, peer, permit)) =
         crate::accept::next_capped(&listener, &permits, &mut shutdown, refused).await
     {
+        let stream = Sampled::new(stream, peer.ip(), rtt.clone());
         let app = app.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod decide;
 pub mod listen;
+pub mod rtt;
 pub mod tls;
 
 use std::io::SeekFrom;

@@ -263,6 +263,11 @@ fn sample_report() -> Report {
         holds: vec![Held { site: SITE.into(), version: 9 }],
         mirrors: vec![SITE.into()],
         rtt_ms: rtt,
+        client_rtt: vec![p2pcdn::latency::NetRtt {
+            net: "198.51.100.0/24".parse().expect("net"),
+            rtt_ms: 12.5,
+            samples: 40,
+        }],
         seq: 42,
         issued: NOW - 5,
         expires: NOW + 10,
@@ -281,6 +286,7 @@ fn report_seeds() {
     r2.rtt_ms.clear();
     r2.holds.clear();
     r2.mirrors.clear();
+    r2.client_rtt.clear();
     write(&d, "body_min", &with_sel(2, &serde_json::to_vec(&r2).expect("json")));
     let env = serde_json::json!({"report": STANDARD.encode(b"{}"), "signature": STANDARD.encode([0u8; 64])});
     write(&d, "raw_bad", &with_sel(1, &serde_json::to_vec(&env).expect("json")));

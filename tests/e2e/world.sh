@@ -837,26 +837,31 @@ done
 
 # ---- 4. Drill: Singapore's mirror dies while its clients fetch; then it comes back -------
 # fetch_loop K N: a client of network K in city N fetches /version.txt every
-# 200 ms, resolving through its resolver each time (curl, both families, 1 s
-# connect timeout). Logs "START_MS END_MS CURL_EXIT REMOTE_IP".
+# 200 ms, resolving through its resolver each time (curl, both families; a
+# dead mirror's address refuses at once, and name lookup, which counts towards
+# curl's connect timeout, may take the resolver a while when it asks a dead
+# authority first). Logs "START_MS END_MS CURL_EXIT REMOTE_IP LOOKUP_S".
 fetch_loop() {
-    local k=$1 n=$2 t rc ip
+    local k=$1 n=$2 t rc out
     local until=$(($(date +%s) + 60))
     while [ ! -e "$TMP/stop-loops" ] && kill -0 $$ 2>/dev/null && [ "$(date +%s)" -lt "$until" ]; do
         t=$(now_ms)
         rc=0
-        ip="$(in_ns "$PFX-$k$n" curl -sS -o /dev/null --fail --connect-timeout 1 --max-time 3 \
-            --cacert "$CA" -w '%{remote_ip}' "https://$WWW/version.txt" 2>/dev/null)" || rc=$?
-        echo "$t $(now_ms) $rc ${ip:--}"
+        out="$(in_ns "$PFX-$k$n" curl -sS -o /dev/null --fail --connect-timeout 3 --max-time 4 \
+            --cacert "$CA" -w '%{remote_ip} %{time_namelookup}' "https://$WWW/version.txt" 2>/dev/null)" || rc=$?
+        read -r ip lookup <<<"$out"
+        echo "$t $(now_ms) $rc ${ip:--} ${lookup:--}"
         sleep 0.2
     done >"$TMP/log/drill-$k$n.log"
 }
-# drill_window K N KILL_MS: "WINDOW_MS FAILED IP": from the kill to the end of
-# the first successful fetch begun after it, the failed fetches meanwhile, and
-# where that success came from. Nothing if there was no success.
+# drill_window K N KILL_MS: "WINDOW_MS FAILED IP LOOKUP_MS": from the kill to
+# the end of the first successful fetch begun after it, the failed fetches
+# meanwhile, where that success came from, and the longest name lookup since
+# the kill. Nothing if there was no success.
 drill_window() {
     awk -v kill="$3" '$2 > kill && $3 != 0 { f++ }
-        $1 >= kill && $3 == 0 { print $2 - kill, f + 0, $4; exit }' "$TMP/log/drill-$1$2.log"
+        $2 > kill && $5 != "-" && $5 * 1000 > l { l = int($5 * 1000) }
+        $1 >= kill && $3 == 0 { print $2 - kill, f + 0, $4, l + 0; exit }' "$TMP/log/drill-$1$2.log"
 }
 moved_off_3() {   # both loops have fetched from another mirror since the kill
     local k
@@ -881,20 +886,22 @@ for k in "${KINDS[@]}"; do
     HELD[$k]=$(( ${ta:-0} > ${tq:-0} ? ${ta:-0} : ${tq:-0} ))
 done
 log "drill: SIGKILL mirror 3 (Singapore, pid ${MPID[3]}); resolvers hold the answer for ${HELD[u]} s (unbound), ${HELD[k]} s (kresd)"
+disown "${MPID[3]}"   # no "Killed" job notice from bash
 kill -KILL "${MPID[3]}"
 t_kill=$(now_ms)
-{ wait "${MPID[3]}"; } 2>/dev/null || true
+gone() { ! kill -0 "$1" 2>/dev/null; }
+wait_until 5 gone "${MPID[3]}" || true
 wait_until $((TTL + 12)) moved_off_3 || true
 sleep 1   # a few more fetches after the move
 touch "$TMP/stop-loops"
 for p in "${LOOPS[@]}"; do wait "$p" 2>/dev/null || true; done
 for k in "${KINDS[@]}"; do
-    read -r win failed from <<<"$(drill_window "$k" 3 "$t_kill")"
+    read -r win failed from lookup <<<"$(drill_window "$k" 3 "$t_kill")"
     if [ -z "${win:-}" ]; then
         bad "kill drill: $(net_name "$k" 3): no successful fetch within $((TTL + 12)) s of the kill (ttl held ${HELD[$k]} s)"
         continue
     fi
-    echo "kill drill: window $win ms, ttl held ${HELD[$k]} s ($(net_name "$k" 3): $failed fetches failed, then from $from)"
+    echo "kill drill: window $win ms, ttl held ${HELD[$k]} s ($(net_name "$k" 3): $failed fetches failed, then from $from; longest name lookup $lookup ms)"
     if [ "$win" -le $((${HELD[$k]} * 1000 + 2000)) ] && [ "$from" != "$(mirror4 3)" ] && [ "$from" != "$(mirror6 3)" ]; then
         ok "kill drill: $(net_name "$k" 3) fetches again (from $from) $win ms after the kill, within ttl held ${HELD[$k]} s + 2 s"
     else

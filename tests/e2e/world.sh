@@ -101,9 +101,6 @@ cli4() { echo "10.$2.${SUB[$1]}.3"; }
 cli6() { echo "fd00:$2:${SUB[$1]}::3"; }
 res4() { echo "10.$2.${SUB[$1]}.2"; }
 res6() { echo "fd00:$2:${SUB[$1]}::2"; }
-mirror_of() {   # TYPE M: mirror M's address for an A or AAAA query
-    if [ "$1" = AAAA ]; then mirror6 "$2"; else mirror4 "$2"; fi
-}
 net_name() { echo "c$2 via ${RNAME[$1]}"; }   # K N: for messages
 
 # ---- bookkeeping and cleanup ------------------------------------------------
@@ -563,10 +560,9 @@ resolve() {
         awk '{ ttl = $1; a = a " " $2 } END { if (ttl != "") print ttl a }'
 }
 addrs() { local ttl a; read -r ttl a <<<"$(resolve "$@")"; echo "$a"; }   # K N TYPE [FAM]: addresses only
-# answers_only K N M [FAM]: A is exactly mirror M's IPv4 and AAAA exactly its IPv6 address.
+# answers_only K N M: A is exactly mirror M's IPv4 and AAAA exactly its IPv6 address.
 answers_only() {
-    [ "$(addrs "$1" "$2" A "${4:-}")" = "$(mirror4 "$3")" ] &&
-        [ "$(addrs "$1" "$2" AAAA "${4:-}")" = "$(mirror6 "$3")" ]
+    [ "$(addrs "$1" "$2" A)" = "$(mirror4 "$3")" ] && [ "$(addrs "$1" "$2" AAAA)" = "$(mirror6 "$3")" ]
 }
 answers_both() {   # N M: answers_only through the resolvers of both client networks in city N
     local k

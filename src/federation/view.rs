@@ -18,6 +18,7 @@ use super::Federation;
 use crate::catalog::{unix_now, SharedCatalog};
 use crate::dns::server::{Steered, Steering};
 use crate::geo::{Geo, GeoPoint};
+use crate::latency::ClientNet;
 use crate::steer::ttl::{self, TtlPolicy};
 use crate::steer::{self, Candidate, ClientInfo, Family, Policy};
 
@@ -37,6 +38,9 @@ pub struct SiteView {
 #[derive(Debug, Default)]
 pub struct SteerView {
     sites: HashMap<String, SiteView>,
+    /// Client network → (mirror id, RTT ms) from every mirror's signed
+    /// report (only networks with enough samples are reported).
+    rtts: HashMap<ClientNet, Vec<([u8; 32], f64)>>,
     answers: std::sync::Mutex<HashMap<AnswerKey, (Vec<IpAddr>, u32)>>,
 }
 
@@ -66,6 +70,18 @@ impl SteerView {
             rps: cfg.node.capacity_rps,
             bps: cfg.node.capacity_bps,
         });
+        let mut rtts: HashMap<ClientNet, Vec<([u8; 32], f64)>> = HashMap::new();
+        let own = fed.own_report();
+        let reports = own.iter().map(|r| (*fed.me.as_bytes(), &r.report)).chain(
+            peers
+                .iter()
+                .filter_map(|p| Some((*p.key.as_bytes(), &p.report.as_ref()?.report))),
+        );
+        for (id, r) in reports {
+            for n in &r.client_rtt {
+                rtts.entry(n.net).or_default().push((id, n.rtt_ms));
+            }
+        }
         let mut sites = HashMap::new();
         for live in cat.sites() {
             let host = &live.config.hostname;
@@ -120,6 +136,7 @@ impl SteerView {
         }
         Self {
             sites,
+            rtts,
             answers: Default::default(),
         }
     }
@@ -128,8 +145,29 @@ impl SteerView {
     pub fn from_sites(sites: HashMap<String, SiteView>) -> Self {
         Self {
             sites,
+            rtts: HashMap::new(),
             answers: Default::default(),
         }
+    }
+
+    /// The same view with mirrors' RTT measurements, by client network
+    /// (for tests and tools).
+    pub fn with_rtts(mut self, rtts: HashMap<ClientNet, Vec<([u8; 32], f64)>>) -> Self {
+        self.rtts = rtts;
+        self
+    }
+
+    /// A site's candidates with the RTTs measured to `ip`'s network, if
+    /// any mirror has measured it (else borrowed as they are).
+    fn measured<'a>(&self, sv: &'a SiteView, ip: IpAddr) -> std::borrow::Cow<'a, [Candidate]> {
+        let Some(list) = self.rtts.get(&ClientNet::of(ip)) else {
+            return std::borrow::Cow::Borrowed(&sv.candidates);
+        };
+        let mut c = sv.candidates.clone();
+        for m in &mut c {
+            m.rtt_ms = list.iter().find(|(id, _)| *id == m.id).map(|(_, r)| *r);
+        }
+        std::borrow::Cow::Owned(c)
     }
 
     /// A site's view.
@@ -171,7 +209,14 @@ impl FederatedSteering {
     }
 
     /// The steering decision and its TTL for a client located at `ip`.
-    fn answer(&self, sv: &SiteView, ip: IpAddr, v6: bool, now: u64) -> (Vec<IpAddr>, u32) {
+    fn answer(
+        &self,
+        view: &SteerView,
+        sv: &SiteView,
+        ip: IpAddr,
+        v6: bool,
+        now: u64,
+    ) -> (Vec<IpAddr>, u32) {
         let point = self
             .geo
             .as_ref()
@@ -185,8 +230,9 @@ impl FederatedSteering {
             explore: steer::explore_seed(prefix_key, slot, self.explore_every),
         };
         let family = if v6 { Family::V6 } else { Family::V4 };
-        let d = steer::decide(&ci, &sv.candidates, sv.target, &self.policy, family);
-        let ttl = ttl::choose(&self.ttl, &d, &sv.candidates);
+        let candidates = view.measured(sv, ip);
+        let d = steer::decide(&ci, &candidates, sv.target, &self.policy, family);
+        let ttl = ttl::choose(&self.ttl, &d, &candidates);
         (d.addrs(), ttl.secs)
     }
 }
@@ -222,7 +268,7 @@ impl Steering for FederatedSteering {
         let (addrs, ttl) = match cached {
             Some(a) => a,
             None => {
-                let a = self.answer(sv, ip, v6, unix_now());
+                let a = self.answer(&view, sv, ip, v6, unix_now());
                 if let Ok(mut m) = view.answers.lock() {
                     if m.len() < MAX_CACHED_ANSWERS {
                         m.insert(key, a.clone());
@@ -368,5 +414,45 @@ mod tests {
                 None
             )
             .is_none());
+    }
+
+    #[test]
+    fn measured_rtts_from_reports_steer_where_they_exist() {
+        let db = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("geodata/test/steering-test-city.mmdb"),
+        )
+        .unwrap();
+        let geo = Arc::new(Geo::from_bytes(db, vec![]).unwrap());
+        let (steering, shared) =
+            FederatedSteering::new(Some(geo), Policy::default(), TtlPolicy::default(), 0);
+        let site = LowerName::from_str("www.t.test.").unwrap();
+        let fra_client = IpAddr::from([127, 1, 0, 9]);
+        let other_fra_net = IpAddr::from([127, 1, 3, 200]);
+        let net: ClientNet = ClientNet::of(fra_client);
+        // Frankfurt measured Frankfurt's clients at 200 ms (a bad route), New
+        // York at 70 ms (light allows 62), Sydney "at 1 ms" (impossible).
+        let mut rtts = HashMap::new();
+        rtts.insert(net, vec![([1; 32], 200.0), ([2; 32], 70.0), ([5; 32], 1.0)]);
+        shared.store(Arc::new(view([true; 5]).with_rtts(rtts)));
+        let got = steering.addresses(&site, false, fra_client, None).unwrap();
+        assert_eq!(got.addrs, vec![IpAddr::from([10, 2, 0, 1])]);
+        // Through ECS for the same /24, too.
+        let ecs = steering
+            .addresses(
+                &site,
+                false,
+                IpAddr::from([192, 0, 2, 1]),
+                Some((fra_client, 24)),
+            )
+            .unwrap();
+        assert_eq!(ecs.addrs, got.addrs);
+        // Another Frankfurt network has no measurements: distance decides.
+        let got = steering
+            .addresses(&site, false, other_fra_net, None)
+            .unwrap();
+        assert_eq!(got.addrs, vec![IpAddr::from([10, 1, 0, 1])]);
+        // Stable mirrors, a clear decision: the standard TTL.
+        assert_eq!(got.ttl, TtlPolicy::default().standard);
     }
 }

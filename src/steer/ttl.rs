@@ -121,10 +121,12 @@ pub fn choose(policy: &TtlPolicy, decision: &Decision, candidates: &[Candidate])
     if chosen.iter().any(busy) {
         return short(Reason::Busy);
     }
-    if decision
-        .margin_ms
-        .is_some_and(|m| !(m >= policy.close_ms.max(0.0)))
-    {
+    // A NaN margin counts as close (unknown is not safe).
+    let clear = |m: f64| {
+        m.partial_cmp(&policy.close_ms.max(0.0))
+            .is_some_and(|o| o.is_ge())
+    };
+    if decision.margin_ms.is_some_and(|m| !clear(m)) {
         return short(Reason::Close);
     }
     let youngest = chosen.iter().map(|c| c.up_secs).min().unwrap_or(0);

@@ -74,9 +74,14 @@ pub enum Command {
         #[arg(long = "mirror", value_name = "ed25519:KEY")]
         mirrors: Vec<crate::keys::PublicKey>,
         /// Sign this zone file into the manifest, so instances named in the
-        /// zone's NS set can serve the zone without a local copy.
-        #[arg(long, value_name = "FILE")]
+        /// zone's NS set can serve the zone without a local copy. Without
+        /// it, the previous version's signed zone is carried forward.
+        #[arg(long, value_name = "FILE", conflicts_with = "drop_zone")]
         zone_file: Option<PathBuf>,
+        /// Sign no zone, even if the previous version had one (instances
+        /// without a local zone file then stop answering for the zone).
+        #[arg(long)]
+        drop_zone: bool,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -164,6 +169,7 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             mirrors,
             zone_file,
+            drop_zone,
             quiet,
             dir,
         } => {
@@ -216,8 +222,43 @@ pub fn run(cli: Cli) -> Result<()> {
                     progress: !quiet,
                     now: None,
                     zone,
+                    drop_zone,
                 },
             )?;
+            let node_key = SecretKey::read(&cfg.node.key).ok().map(|k| k.public());
+            let name_of = |k: &crate::keys::PublicKey| {
+                if Some(*k) == node_key {
+                    format!("{} ({k})", cfg.node.name)
+                } else {
+                    k.to_string()
+                }
+            };
+            let names: Vec<String> = report.mirrors.iter().map(name_of).collect();
+            println!(
+                "authorized mirrors ({}): {}",
+                names.len(),
+                if names.is_empty() {
+                    "none listed: any instance pinning the owner key may serve".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+            for k in &report.dropped_mirrors {
+                eprintln!(
+                    "warning: {} was authorized by the previous version and is not by this one: it will stop serving {} (add --mirror {k} to keep it)",
+                    name_of(k),
+                    report.site
+                );
+            }
+            match report.zone {
+                crate::publish::ZoneOutcome::Carried => {
+                    println!("zone: the previous version's owner-signed zone is carried forward")
+                }
+                crate::publish::ZoneOutcome::Dropped => eprintln!(
+                    "warning: --drop-zone: this version signs no zone; instances without a local zone file for it will answer REFUSED for the whole zone"
+                ),
+                crate::publish::ZoneOutcome::Signed | crate::publish::ZoneOutcome::None => {}
+            }
             if let Some(out) = out {
                 std::fs::write(&out, &report.envelope)
                     .with_context(|| format!("writing {}", out.display()))?;

@@ -309,6 +309,69 @@ fn cli_keygen_publish_check() {
     assert!(err.contains("bogus") && err.contains("line 4"), "{err}");
 }
 
+/// Republishing keeps the owner-signed zone unless told otherwise, warns
+/// when a mirror or the zone would be dropped, and names the mirrors.
+#[test]
+fn cli_republish_carries_the_zone_and_warns_about_drops() {
+    let w = World::new();
+    let d = w.path();
+    w.owner.write_new(&d.join("owner.key")).unwrap();
+    let friend = p2pcdn::keys::SecretKey::generate().unwrap().public();
+    let zone_file = d.join("zones").join(format!("{}.zone", common::ZONE));
+    let publish = |dir: &str, extra: &[&str]| {
+        let site = w.site_dir(dir);
+        let out = bin()
+            .args(["publish", "--quiet", "--config"])
+            .arg(&w.config_path)
+            .args(["--site", SITE, "--key"])
+            .arg(d.join("owner.key"))
+            .arg("--out")
+            .arg(d.join(format!("{dir}.json")))
+            .args(extra)
+            .arg(&site)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read(d.join(format!("{dir}.json"))).unwrap();
+        let m = p2pcdn::manifest::peek_manifest(&env).unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            m,
+        )
+    };
+    let friend_text = friend.to_string();
+    let zf = zone_file.to_string_lossy().to_string();
+    let (out, _, m1) = publish("v1", &["--zone-file", &zf, "--mirror", &friend_text]);
+    assert!(m1.zone.is_some() && m1.mirrors.contains(&friend));
+    assert!(
+        out.contains("authorized mirrors (2): ns1.t.test (ed25519:"),
+        "{out}"
+    );
+    assert!(out.contains(&friend_text), "{out}");
+    // No --zone-file, no --mirror: the zone is carried, the friend's
+    // removal is warned about.
+    let (out, err, m2) = publish("v2", &[]);
+    assert_eq!(m2.zone, m1.zone);
+    assert!(out.contains("carried forward"), "{out}");
+    assert!(!m2.mirrors.contains(&friend));
+    assert!(
+        err.contains(&format!(
+            "warning: {friend_text} was authorized by the previous version"
+        )),
+        "{err}"
+    );
+    // --drop-zone drops it, with a warning.
+    let (_, err, m3) = publish("v3", &["--drop-zone"]);
+    assert!(m3.zone.is_none());
+    assert!(err.contains("answer REFUSED for the whole zone"), "{err}");
+    assert!(m3.version > m2.version && m2.version > m1.version);
+}
+
 /// `p2pcdn demo` on its documented addresses: DNS 127.1.0.1:5300, HTTPS :8443, HTTP :8080.
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_runs_on_documented_addresses() {

@@ -77,6 +77,7 @@ pub async fn status(State(st): State<AppState>) -> Response {
                 "serving": s.current.as_ref().map(|m| m.manifest.version),
                 "newest": s.newest.as_ref().map(|m| m.manifest.version),
                 "mirrors": s.newest.as_ref().map(|m| m.manifest.mirrors.iter().map(|k| k.to_string()).collect::<Vec<_>>()),
+                "authorized": s.authorized,
             })
         })
         .collect();

@@ -141,6 +141,26 @@ pub enum Command {
     },
 }
 
+impl Cli {
+    /// Where instance logs go instead of the terminal: `demo` keeps the
+    /// terminal for its own guide and logs to `<dir>/demo.log`.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        match &self.command {
+            Command::Demo {
+                dir,
+                no_serve: false,
+            } => Some(demo_dir(dir).join("demo.log")),
+            _ => None,
+        }
+    }
+}
+
+/// The demo's working directory.
+fn demo_dir(dir: &Option<PathBuf>) -> PathBuf {
+    dir.clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("p2pcdn-demo"))
+}
+
 /// Runs the CLI.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -310,7 +330,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { dir, no_serve } => {
-            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("p2pcdn-demo"));
+            let dir = demo_dir(&dir);
             let prepared = crate::demo::prepare(&dir)?;
             if no_serve {
                 crate::demo::print_instructions(&prepared);
@@ -329,6 +349,10 @@ async fn run_demo(prepared: crate::demo::Prepared) -> Result<()> {
         let _ = stop_tx.send(true);
     });
     let stopped = || *stop_rx.borrow();
+    println!(
+        "Starting five instances; their logs go to {}",
+        prepared.dir.join("demo.log").display()
+    );
     let mut instances = vec![];
     for n in &prepared.nodes {
         let inst = Instance::start(n.config.clone()).await.with_context(|| {

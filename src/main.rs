@@ -15,10 +15,33 @@ fn main() -> ExitCode {
     };
     let filter =
         EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let log_file = cli.log_file().and_then(|path| {
+        if let Some(d) = path.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| {
+                eprintln!(
+                    "cannot open log file {}: {e}; logging to stderr",
+                    path.display()
+                )
+            })
+            .ok()
+    });
+    match log_file {
+        Some(f) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     match p2pcdn::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

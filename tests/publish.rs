@@ -376,11 +376,12 @@ fn cli_republish_carries_the_zone_and_warns_about_drops() {
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_runs_on_documented_addresses() {
     let dir = tempfile::tempdir().unwrap();
+    let stderr_path = dir.path().join("terminal-stderr.txt");
     let mut child = bin()
         .args(["demo", "--dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     let dns: std::net::SocketAddr = "127.1.0.1:5300".parse().unwrap();
@@ -521,6 +522,25 @@ async fn demo_runs_on_documented_addresses() {
         status.success(),
         "Ctrl-C stops the demo cleanly: {status:?}"
     );
+    // The terminal shows the demo's guide only; instance logs go to the
+    // file it names.
+    let log_path = dir.path().join("demo.log");
+    assert!(
+        out.contains(&log_path.display().to_string()),
+        "the demo names its log file: {out}"
+    );
+    let is_log_line = |l: &str| {
+        [" INFO ", " WARN ", " ERROR ", " DEBUG "]
+            .iter()
+            .any(|lvl| l.contains(lvl))
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(
+        !out.lines().chain(stderr.lines()).any(is_log_line),
+        "log lines on the terminal:\n{out}\n{stderr}"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.lines().filter(|l| is_log_line(l)).count() >= 5, "{log}");
 }
 
 #[cfg(unix)]

@@ -303,13 +303,36 @@ pub fn run(cli: Cli) -> Result<()> {
             let cfg = Config::load(&config)?;
             let zones = crate::dns::zone::ZoneSet::load_dir(&cfg.zones_dir)?;
             for z in zones.zones() {
+                let missing = crate::dns::zone::missing_glue(z);
+                if !missing.is_empty() {
+                    bail!(
+                        "zone {}: in-zone name servers without an address (glue): {}; add A/AAAA records for them",
+                        z.origin(),
+                        missing.join(", ")
+                    );
+                }
                 println!("zone {} ok", z.origin());
             }
             for s in &cfg.sites {
                 if let Some((c, k)) = &s.tls {
-                    crate::http::tls::load_certified_key(c, k)?;
+                    crate::http::tls::load_certified_key(c, k)
+                        .with_context(|| format!("site {}: tls_cert / tls_key", s.hostname))?;
+                }
+                let origin = hickory_proto::rr::LowerName::from(
+                    hickory_proto::rr::Name::from_ascii(format!("{}.", s.zone))?,
+                );
+                if !zones.zones().iter().any(|z| *z.origin() == origin) {
+                    println!(
+                        "warning: site {}: its zone {} has no zone file in {}; this instance answers for it only once an owner-signed zone arrives (publish --zone-file), REFUSED until then",
+                        s.hostname,
+                        s.zone,
+                        cfg.zones_dir.display()
+                    );
                 }
                 println!("site {} ok (owner {})", s.hostname, s.owner_key);
+            }
+            if let Some((c, k)) = &cfg.https_default_cert {
+                crate::http::tls::load_certified_key(c, k).context("https.cert / https.key")?;
             }
             println!("{}: ok", config.display());
             Ok(())

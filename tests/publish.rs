@@ -309,6 +309,64 @@ fn cli_keygen_publish_check() {
     assert!(err.contains("bogus") && err.contains("line 4"), "{err}");
 }
 
+/// `check` catches what would fail at run time: a key that is not the
+/// certificate's, in-zone name servers without glue, a site whose zone no
+/// zone file serves (a warning: it may come owner-signed).
+#[test]
+fn cli_check_catches_mismatched_keys_missing_glue_and_unserved_zones() {
+    let w = World::new();
+    let d = w.path();
+    let check = || {
+        let out = bin()
+            .arg("check")
+            .arg("--config")
+            .arg(&w.config_path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = check();
+    assert!(ok && !text.contains("warning"), "{text}");
+    // The site's key file holds another key.
+    let tls = d.join("tls");
+    let site_key = std::fs::read_dir(&tls)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy() == format!("{SITE}.key"))
+        .expect("the site's key file");
+    let saved = std::fs::read(&site_key).unwrap();
+    let other = tls.join(format!("{}.key", common::SITE2));
+    std::fs::copy(&other, &site_key).unwrap();
+    let (ok, text) = check();
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("does not match the certificate") && text.contains("tls_cert / tls_key"),
+        "{text}"
+    );
+    std::fs::write(&site_key, saved).unwrap();
+    // An in-zone NS without an address.
+    let zone_path = d.join("zones").join(format!("{}.zone", common::ZONE));
+    let zone = std::fs::read_to_string(&zone_path).unwrap();
+    std::fs::write(&zone_path, format!("{zone}@ IN NS ns9\n")).unwrap();
+    let (ok, text) = check();
+    assert!(
+        !ok && text.contains("ns9.t.test") && text.contains("glue"),
+        "{text}"
+    );
+    // No zone file at all for the site's zone: a warning, not a failure.
+    std::fs::remove_file(&zone_path).unwrap();
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: site www.t.test: its zone t.test has no zone file"),
+        "{text}"
+    );
+}
+
 /// Republishing keeps the owner-signed zone unless told otherwise, warns
 /// when a mirror or the zone would be dropped, and names the mirrors.
 #[test]

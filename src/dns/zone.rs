@@ -400,6 +400,29 @@ fn soa_ttl(text: &str) -> Option<u32> {
     None
 }
 
+/// Name servers of the zone (at the apex or at delegations) whose names
+/// lie inside the zone but have no A/AAAA record: resolvers cannot reach
+/// them (no glue).
+pub fn missing_glue(zone: &Zone) -> Vec<String> {
+    let mut out: Vec<String> = zone
+        .nodes
+        .values()
+        .flatten()
+        .filter_map(|r| match r.data() {
+            RData::NS(ns) => Some(LowerName::new(&ns.0)),
+            _ => None,
+        })
+        .filter(|t| zone.origin.zone_of(t))
+        .filter(|t| {
+            zone.rrset(t, RecordType::A).is_empty() && zone.rrset(t, RecordType::AAAA).is_empty()
+        })
+        .map(|t| t.to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// All zones this instance is authoritative for.
 #[derive(Debug, Clone, Default)]
 pub struct ZoneSet {
@@ -515,6 +538,14 @@ mod tests {
             assert!(e.starts_with(&format!("z.zone: line {line}: ")), "{e}");
         }
         assert_eq!(first_bad_line(good, &origin, Path::new("z")), None);
+    }
+
+    #[test]
+    fn in_zone_name_servers_need_glue() {
+        let origin = Name::from_str("z.test.").unwrap();
+        let text = "$TTL 300\n@ IN SOA ns1 h ( 1 2 3 4 5 )\n@ IN NS ns1\n@ IN NS ns2\n@ IN NS ns.other.example.\nns1 IN A 192.0.2.1\nsub IN NS ns.sub\n";
+        let z = Zone::parse(text, &origin, Path::new("z")).unwrap();
+        assert_eq!(missing_glue(&z), vec!["ns.sub.z.test.", "ns2.z.test."]);
     }
 
     #[test]

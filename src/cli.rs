@@ -17,9 +17,28 @@ pub struct Cli {
     /// Log filter (RUST_LOG syntax), e.g. "info" or "p2pcdn=debug".
     #[arg(long, global = true, env = "P2PCDN_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for
+    /// log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "P2PCDN_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Log line formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands.

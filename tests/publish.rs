@@ -367,6 +367,49 @@ fn cli_check_catches_mismatched_keys_missing_glue_and_unserved_zones() {
     );
 }
 
+/// `--log-format json`: every log line is one JSON object.
+#[test]
+fn serve_logs_json_lines() {
+    let w = World::new();
+    let mut child = bin()
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&w.config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while lines.len() < 3 && std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string() && v["fields"].is_object(),
+            "{l}"
+        );
+    }
+}
+
 /// Republishing keeps the owner-signed zone unless told otherwise, warns
 /// when a mirror or the zone would be dropped, and names the mirrors.
 #[test]

@@ -90,7 +90,9 @@ struct ZoneInfo {
     /// Lowercased origin, wire form with the root byte.
     origin: Vec<u8>,
     labels: usize,
-    /// NXDOMAIN answer (None: the zone has delegations or wildcards).
+    /// Delegation points: (label count, lowercased wire name).
+    cuts: Vec<(usize, Vec<u8>)>,
+    /// NXDOMAIN answer (None: the zone has wildcards).
     nx: Option<Template>,
 }
 
@@ -188,7 +190,7 @@ impl Precomputed {
                 .and_then(|n| n.append_domain(&Name::from(z.origin().clone())).ok())
                 .map(|n| LowerName::new(&n));
             let nx = probe.filter(|p| {
-                !z.has_cuts() && !z.has_wildcards() && !z.exists(p) && !data.steered.contains(p)
+                !z.has_wildcards() && !z.exists(p) && !data.steered.contains(p) && z.cut_above(p).is_none()
             });
             let nx = nx.and_then(|p| {
                 let a = answer(&data, &p, T_A, fallback_ttl, false)?;
@@ -197,6 +199,7 @@ impl Precomputed {
             });
             let origin = wire(z.origin());
             zones.push(ZoneInfo {
+                cuts: z.cuts().map(|c| (c.num_labels() as usize, wire(c))).collect(),
                 labels: z.origin().num_labels() as usize,
                 origin,
                 nx,
@@ -244,6 +247,14 @@ impl Precomputed {
                 continue;
             }
             if suffix(labels - z.labels) == Some(z.origin.as_slice()) {
+                // Below a delegation: a referral, from the reference path.
+                let below_cut = z
+                    .cuts
+                    .iter()
+                    .any(|(n, c)| *n <= labels && suffix(labels - n) == Some(c.as_slice()));
+                if below_cut {
+                    return Lookup::Slow;
+                }
                 return z.nx.as_ref().map_or(Lookup::Slow, Lookup::Fixed);
             }
         }

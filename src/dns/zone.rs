@@ -288,9 +288,9 @@ impl Zone {
         self.names.iter()
     }
 
-    /// True when the zone delegates names below its apex (referrals).
-    pub fn has_cuts(&self) -> bool {
-        !self.cuts.is_empty()
+    /// The delegation points below the apex.
+    pub fn cuts(&self) -> impl Iterator<Item = &LowerName> {
+        self.cuts.iter()
     }
 
     /// True when the zone has wildcard records (RFC 4592 synthesis).

@@ -65,16 +65,23 @@ fn handler() -> Handler {
     zones.find_mut(&site).unwrap().add_name(&site);
     let steered = HashSet::from([site]);
     let data: SharedDnsData = Arc::new(arc_swap::ArcSwap::from_pointee(DnsData { zones, steered }));
-    let db = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("geodata/test/steering-test-city.mmdb")).unwrap();
+    let db = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("geodata/test/steering-test-city.mmdb"),
+    )
+    .unwrap();
     let geo = Arc::new(Geo::from_bytes(db, vec![]).unwrap());
-    let (steering, view) = FederatedSteering::new(Some(geo), Policy::default(), TtlPolicy::default(), 0);
+    let (steering, view) =
+        FederatedSteering::new(Some(geo), Policy::default(), TtlPolicy::default(), 0);
     let cities = [(50.11, 8.68), (1.35, 103.82), (-33.87, 151.21)];
     let candidates = cities
         .iter()
         .enumerate()
         .map(|(i, &(lat, lon))| Candidate {
             id: [i as u8 + 1; 32],
-            addrs: vec![IpAddr::from([10, i as u8 + 1, 0, 1]), IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i as u16 + 1])],
+            addrs: vec![
+                IpAddr::from([10, i as u8 + 1, 0, 1]),
+                IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i as u16 + 1]),
+            ],
             point: Some(GeoPoint { lat, lon }),
             rtt_ms: None,
             load: 0.1,
@@ -85,12 +92,23 @@ fn handler() -> Handler {
             flaps: 0,
         })
         .collect();
-    let sites = HashMap::from([("www.t.test".to_string(), SiteView { target: Some(7), candidates })]);
+    let sites = HashMap::from([(
+        "www.t.test".to_string(),
+        SiteView {
+            target: Some(7),
+            candidates,
+        },
+    )]);
     view.store(Arc::new(SteerView::from_sites(sites)));
     Handler::new(
         data,
         Arc::new(steering),
-        DnsSettings { fallback_ttl: 5, max_udp_payload: 1232, rrl: None, metrics: Default::default() },
+        DnsSettings {
+            fallback_ttl: 5,
+            max_udp_payload: 1232,
+            rrl: None,
+            metrics: Default::default(),
+        },
     )
 }
 
@@ -103,7 +121,8 @@ fn request(name: &str, t: RecordType, ecs: Option<(IpAddr, u8)>) -> Vec<u8> {
     let mut e = Edns::new();
     e.set_max_payload(1232);
     if let Some((ip, p)) = ecs {
-        e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(ip, p, 0)));
+        e.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(ip, p, 0)));
     }
     m.set_edns(e);
     m.to_vec().unwrap()
@@ -115,10 +134,23 @@ fn hot_path_does_not_allocate() {
     let src = SocketAddr::from(([127, 3, 0, 9], 5300));
     let cases = [
         ("steered A", request("www.t.test.", RecordType::A, None)),
-        ("steered AAAA, mixed case", request("WwW.t.TEST.", RecordType::AAAA, None)),
-        ("steered A with ECS", request("www.t.test.", RecordType::A, Some(("127.5.0.0".parse().unwrap(), 24)))),
+        (
+            "steered AAAA, mixed case",
+            request("WwW.t.TEST.", RecordType::AAAA, None),
+        ),
+        (
+            "steered A with ECS",
+            request(
+                "www.t.test.",
+                RecordType::A,
+                Some(("127.5.0.0".parse().unwrap(), 24)),
+            ),
+        ),
         ("static TXT", request("t.test.", RecordType::TXT, None)),
-        ("static MX with additional", request("t.test.", RecordType::MX, None)),
+        (
+            "static MX with additional",
+            request("t.test.", RecordType::MX, None),
+        ),
         ("NODATA", request("mail.t.test.", RecordType::AAAA, None)),
         ("NXDOMAIN", request("nx1234.t.test.", RecordType::A, None)),
         ("REFUSED", request("example.com.", RecordType::A, None)),
@@ -127,7 +159,10 @@ fn hot_path_does_not_allocate() {
     for (what, req) in &cases {
         for tcp in [false, true] {
             // Warm: the zone templates and this client's steering answer are built once.
-            assert!(matches!(h.answer_fast(req, src, tcp, &mut out), Fast::Reply(_)), "{what}: not on the fast path");
+            assert!(
+                matches!(h.answer_fast(req, src, tcp, &mut out), Fast::Reply(_)),
+                "{what}: not on the fast path"
+            );
             let before = allocs();
             for _ in 0..1000 {
                 let r = if tcp {

@@ -29,16 +29,32 @@ cdn IN CNAME site
 struct Fixed;
 
 impl Steering for Fixed {
-    fn addresses(&self, site: &LowerName, v6: bool, _c: IpAddr, sub: Option<(IpAddr, u8)>) -> Option<Steered> {
+    fn addresses(
+        &self,
+        site: &LowerName,
+        v6: bool,
+        _c: IpAddr,
+        sub: Option<(IpAddr, u8)>,
+    ) -> Option<Steered> {
         if site.to_string() == "img.t.test." {
             return None;
         }
         let addrs = if v6 {
-            vec![IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10)), IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1))]
+            vec![
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10)),
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+            ]
         } else {
-            vec![IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11))]
+            vec![
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)),
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11)),
+            ]
         };
-        Some(Steered { addrs, scope: sub.map_or(0, |(_, p)| p.min(24)), ttl: 17 })
+        Some(Steered {
+            addrs,
+            scope: sub.map_or(0, |(_, p)| p.min(24)),
+            ttl: 17,
+        })
     }
 }
 
@@ -49,7 +65,12 @@ fn handler() -> Handler {
         Path::new("t.test.zone"),
     )
     .unwrap();
-    let z2 = Zone::parse(ZONE2, &Name::from_ascii("ex.test.").unwrap(), Path::new("ex.test.zone")).unwrap();
+    let z2 = Zone::parse(
+        ZONE2,
+        &Name::from_ascii("ex.test.").unwrap(),
+        Path::new("ex.test.zone"),
+    )
+    .unwrap();
     let mut zones = ZoneSet::new(vec![z1, z2]);
     let mut steered = HashSet::new();
     for n in ["www.t.test.", "img.t.test.", "site.ex.test."] {
@@ -61,11 +82,22 @@ fn handler() -> Handler {
     Handler::new(
         data,
         Arc::new(Fixed),
-        DnsSettings { fallback_ttl: 5, max_udp_payload: 1232, rrl: None, metrics: Default::default() },
+        DnsSettings {
+            fallback_ttl: 5,
+            max_udp_payload: 1232,
+            rrl: None,
+            metrics: Default::default(),
+        },
     )
 }
 
-fn request(name: &str, t: RecordType, edns: Option<u16>, ecs: Option<(IpAddr, u8)>, id: u16) -> Vec<u8> {
+fn request(
+    name: &str,
+    t: RecordType,
+    edns: Option<u16>,
+    ecs: Option<(IpAddr, u8)>,
+    id: u16,
+) -> Vec<u8> {
     let mut m = Message::new();
     m.set_id(id);
     m.set_message_type(MessageType::Query);
@@ -77,7 +109,8 @@ fn request(name: &str, t: RecordType, edns: Option<u16>, ecs: Option<(IpAddr, u8
         let mut e = Edns::new();
         e.set_max_payload(p);
         if let Some((ip, prefix)) = ecs {
-            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
+            e.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
         }
         m.set_edns(e);
     }
@@ -87,7 +120,13 @@ fn request(name: &str, t: RecordType, edns: Option<u16>, ecs: Option<(IpAddr, u8
 fn upper_some(name: &str, seed: usize) -> String {
     name.chars()
         .enumerate()
-        .map(|(i, c)| if (i + seed) % 3 == 0 { c.to_ascii_uppercase() } else { c })
+        .map(|(i, c)| {
+            if (i + seed) % 3 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -96,16 +135,47 @@ fn fast_path_equals_reference_byte_for_byte() {
     let h = handler();
     let src = SocketAddr::from(([203, 0, 113, 7], 5300));
     let names = [
-        "www.t.test.", "img.t.test.", "t.test.", "ns1.t.test.", "ns2.t.test.", "alias.t.test.",
-        "mail.t.test.", "_https._tcp.t.test.", "b.t.test.", "a.b.t.test.", "big.t.test.",
-        "nope.t.test.", "x.nope.t.test.", "x.deleg.t.test.", "deleg.t.test.", "example.com.",
-        "test.", "www.ex.test.", "c1.ex.test.", "cdn.ex.test.", "site.ex.test.", "x.wild.ex.test.",
-        "nx.ex.test.", "hostmaster.ex.test.", "x.ns1.t.test.",
+        "www.t.test.",
+        "img.t.test.",
+        "t.test.",
+        "ns1.t.test.",
+        "ns2.t.test.",
+        "alias.t.test.",
+        "mail.t.test.",
+        "_https._tcp.t.test.",
+        "b.t.test.",
+        "a.b.t.test.",
+        "big.t.test.",
+        "nope.t.test.",
+        "x.nope.t.test.",
+        "x.deleg.t.test.",
+        "deleg.t.test.",
+        "example.com.",
+        "test.",
+        "www.ex.test.",
+        "c1.ex.test.",
+        "cdn.ex.test.",
+        "site.ex.test.",
+        "x.wild.ex.test.",
+        "nx.ex.test.",
+        "hostmaster.ex.test.",
+        "x.ns1.t.test.",
     ];
     let types = [
-        RecordType::A, RecordType::AAAA, RecordType::ANY, RecordType::SOA, RecordType::NS,
-        RecordType::MX, RecordType::TXT, RecordType::CAA, RecordType::SRV, RecordType::CNAME,
-        RecordType::PTR, RecordType::HTTPS, RecordType::DS, RecordType::AXFR,
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::ANY,
+        RecordType::SOA,
+        RecordType::NS,
+        RecordType::MX,
+        RecordType::TXT,
+        RecordType::CAA,
+        RecordType::SRV,
+        RecordType::CNAME,
+        RecordType::PTR,
+        RecordType::HTTPS,
+        RecordType::DS,
+        RecordType::AXFR,
     ];
     let ecs: [Option<(IpAddr, u8)>; 4] = [
         None,
@@ -152,5 +222,9 @@ fn fast_path_equals_reference_byte_for_byte() {
     }
     // Most of the battery is covered by the fast path (referrals, wildcards,
     // CNAME chains into steered names, DS and AXFR are not).
-    assert!(fast * 10 > total * 2 * 4, "fast path took {fast} of {}", total * 2);
+    assert!(
+        fast * 10 > total * 2 * 4,
+        "fast path took {fast} of {}",
+        total * 2
+    );
 }

@@ -47,7 +47,10 @@ impl Handler {
             }
         }
         let _only_one = self.rebuild.try_lock().ok()?;
-        let p = Arc::new(Precomputed::build(Arc::clone(&data), self.settings.fallback_ttl));
+        let p = Arc::new(Precomputed::build(
+            Arc::clone(&data),
+            self.settings.fallback_ttl,
+        ));
         self.pre.store(Some(Arc::clone(&p)));
         Some(p)
     }
@@ -156,7 +159,10 @@ impl Handler {
         for c in [1, an, ns, ar + opt] {
             w.u16(c)?;
         }
-        let literal = q.qname.get(..q.qname.len() - 1).ok_or(WriteError::BadName)?;
+        let literal = q
+            .qname
+            .get(..q.qname.len() - 1)
+            .ok_or(WriteError::BadName)?;
         w.name(literal)?;
         w.u16(q.qtype)?;
         w.u16(1)?;

@@ -27,7 +27,10 @@ use super::template::Template;
 
 /// Query types the fast path answers (others go to the reference path).
 pub fn fast_qtype(t: u16) -> bool {
-    matches!(t, 1 | 2 | 5 | 6 | 12 | 15 | 16 | 28 | 33 | 64 | 65 | 255 | 257)
+    matches!(
+        t,
+        1 | 2 | 5 | 6 | 12 | 15 | 16 | 28 | 33 | 64 | 65 | 255 | 257
+    )
 }
 
 const T_A: u16 = 1;
@@ -46,7 +49,8 @@ impl Hasher for NameHasher {
         for c in &mut chunks {
             let mut w = [0u8; 8];
             w.copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
         for &b in chunks.remainder() {
             self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
@@ -126,7 +130,13 @@ fn wire(name: &LowerName) -> Vec<u8> {
 
 /// `resolve` without steering; `None` when its answer would depend on the
 /// client (a CNAME chain reaches a steered name) unless `own_steered`.
-fn answer(data: &DnsData, name: &LowerName, qtype: u16, fallback_ttl: u32, own_steered: bool) -> Option<Answer> {
+fn answer(
+    data: &DnsData,
+    name: &LowerName,
+    qtype: u16,
+    fallback_ttl: u32,
+    own_steered: bool,
+) -> Option<Answer> {
     let asked = std::cell::Cell::new(0u32);
     let ans = resolve(
         &data.zones,
@@ -167,7 +177,8 @@ impl Precomputed {
                 let steered = data.steered.contains(name);
                 let mut e = Entry::default();
                 if !(steered && has_cname) {
-                    let mut types: Vec<u16> = node.iter().map(|r| u16::from(r.record_type())).collect();
+                    let mut types: Vec<u16> =
+                        node.iter().map(|r| u16::from(r.record_type())).collect();
                     types.extend([T_ANY, T_A, T_AAAA]);
                     types.sort_unstable();
                     types.dedup();
@@ -190,7 +201,10 @@ impl Precomputed {
                 .and_then(|n| n.append_domain(&Name::from(z.origin().clone())).ok())
                 .map(|n| LowerName::new(&n));
             let nx = probe.filter(|p| {
-                !z.has_wildcards() && !z.exists(p) && !data.steered.contains(p) && z.cut_above(p).is_none()
+                !z.has_wildcards()
+                    && !z.exists(p)
+                    && !data.steered.contains(p)
+                    && z.cut_above(p).is_none()
             });
             let nx = nx.and_then(|p| {
                 let a = answer(&data, &p, T_A, fallback_ttl, false)?;
@@ -199,7 +213,10 @@ impl Precomputed {
             });
             let origin = wire(z.origin());
             zones.push(ZoneInfo {
-                cuts: z.cuts().map(|c| (c.num_labels() as usize, wire(c))).collect(),
+                cuts: z
+                    .cuts()
+                    .map(|c| (c.num_labels() as usize, wire(c)))
+                    .collect(),
                 labels: z.origin().num_labels() as usize,
                 origin,
                 nx,

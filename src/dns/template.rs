@@ -120,7 +120,11 @@ impl Template {
     }
 
     fn name_as(&mut self, n: &Name, canonical: bool) -> Option<()> {
-        let n = if canonical { n.to_lowercase() } else { n.clone() };
+        let n = if canonical {
+            n.to_lowercase()
+        } else {
+            n.clone()
+        };
         let s = u16::try_from(self.bytes.len()).ok()?;
         for l in n.iter() {
             if l.is_empty() || l.len() > 63 {

@@ -74,7 +74,8 @@ fn serve(handler: &Handler, sock: &UdpSocket, stop: &AtomicBool) {
     let mut rx = vec![0u8; BATCH * RX_SIZE];
     let mut tx = vec![0u8; BATCH * RX_SIZE];
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-    let mut names: Vec<libc::sockaddr_storage> = vec![unsafe { MaybeUninit::zeroed().assume_init() }; BATCH];
+    let mut names: Vec<libc::sockaddr_storage> =
+        vec![unsafe { MaybeUninit::zeroed().assume_init() }; BATCH];
     let mut rx_iov: Vec<libc::iovec> = rx
         .chunks_exact_mut(RX_SIZE)
         .map(|c| libc::iovec {
@@ -96,7 +97,8 @@ fn serve(handler: &Handler, sock: &UdpSocket, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         for (i, h) in rx_hdr.iter_mut().enumerate() {
             h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut rx_iov[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_len = 0;

@@ -439,7 +439,10 @@ mod tests {
         {
             let mut e = hickory_proto::serialize::binary::BinEncoder::new(&mut enc);
             for n in names {
-                Name::from_str(n).unwrap().emit_as_canonical(&mut e, false).unwrap();
+                Name::from_str(n)
+                    .unwrap()
+                    .emit_as_canonical(&mut e, false)
+                    .unwrap();
             }
         }
         let mut buf = [0u8; 512];
@@ -455,7 +458,10 @@ mod tests {
         let mut m = Message::new();
         m.set_id(0xBEEF);
         m.set_recursion_desired(true);
-        m.add_query(HQuery::query(Name::from_str("WwW.t.test.").unwrap(), RecordType::AAAA));
+        m.add_query(HQuery::query(
+            Name::from_str("WwW.t.test.").unwrap(),
+            RecordType::AAAA,
+        ));
         let mut e = Edns::new();
         e.set_max_payload(1232);
         e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(

@@ -84,7 +84,10 @@ impl Default for AnswerCache {
 }
 
 impl AnswerCache {
-    fn shard(&self, key: &AnswerKey) -> Option<&std::sync::Mutex<HashMap<AnswerKey, Arc<CachedAnswer>>>> {
+    fn shard(
+        &self,
+        key: &AnswerKey,
+    ) -> Option<&std::sync::Mutex<HashMap<AnswerKey, Arc<CachedAnswer>>>> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
         self.shards.get(h.finish() as usize % SHARDS)
@@ -371,7 +374,10 @@ impl Steering for FederatedSteering {
         client: IpAddr,
         subnet: Option<(IpAddr, u8)>,
     ) -> SteeredWire {
-        match self.cached(site, v6, client, subnet).and_then(|a| a.wire.clone()) {
+        match self
+            .cached(site, v6, client, subnet)
+            .and_then(|a| a.wire.clone())
+        {
             Some(records) => SteeredWire::Answer {
                 records,
                 scope: ecs_scope(subnet),

@@ -283,6 +283,21 @@ impl Zone {
         None
     }
 
+    /// Every name that exists in the zone, empty non-terminals included.
+    pub fn names(&self) -> impl Iterator<Item = &LowerName> {
+        self.names.iter()
+    }
+
+    /// The delegation points below the apex.
+    pub fn cuts(&self) -> impl Iterator<Item = &LowerName> {
+        self.cuts.iter()
+    }
+
+    /// True when the zone has wildcard records (RFC 4592 synthesis).
+    pub fn has_wildcards(&self) -> bool {
+        self.has_wildcards
+    }
+
     /// Marks `name` as existing (for steered site names without zone records).
     pub fn add_name(&mut self, name: &LowerName) {
         let mut n = name.clone();

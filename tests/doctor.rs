@@ -301,7 +301,8 @@ fn fresh_geodata(dst: &Path) {
 }
 
 fn zone_file() -> String {
-    let mut z = format!("$TTL 300\n@ IN SOA ns1 hostmaster ( 2026113001 3600 600 1209600 60 )\n");
+    let mut z =
+        "$TTL 300\n@ IN SOA ns1 hostmaster ( 2026113001 3600 600 1209600 60 )\n".to_string();
     for i in 1..=3 {
         z.push_str(&format!("@ IN NS ns{i}\nns{i} IN A {NET}.{i}\n"));
     }

@@ -129,6 +129,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check this instance's setup from the outside, as resolvers and clients
+    /// see it: the parent's NS set and glue against the zone's, the SOA serial
+    /// at every authority, every site name through the resolver and AA at every
+    /// authority, certificates (site names and node name), clock skew against
+    /// peers, and the geodata file's age.
+    ///
+    /// Prints one line per check, `ok`, `warn` or `FAIL` with the fix; exits
+    /// non-zero on any FAIL.
+    Doctor {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Recursive resolver to ask (default: the system's, /etc/resolv.conf).
+        #[arg(long, value_name = "ADDR:PORT")]
+        resolver: Option<std::net::SocketAddr>,
+        /// Bound on each DNS question, TLS handshake and HTTP request, seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Issue a development TLS certificate from a local development CA
     /// (created in CA_DIR if absent). For tests and private federations only.
     DevCert {
@@ -359,6 +378,27 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status { config, json } => {
             let cfg = Config::load(&config)?;
             runtime()?.block_on(crate::status::show(&cfg, json))
+        }
+        Command::Doctor {
+            config,
+            resolver,
+            timeout,
+        } => {
+            let cfg = Config::load(&config)?;
+            let opts = crate::doctor::Options {
+                resolver,
+                timeout: std::time::Duration::from_secs(timeout.clamp(1, 60)),
+            };
+            let found =
+                runtime()?.block_on(crate::doctor::run(&cfg, &opts, &mut |f| println!("{f}")))?;
+            let failed = found
+                .iter()
+                .filter(|f| f.level == crate::doctor::findings::Level::Fail)
+                .count();
+            if failed > 0 {
+                bail!("{failed} of {} checks failed", found.len());
+            }
+            Ok(())
         }
         Command::DevCert { ca_dir, out, names } => {
             let ca = crate::devca::DevCa::open_or_create(&ca_dir)?;

@@ -91,7 +91,10 @@ async fn status_page_shows_every_mirror_and_a_failover() {
     assert!(html.contains("<meta http-equiv=\"refresh\" content=\"2\">"));
     assert!(!html.contains("<script") && !html.contains("src="));
     // Certificate expiry from the configured dev certificate.
-    assert!(html.contains(" days)</td>"), "no certificate expiry:\n{html}");
+    assert!(
+        html.contains(" days)</td>"),
+        "no certificate expiry:\n{html}"
+    );
 
     // Singapore stops: it turns down within seconds, and the failover is listed.
     let sg = f.nodes[2].name.clone();
@@ -107,7 +110,10 @@ async fn status_page_shows_every_mirror_and_a_failover() {
     })
     .await;
     assert!(down, "{sg} not shown down within 15 s");
-    eprintln!("{sg} shown down {} ms after it stopped", t.elapsed().as_millis());
+    eprintln!(
+        "{sg} shown down {} ms after it stopped",
+        t.elapsed().as_millis()
+    );
     let (_, html) = page().await.expect("page");
     let n = nodes(&html);
     assert_eq!(n.len(), 5, "{n:?}");

@@ -190,7 +190,7 @@ pub fn replication(site: &SiteView, mirrors: &[MirrorView]) -> (usize, usize) {
         .filter(|m| {
             let authorized = site.authorized.is_empty()
                 || site.authorized.iter().any(|a| *a == m.name || *a == m.key);
-            authorized && m.mirrors.iter().any(|s| *s == site.hostname)
+            authorized && m.mirrors.contains(&site.hostname)
         })
         .collect();
     let holding = expected
@@ -301,19 +301,19 @@ fn map(o: &mut String, v: &StatusView) {
     } else {
         LAND_H + BAND_H
     };
-    let _ = write!(
+    let _ = writeln!(
         o,
         "<svg id=\"map\" role=\"img\" aria-label=\"mirrors on a world map\" width=\"100%\" \
          viewBox=\"0 0 {MAP_W} {h}\" xmlns=\"http://www.w3.org/2000/svg\">\
          <rect width=\"{MAP_W}\" height=\"{h}\" fill=\"#dde9f5\"/>\
-         <path fill=\"#c9d5c1\" stroke=\"#9aab93\" stroke-width=\"0.4\" d=\"{}\"/>\n",
+         <path fill=\"#c9d5c1\" stroke=\"#9aab93\" stroke-width=\"0.4\" d=\"{}\"/>",
         LAND.trim()
     );
     if !unplaced.is_empty() {
-        let _ = write!(
+        let _ = writeln!(
             o,
             "<rect y=\"{LAND_H}\" width=\"{MAP_W}\" height=\"{BAND_H}\" fill=\"#eef1f4\"/>\
-             <text x=\"4\" y=\"{}\" font-size=\"8\" fill=\"#555\">no declared location:</text>\n",
+             <text x=\"4\" y=\"{}\" font-size=\"8\" fill=\"#555\">no declared location:</text>",
             LAND_H + 15.0
         );
     }

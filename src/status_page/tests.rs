@@ -197,9 +197,7 @@ fn projection_matches_the_outline() {
     assert!(x.is_finite() && y.is_finite());
     // The outline stays inside the map's box: every absolute moveto is.
     for m in LAND.split('M').skip(1) {
-        let mut it = m
-            .split(|c| c == 'l' || c == ' ')
-            .map(|n| n.parse::<i32>().unwrap());
+        let mut it = m.split(['l', ' ']).map(|n| n.parse::<i32>().unwrap());
         let (x, y) = (it.next().unwrap(), it.next().unwrap());
         assert!(
             (-720..=1440).contains(&x) && (0..=300).contains(&y),

@@ -935,7 +935,7 @@ for p in "${LOOPS[@]}"; do wait "$p" 2>/dev/null || true; done
 # about 2 s); the screenshot is kept as the test's artifact.
 ONE_DOWN="1:up 2:up 3:down 4:up 5:up "
 if wait_until 10 status_shows "$TMP/fetch/status-after-kill" "$ONE_DOWN"; then
-    ok "status page in chromium shows mirror 3 data-health=down, the others up, $(since_ms "$t_kill") ms after the kill"
+    ok "status page in chromium shows mirror 3 data-health=down, the others up (DOM dumped after the drill's wait, $(since_ms "$t_kill") ms after the kill)"
 else
     bad "status page in chromium $(since_ms "$t_kill") ms after the kill: '$(status_health "$TMP/fetch/status-after-kill")', expected '$ONE_DOWN'"
 fi

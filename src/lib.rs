@@ -43,5 +43,6 @@ pub mod owner;
 pub mod publish;
 pub mod report;
 pub mod status;
+pub mod status_page;
 pub mod steer;
 pub mod store;

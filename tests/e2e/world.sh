@@ -33,7 +33,8 @@
 # city's own mirror and no other address (over IPv4 and IPv6, spaced so that
 # some hit the resolver's cache and some come after the TTL expired); curl
 # fetches the published bytes over IPv4 and IPv6; headless Chromium (Happy
-# Eyeballs) renders the page. Then the drills: SIGKILL Singapore's mirror while
+# Eyeballs) renders the page, and ns1's status page, whose map shows every
+# mirror up (and, after the kill below, mirror 3 down). Then the drills: SIGKILL Singapore's mirror while
 # its clients fetch in a loop through their resolvers (the window of failed
 # fetches must stay within the TTL the resolver held + 2 s), restart it (it
 # comes back), publish a new version (every client sees it, never a mix of
@@ -54,7 +55,8 @@
 # timeout or Ctrl-C; only the lock file stays.
 # Env: P2PCDN = the binary (default target/debug/p2pcdn); P2PE_TIMEOUT = overall
 # bound in seconds (default 600); P2PE_BIG_MIB = size of files/big.bin (8);
-# P2PE_KEEP=1 keeps the temp dir (logs, fetched files, screenshots);
+# P2PE_KEEP=1 keeps the temp dir (logs, fetched files, screenshots) and copies
+# the status page's screenshot after the kill to /tmp/p2pe-status.png;
 # P2PE_TRACE=FILE writes a bash trace there.
 # Prints "N passed, M failed" alone on the last line and exits non-zero on any failure.
 set -euo pipefail
@@ -734,15 +736,17 @@ mkdir -p "$CHOME/.pki/nssdb"
 certutil -d "sql:$CHOME/.pki/nssdb" -N --empty-password
 certutil -d "sql:$CHOME/.pki/nssdb" -A -t "C,," -n "$PFX-test-ca" -i "$CA"
 
-chromium_run() {   # NS OUT_PREFIX: the rendered DOM to OUT.html, a screenshot to OUT.png, a net log to OUT.json
-    local ns=$1 out=$2
+# NS OUT_PREFIX [URL [WxH]]: the rendered DOM to OUT.html, a screenshot to
+# OUT.png, a net log to OUT.json (URL: default https://$WWW/; WxH: 800,600).
+chromium_run() {
+    local ns=$1 out=$2 url=${3:-https://$WWW/} size=${4:-800,600}
     ip netns exec "$ns" env HOME="$CHOME" timeout --foreground --kill-after=5 90 chromium \
         --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync \
         --disable-default-apps --disable-extensions --disable-dev-shm-usage \
-        --hide-scrollbars --window-size=800,600 --force-device-scale-factor=1 \
+        --hide-scrollbars --window-size="$size" --force-device-scale-factor=1 \
         --user-data-dir="$(mktemp -d "$TMP/chrome-profile.XXXXXX")" --log-net-log="$out.json" \
-        --screenshot="$out.png" --dump-dom "https://$WWW/" >"$out.html" 2>"$out.err" \
+        --screenshot="$out.png" --dump-dom "$url" >"$out.html" 2>"$out.err" \
         9>&- {OUT_FD}>&- {ERR_FD}>&-
 }
 # The addresses Chromium connected to, from its net log.
@@ -790,14 +794,21 @@ def pixel_counts(path):
         counts.update(line[x:x + 3] for x in range(0, stride, bpp))
         prev = line
     return counts
-want = {'orange': (240, 160, 40), 'blue': (30, 120, 200), 'background': (244, 247, 251)}
+# Optional further arguments NAME=R,G,B:MIN replace the demo page's colours.
+want = {'orange': ((240, 160, 40), 200), 'blue': ((30, 120, 200), 200), 'background': ((244, 247, 251), 1000)}
+if len(sys.argv) > 2:
+    want = {}
+    for a in sys.argv[2:]:
+        name, spec = a.split('=')
+        rgb, least = spec.split(':')
+        want[name] = (tuple(int(c) for c in rgb.split(',')), int(least))
 n = dict.fromkeys(want, 0)
 for px, k in pixel_counts(sys.argv[1]).items():
-    for name, v in want.items():
+    for name, (v, _) in want.items():
         if all(abs(a - b) <= 6 for a, b in zip(px, v)):
             n[name] += k
 print(' '.join(f'{k}={v}' for k, v in n.items()))
-sys.exit(0 if n['orange'] >= 200 and n['blue'] >= 200 and n['background'] >= 1000 else 1)
+sys.exit(0 if all(n[k] >= least for k, (_, least) in want.items()) else 1)
 EOF
 
 for n in 1 2 3 4 5; do
@@ -830,6 +841,30 @@ for n in 1 2 3 4 5; do
     done
 done
 [ "${P2PE_KEEP:-}" = 1 ] && cp "$TMP/fetch/chromium-u3.png" "/tmp/$PFX-screenshot-u3.png" 2>/dev/null || true
+
+# ---- 3b. The status page in a browser: every mirror on the map with its health ------------
+# Chromium in Frankfurt's client network opens ns1's status page (it asks for
+# text/html as browsers do), resolving ns1.$ZONE through its ISP's resolver.
+STATUS_URL="https://ns1.$ZONE/.well-known/p2pcdn/v1/status"
+# status_dom OUT: the status page's DOM to OUT.html and a screenshot to OUT.png.
+status_dom() { chromium_run "$PFX-u1" "$1" "$STATUS_URL" 1100,1000; }
+# status_health OUT: "N:health" per mirror of the page's map, in node order.
+status_health() {
+    local n h
+    for n in 1 2 3 4 5; do
+        h="$(grep -o "data-node=\"ns$n\.$ZONE\" data-health=\"[a-z]*\"" "$1.html" 2>/dev/null | head -n1 | sed 's/.*data-health="//; s/"$//')"
+        printf '%s:%s ' "$n" "${h:--}"
+    done
+}
+# status_shows OUT WANT: a fresh DOM whose mirror healths are WANT.
+status_shows() { status_dom "$1" && [ "$(status_health "$1")" = "$2" ]; }
+ALL_UP="1:up 2:up 3:up 4:up 5:up "
+t_s=$(now_ms)
+if wait_until 10 status_shows "$TMP/fetch/status-before" "$ALL_UP"; then
+    ok "status page in chromium (from c1 via unbound): all 5 mirrors on the map with data-health=up ($(since_ms "$t_s") ms)"
+else
+    bad "status page in chromium: mirrors '$(status_health "$TMP/fetch/status-before")', expected '$ALL_UP': $(tail -n 2 "$TMP/fetch/status-before.err" 2>/dev/null | tr '\n' ' ')"
+fi
 
 # ---- 4. Drill: Singapore's mirror dies while its clients fetch; then it comes back -------
 # fetch_loop K N: a client of network K in city N fetches /version.txt every
@@ -896,6 +931,22 @@ wait_until $((TTL + 12)) moved_off_3 || true
 sleep 1   # a few more fetches after the move
 touch "$TMP/stop-loops"
 for p in "${LOOPS[@]}"; do wait "$p" 2>/dev/null || true; done
+# The status page has turned mirror 3 down by now (its probes miss within
+# about 2 s); the screenshot is kept as the test's artifact.
+ONE_DOWN="1:up 2:up 3:down 4:up 5:up "
+if wait_until 10 status_shows "$TMP/fetch/status-after-kill" "$ONE_DOWN"; then
+    ok "status page in chromium shows mirror 3 data-health=down, the others up (DOM dumped after the drill's wait, $(since_ms "$t_kill") ms after the kill)"
+else
+    bad "status page in chromium $(since_ms "$t_kill") ms after the kill: '$(status_health "$TMP/fetch/status-after-kill")', expected '$ONE_DOWN'"
+fi
+# Its screenshot shows the map: land, green markers and the grey one.
+if px="$(python3 "$TMP/pngcheck.py" "$TMP/fetch/status-after-kill.png" \
+    land=201,213,193:20000 up=46,157,79:100 down=138,144,153:30)"; then
+    ok "status page screenshot shows the map with up and down markers ($px)"
+else
+    bad "status page screenshot lacks the map or its markers ($px)"
+fi
+[ "${P2PE_KEEP:-}" = 1 ] && cp "$TMP/fetch/status-after-kill.png" "/tmp/$PFX-status.png" 2>/dev/null || true
 for k in "${KINDS[@]}"; do
     read -r win failed from lookup <<<"$(drill_window "$k" 3 "$t_kill")"
     if [ -z "${win:-}" ]; then

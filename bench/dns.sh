@@ -115,6 +115,8 @@ dns_one() {
     record "dns-$mix" "queries/s" "$sys" "$run" "$(calc "round($qps)")" "q/s"
     record "dns-$mix" "server CPU per answer" "$sys" "$run" \
         "$(calc "round(($c1 - $c0) / $CLK_TCK / $done * 1e6, 2)")" "us"
+    record "dns-$mix" "answers per server CPU-second" "$sys" "$run" \
+        "$(calc "round($done / max(($c1 - $c0) / $CLK_TCK, 0.01))")" "answers/s"
     record "dns-$mix" "server CPU" "$sys" "$run" "$(calc "round(($c1 - $c0) / $CLK_TCK / ($t1 - $t0) * 100)")" "%"
     record "dns-$mix" "lost" "$sys" "$run" "$(calc "round($lost / ($done + $lost) * 100, 3)")" "%"
 }
@@ -149,6 +151,39 @@ section_dns() {
             dns_one knot "$KNOT_IP" "$kpid" "$qf" "$mix" "$run" "${extra[@]}"
         done
     done
+    # p99 latency at half of gdnsd's peak (its median steered q/s in this run):
+    # the same paced load (-Q) against p2pcdn and gdnsd, every response's
+    # latency printed (-v) and the 99th percentile taken.
+    local peak rate
+    peak=$(awk -F'\t' '$1 == "dns-steered" && $2 == "queries/s" && $3 == "gdnsd" {print $5}' "$RESULTS" | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}')
+    if [ -n "$peak" ]; then
+        rate=$(calc "int($peak / 2)")
+        log "  p99 latency at $rate q/s (half of gdnsd's $peak)"
+        for run in $(seq 1 "$RUNS"); do
+            dns_p99 p2pcdn 127.1.0.1 "$rate" "$run"
+            dns_p99 gdnsd "$GDNSD_IP" "$rate" "$run"
+        done
+    fi
     stop_pid "$gpid"
     stop_pid "$kpid"
+}
+
+# dns_p99 SYSTEM SERVER_IP RATE RUN: steered queries paced at RATE q/s,
+# every latency printed by dnsperf -v; records p50, p99 and lost.
+dns_p99() {
+    local sys=$1 ip=$2 rate=$3 run=$4 logf stats
+    logf=$WORK/logs/dnsperf-p99-$sys-$run.log
+    dnsperf -s "$ip" -p "$DNS_PORT" -a "$DNS_CLIENT" -d "$WORK/dns-steered.txt" -l "$DURATION" \
+        -T 1 -c 8 -q 256 -t 2 -e -Q "$rate" -v > "$logf" 2>&1 || true
+    stats=$(python3 "$HERE/latency.py" "$logf")
+    if [ -z "$stats" ]; then
+        log "dnsperf -v against $sys gave no latencies (see $logf)"
+        return 0
+    fi
+    set -- $stats
+    record dns-p99 "p50 latency" "$sys" "$run" "$1" "ms"
+    record dns-p99 "p99 latency" "$sys" "$run" "$2" "ms"
+    record dns-p99 "lost" "$sys" "$run" "$3" "%"
+    # The per-query lines are large; keep the summary only.
+    grep -v '^> ' "$logf" > "$logf.summary" && mv "$logf.summary" "$logf"
 }

@@ -14,6 +14,7 @@
 //! - [`geo`], [`steer`]: client location and the pure steering decision.
 //! - [`latency`]: client RTTs aggregated per client network (pure).
 //! - [`instance`]: starting and stopping everything.
+//! - [`doctor`]: checks delegation, authorities, certificates and clocks from the outside.
 //! - [`devca`], [`demo`], [`cli`]: development CA, the demo, the command line.
 
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod db;
 pub mod demo;
 pub mod devca;
 pub mod dns;
+pub mod doctor;
 pub mod federation;
 pub mod geo;
 pub mod hash;
@@ -41,5 +43,6 @@ pub mod owner;
 pub mod publish;
 pub mod report;
 pub mod status;
+pub mod status_page;
 pub mod steer;
 pub mod store;

@@ -11,6 +11,14 @@
 //!    pointer, which hickory-server's own TCP path echoed undecodably
 //!    (tests/fuzz_regressions/dns_request/).
 //!
+//! 2. The fast path (`Handler::answer_fast`: pre-encoded templates, no
+//!    hickory decoding) against the reference paths
+//!    (`answer_udp_reference`, `answer_tcp_reference`: hickory decode,
+//!    `resolve`, hickory encode): whenever it answers, its bytes equal the
+//!    reference's byte for byte. Nothing is allowed to differ: the id, the
+//!    question's case and the ECS option are patched into the templates, and
+//!    name compression follows hickory's encoder exactly.
+//!
 //! For each input that hickory-server decodes as a `MessageRequest`, the
 //! request is also answered per protocol by `Handler::respond` (the pure
 //! answer); the `Message` must encode with `to_vec()`, decode again, carry
@@ -26,6 +34,7 @@ use hickory_proto::xfer::Protocol;
 use hickory_server::authority::MessageRequest;
 use hickory_server::server::Request;
 use libfuzzer_sys::fuzz_target;
+use p2pcdn::dns::fast::Fast;
 use p2pcdn_fuzz::{dns_handler, MAX_UDP_PAYLOAD};
 
 fn src_for(id: u16) -> SocketAddr {
@@ -133,7 +142,35 @@ fn check_answer(data: &[u8], protocol: Protocol) -> Option<Vec<u8>> {
     parsed.is_some().then_some(bytes)
 }
 
+/// The fast path, where it answers, equals the reference path.
+fn check_fast(data: &[u8]) {
+    let id = data
+        .get(..2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let src = src_for(id);
+    let mut out = vec![0u8; 65535];
+    for tcp in [false, true] {
+        match dns_handler().answer_fast(data, src, tcp, &mut out) {
+            Fast::Reply(n) => {
+                let want = if tcp {
+                    dns_handler().answer_tcp_reference(data, src)
+                } else {
+                    dns_handler().answer_udp_reference(data, src)
+                };
+                assert_eq!(
+                    Some(&out[..n]),
+                    want.as_deref(),
+                    "fast path and reference differ (tcp: {tcp})"
+                );
+            }
+            Fast::NoReply => panic!("fast path dropped a query without rate limiting"),
+            Fast::Slow => {}
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    check_fast(data);
     let fast = check_answer(data, Protocol::Udp);
     let udp = check_respond(data, Protocol::Udp);
     if let (Some(fast), Some(udp)) = (&fast, &udp) {

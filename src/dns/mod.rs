@@ -1,11 +1,21 @@
 //! Authoritative DNS: zone data, answer logic, and the listeners.
 //!
-//! `zone` and `answer` are pure; `server` turns request bytes into response
-//! bytes (EDNS, ECS, truncation, rate limiting) and runs the UDP listeners;
-//! `tcp` runs the TCP listeners with their connection cap and deadlines.
+//! `zone` and `answer` are pure (the reference answer); `server` turns
+//! request bytes into response bytes (EDNS, ECS, truncation, rate limiting).
+//! `fast` answers common queries from pre-encoded `template`s (`precomputed`
+//! per zone snapshot, steered ones per steering view) through `wire`, and
+//! falls back to the reference path for the rest. `udp` runs the UDP
+//! threads (`recvmmsg`/`sendmmsg`), `tcp` the TCP listeners, `bind` claims
+//! their addresses.
 
 pub mod answer;
+mod bind;
+pub mod fast;
+pub mod precomputed;
 pub mod rrl;
 pub mod server;
 pub mod tcp;
+pub mod template;
+mod udp;
+pub mod wire;
 pub mod zone;

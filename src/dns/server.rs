@@ -17,9 +17,12 @@ use hickory_proto::rr::{DNSClass, LowerName};
 use hickory_proto::xfer::Protocol;
 use hickory_server::authority::MessageRequest;
 use hickory_server::server::Request;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use super::answer::{resolve, Answer, Question};
+use super::fast::Fast;
+use super::precomputed::Precomputed;
+use super::template::Template;
 use super::zone::ZoneSet;
 
 /// A steering decision.
@@ -44,6 +47,41 @@ pub trait Steering: Send + Sync + 'static {
         client: IpAddr,
         subnet: Option<(IpAddr, u8)>,
     ) -> Option<Steered>;
+
+    /// The same decision as [`Steering::addresses`], as pre-encoded answer
+    /// records (the fast path). The default encodes the addresses on every
+    /// call; implementations keep the encoded answers in their snapshot.
+    fn steered_wire(
+        &self,
+        site: &LowerName,
+        v6: bool,
+        client: IpAddr,
+        subnet: Option<(IpAddr, u8)>,
+    ) -> SteeredWire {
+        self.addresses(site, v6, client, subnet)
+            .and_then(|s| {
+                let t = Template::steered(site, v6, &s.addrs, s.ttl)?;
+                Some(SteeredWire::Answer {
+                    records: Arc::new(t),
+                    scope: s.scope,
+                })
+            })
+            .unwrap_or(SteeredWire::NoAnswer)
+    }
+}
+
+/// A steering decision as the fast path uses it.
+#[derive(Debug, Clone)]
+pub enum SteeredWire {
+    /// Steered: these answer records, and the ECS scope to echo.
+    Answer {
+        /// The answer section (addresses of the family asked).
+        records: Arc<Template>,
+        /// ECS scope prefix.
+        scope: u8,
+    },
+    /// No address of the family asked: the zone's fallback records.
+    NoAnswer,
 }
 
 /// Settings for the DNS handler.
@@ -75,9 +113,13 @@ pub type SharedDnsData = Arc<arc_swap::ArcSwap<DnsData>>;
 
 /// The request handler.
 pub struct Handler {
-    data: SharedDnsData,
-    steering: Arc<dyn Steering>,
-    settings: DnsSettings,
+    pub(super) data: SharedDnsData,
+    pub(super) steering: Arc<dyn Steering>,
+    pub(super) settings: DnsSettings,
+    /// Pre-encoded answers of the current `data` snapshot.
+    pub(super) pre: arc_swap::ArcSwapOption<Precomputed>,
+    /// Held while `pre` is rebuilt.
+    pub(super) rebuild: std::sync::Mutex<()>,
 }
 
 impl Handler {
@@ -92,6 +134,8 @@ impl Handler {
             data,
             steering,
             settings,
+            pre: arc_swap::ArcSwapOption::empty(),
+            rebuild: std::sync::Mutex::new(()),
         }
     }
 
@@ -216,7 +260,36 @@ impl Handler {
 
     /// The UDP path: one datagram in, the response datagram out (None:
     /// send nothing), rate limited and truncated to the client's size.
+    /// The fast path when it covers the query, else [`Handler::answer_udp_reference`].
     pub fn answer_udp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let mut out = vec![0u8; usize::from(self.settings.max_udp_payload.max(512))];
+        let n = self.answer_udp_into(packet, src, &mut out)?;
+        out.truncate(n);
+        Some(out)
+    }
+
+    /// [`Handler::answer_udp`] into `out` (at least `max_udp_payload`
+    /// bytes); the response's length. No allocation on the fast path.
+    pub fn answer_udp_into(&self, packet: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize> {
+        match self.answer_fast(packet, src, false, out) {
+            Fast::Reply(n) => Some(n),
+            Fast::NoReply => None,
+            Fast::Slow => copy_into(self.answer_udp_reference(packet, src)?, out),
+        }
+    }
+
+    /// [`Handler::answer_tcp`] into `out` (65,535 bytes); the response's length.
+    pub fn answer_tcp_into(&self, packet: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize> {
+        match self.answer_fast(packet, src, true, out) {
+            Fast::Reply(n) => Some(n),
+            Fast::NoReply => None,
+            Fast::Slow => copy_into(self.answer_tcp_reference(packet, src)?, out),
+        }
+    }
+
+    /// The UDP path without the fast path: decode with hickory, [`resolve`],
+    /// encode (the reference the fast path is checked against).
+    pub fn answer_udp_reference(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         use crate::metrics::Metrics;
         let m = &self.settings.metrics;
         let req = match self.decode_counted(packet, "udp") {
@@ -246,6 +319,14 @@ impl Handler {
     /// response message out (None: close the connection). Never rate
     /// limited; truncated only past the 65,535-byte TCP message limit.
     pub fn answer_tcp(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let mut out = vec![0u8; usize::from(u16::MAX)];
+        let n = self.answer_tcp_into(packet, src, &mut out)?;
+        out.truncate(n);
+        Some(out)
+    }
+
+    /// [`Handler::answer_tcp`] without the fast path.
+    pub fn answer_tcp_reference(&self, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         let req = match self.decode_counted(packet, "tcp") {
             Ok(r) => r,
             Err(reply) => return reply,
@@ -267,6 +348,13 @@ impl Handler {
         }
         decoded
     }
+}
+
+/// Copies a reference-path response into `out`; its length (None when it
+/// does not fit, which the size limits rule out).
+fn copy_into(resp: Vec<u8>, out: &mut [u8]) -> Option<usize> {
+    out.get_mut(..resp.len())?.copy_from_slice(&resp);
+    Some(resp.len())
 }
 
 /// Encodes `msg`; when that is longer than `limit` bytes, truncates it
@@ -347,57 +435,21 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Running DNS listeners: UDP (one `SO_REUSEPORT` socket and receive loop
-/// per core) and TCP ([`super::tcp`]) on the same port of each address.
+/// Running DNS listeners: UDP (one `SO_REUSEPORT` socket and thread per
+/// core, [`super::udp`]) and TCP ([`super::tcp`]) on the same port of each
+/// address, claimed as [`super::bind`] describes.
 pub struct DnsServer {
     tasks: tokio::task::JoinSet<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
+    stop_udp: Arc<std::sync::atomic::AtomicBool>,
     /// Bound addresses (UDP and TCP share each port).
     pub addrs: Vec<SocketAddr>,
 }
 
-fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol as SockProto, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
-    sock.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    let _ = sock.set_recv_buffer_size(4 << 20);
-    let _ = sock.set_send_buffer_size(4 << 20);
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    Ok(sock.into())
-}
-
-async fn udp_worker(
-    handler: Arc<Handler>,
-    sock: UdpSocket,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let (n, src) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "UDP receive error");
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let Some(packet) = buf.get(..n) else { continue };
-        if let Some(resp) = handler.answer_udp(packet, src) {
-            if let Err(e) = sock.send_to(&resp, src).await {
-                tracing::debug!(%src, error = %e, "UDP send error");
-            }
-        }
-    }
-}
-
 impl DnsServer {
-    /// Binds UDP and TCP on every address (same port for both; port 0 picks one).
+    /// Binds UDP and TCP on every address (same port for both; port 0 picks
+    /// one). An address already served fails with `AddrInUse`.
     pub async fn bind(
         handler: Handler,
         listen: &[SocketAddr],
@@ -405,22 +457,27 @@ impl DnsServer {
     ) -> std::io::Result<Self> {
         let handler = Arc::new(handler);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_udp = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         let permits = Arc::new(tokio::sync::Semaphore::new(tcp.max_connections));
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 8);
-        let mut addrs = vec![];
+        let mut claimed = vec![];
         for want in listen {
-            let (first, listener) = bind_pair(*want).await?;
-            let addr = first.local_addr()?;
-            let mut socks = vec![first];
-            for _ in 1..workers {
-                socks.push(reuseport_udp(addr)?);
-            }
-            for s in socks {
-                let s = UdpSocket::from_std(s)?;
-                tasks.spawn(udp_worker(handler.clone(), s, stop_rx.clone()));
+            claimed.push(super::bind::claim(*want, workers)?);
+        }
+        let mut addrs = vec![];
+        let mut threads = vec![];
+        for (listener, socks) in claimed {
+            let listener = TcpListener::from_std(listener)?;
+            addrs.push(listener.local_addr()?);
+            match super::udp::spawn(&handler, socks, &stop_udp) {
+                Ok(t) => threads.extend(t),
+                Err(e) => {
+                    stop_udp.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(e);
+                }
             }
             tasks.spawn(super::tcp::serve(
                 listener,
@@ -429,30 +486,37 @@ impl DnsServer {
                 tcp.idle_timeout,
                 stop_rx.clone(),
             ));
-            addrs.push(addr);
         }
-        Ok(Self { tasks, stop, addrs })
+        Ok(Self {
+            tasks,
+            threads,
+            stop,
+            stop_udp,
+            addrs,
+        })
     }
 
     /// Stops the listeners and closes open TCP connections.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.stop_udp
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         while self.tasks.join_next().await.is_some() {}
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 
-async fn bind_pair(want: SocketAddr) -> std::io::Result<(std::net::UdpSocket, TcpListener)> {
-    let mut last_err = None;
-    for _ in 0..32 {
-        let udp = reuseport_udp(want)?;
-        let addr = udp.local_addr()?;
-        match TcpListener::bind(addr).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) if want.port() == 0 => last_err = Some(e),
-            Err(e) => return Err(e),
-        }
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop_udp
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    Err(last_err.unwrap_or_else(|| std::io::Error::other("could not bind UDP and TCP on one port")))
 }
 
 #[cfg(test)]

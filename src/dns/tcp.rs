@@ -57,45 +57,66 @@ pub(crate) async fn serve(
 
 /// Serves one connection until the client closes it, a deadline passes or
 /// a message cannot be answered (not a query, or undecodable without a
-/// query header).
+/// query header). Pipelined queries that arrive together are answered
+/// together, with one write.
 async fn connection(mut s: TcpStream, src: SocketAddr, handler: &Handler, idle: Duration) {
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
+    // Allocated once per connection: received bytes, one response, the responses to send.
+    let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
+    let mut resp = vec![0u8; usize::from(u16::MAX)];
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    // When the oldest unanswered byte arrived (a query must be complete within `idle`).
+    let mut partial_since: Option<tokio::time::Instant> = None;
     loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(idle, s.read_exact(&mut len)).await {
+        let mut used = 0;
+        while let Some(msg) = frame(inbuf.get(used..).unwrap_or_default()) {
+            let Some(n) = handler.answer_tcp_into(msg, src, &mut resp) else {
+                // Flush what was answered before closing.
+                let _ = tokio::time::timeout(idle, s.write_all(&out)).await;
+                return;
+            };
+            let (Ok(len), Some(body)) = (u16::try_from(n), resp.get(..n)) else {
+                return;
+            };
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(body);
+            used += 2 + msg.len();
+        }
+        inbuf.drain(..used);
+        if !out.is_empty() {
+            match tokio::time::timeout(idle, s.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(%src, "DNS TCP client does not read: closed");
+                    return;
+                }
+            }
+            out.clear();
+        }
+        let now = tokio::time::Instant::now();
+        partial_since = if inbuf.is_empty() {
+            None
+        } else {
+            Some(partial_since.unwrap_or(now))
+        };
+        let deadline = partial_since.unwrap_or(now) + idle;
+        match tokio::time::timeout_at(deadline, s.read_buf(&mut inbuf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(_)) => {}
-            Ok(Err(_)) => return,
+            Err(_) if partial_since.is_some() => {
+                tracing::debug!(%src, "DNS TCP query not received in time: closed");
+                return;
+            }
             Err(_) => {
                 tracing::trace!(%src, "DNS TCP idle timeout");
                 return;
             }
         }
-        buf.resize(usize::from(u16::from_be_bytes(len)), 0);
-        match tokio::time::timeout(idle, s.read_exact(&mut buf)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::debug!(%src, "DNS TCP query not received in time: closed");
-                return;
-            }
-        }
-        let Some(resp) = handler.answer_tcp(&buf, src) else {
-            return;
-        };
-        let Ok(n) = u16::try_from(resp.len()) else {
-            return;
-        };
-        out.clear();
-        out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(&resp);
-        match tokio::time::timeout(idle, s.write_all(&out)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return,
-            Err(_) => {
-                tracing::debug!(%src, "DNS TCP client does not read: closed");
-                return;
-            }
-        }
     }
+}
+
+/// The first complete length-prefixed message in `buf`, without its prefix.
+fn frame(buf: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
+    buf.get(2..2 + len)
 }

@@ -19,6 +19,7 @@ pub mod addrcheck;
 pub mod agent;
 pub mod binding;
 pub mod bindq;
+pub mod failover;
 pub mod holding;
 pub mod plausible;
 pub mod probe;
@@ -291,6 +292,8 @@ pub struct Federation {
     /// Client RTT aggregates: the HTTP(S) listeners feed them, this node's
     /// report carries their snapshot.
     pub client_rtt: Arc<crate::http::rtt::ClientRtt>,
+    /// Recent peer health changes (the status page's failovers).
+    pub health_log: failover::HealthLog,
 }
 
 impl Federation {
@@ -345,6 +348,7 @@ impl Federation {
             connections,
             client_rtt: Arc::new(crate::http::rtt::ClientRtt::new(metrics.clone())),
             metrics,
+            health_log: failover::HealthLog::default(),
         })
     }
 
@@ -942,6 +946,11 @@ impl Federation {
                 p.probe = p.probe.observe(outcome);
                 if was != p.probe.is_up() {
                     tracing::info!(peer = %p.name, up = p.probe.is_up(), "peer health changed");
+                    self.health_log.push(failover::HealthChange {
+                        at: unix_now(),
+                        peer: p.name.clone(),
+                        up: p.probe.is_up(),
+                    });
                     self.health_changed.notify_one();
                 }
             }

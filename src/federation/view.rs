@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use tokio::sync::watch;
 use super::replicate::authorized;
 use super::Federation;
 use crate::catalog::{unix_now, SharedCatalog};
-use crate::dns::server::{Steered, Steering};
+use crate::dns::server::{Steered, SteeredWire, Steering};
+use crate::dns::template::Template;
 use crate::geo::{Geo, GeoPoint};
 use crate::latency::ClientNet;
 use crate::steer::ttl::{self, TtlPolicy};
@@ -41,15 +43,80 @@ pub struct SteerView {
     /// Client network → (mirror id, RTT ms) from every mirror's signed
     /// report (only networks with enough samples are reported).
     rtts: HashMap<ClientNet, Vec<([u8; 32], f64)>>,
-    answers: std::sync::Mutex<HashMap<AnswerKey, (Vec<IpAddr>, u32)>>,
+    /// Site name as DNS asks it → (site number, host key of `sites`).
+    by_name: HashMap<LowerName, (usize, String)>,
+    answers: AnswerCache,
 }
 
-/// (site, IPv6 asked, the address steering located: ECS address or client).
-type AnswerKey = (String, bool, IpAddr);
+/// (site number, IPv6 asked, the address steering located: ECS address or client).
+type AnswerKey = (usize, bool, IpAddr);
+
+/// One steering answer: the addresses, their TTL, and the same as
+/// pre-encoded answer records for the DNS fast path.
+#[derive(Debug)]
+struct CachedAnswer {
+    addrs: Vec<IpAddr>,
+    ttl: u32,
+    wire: Option<Arc<Template>>,
+}
 
 /// Most answers cached per view (a flood of distinct client addresses
-/// then only costs the uncached path).
+/// then only costs the uncached path). Each entry is a key, the addresses
+/// and their encoded records (about 200 bytes for two addresses), so a view
+/// holds at most about 3.5 MB of answers, whatever the number of client
+/// prefixes or ECS subnets; at most two views are alive at a time.
 const MAX_CACHED_ANSWERS: usize = 16_384;
+/// Cache shards (the DNS threads look up concurrently).
+const SHARDS: usize = 16;
+
+/// The answers computed from one view, sharded by key.
+#[derive(Debug)]
+struct AnswerCache {
+    shards: Vec<std::sync::Mutex<HashMap<AnswerKey, Arc<CachedAnswer>>>>,
+}
+
+impl Default for AnswerCache {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+impl AnswerCache {
+    fn shard(
+        &self,
+        key: &AnswerKey,
+    ) -> Option<&std::sync::Mutex<HashMap<AnswerKey, Arc<CachedAnswer>>>> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        self.shards.get(h.finish() as usize % SHARDS)
+    }
+
+    fn get(&self, key: &AnswerKey) -> Option<Arc<CachedAnswer>> {
+        self.shard(key)?.lock().ok()?.get(key).cloned()
+    }
+
+    fn insert(&self, key: AnswerKey, a: Arc<CachedAnswer>) {
+        if let Some(Ok(mut m)) = self.shard(&key).map(|s| s.lock()) {
+            if m.len() < MAX_CACHED_ANSWERS / SHARDS {
+                m.insert(key, a);
+            }
+        }
+    }
+}
+
+/// The DNS names of the sites, numbered.
+fn name_index(sites: &HashMap<String, SiteView>) -> HashMap<LowerName, (usize, String)> {
+    sites
+        .keys()
+        .enumerate()
+        .filter_map(|(i, host)| {
+            let n = LowerName::from_str(&format!("{host}.")).ok()?;
+            Some((n, (i, host.clone())))
+        })
+        .collect()
+}
 
 impl SteerView {
     /// Builds the view from the catalog and the federation's peers.
@@ -132,6 +199,7 @@ impl SteerView {
             );
         }
         Self {
+            by_name: name_index(&sites),
             sites,
             rtts,
             answers: Default::default(),
@@ -141,6 +209,7 @@ impl SteerView {
     /// A view of the given sites (no federation state; for tests and tools).
     pub fn from_sites(sites: HashMap<String, SiteView>) -> Self {
         Self {
+            by_name: name_index(&sites),
             sites,
             rtts: HashMap::new(),
             answers: Default::default(),
@@ -245,6 +314,37 @@ pub fn prefix_key(ip: IpAddr) -> u64 {
     h.finish()
 }
 
+impl FederatedSteering {
+    /// The answer for `site` from the current view's cache, computed and
+    /// cached on a miss (no allocation on a hit).
+    fn cached(
+        &self,
+        site: &LowerName,
+        v6: bool,
+        client: IpAddr,
+        subnet: Option<(IpAddr, u8)>,
+    ) -> Option<Arc<CachedAnswer>> {
+        let view = self.view.load();
+        let (idx, host) = view.by_name.get(site)?;
+        let sv = view.site(host)?;
+        let ip = subnet.map_or(client, |s| s.0);
+        let key: AnswerKey = (*idx, v6, ip);
+        if let Some(a) = view.answers.get(&key) {
+            return Some(a);
+        }
+        let (addrs, ttl) = self.answer(&view, sv, ip, v6, unix_now());
+        let wire = Template::steered(site, v6, &addrs, ttl).map(Arc::new);
+        let a = Arc::new(CachedAnswer { addrs, ttl, wire });
+        view.answers.insert(key, Arc::clone(&a));
+        Some(a)
+    }
+}
+
+/// RFC 7871: the answer depends on the client's network, at most /24 or /56.
+fn ecs_scope(subnet: Option<(IpAddr, u8)>) -> u8 {
+    subnet.map_or(0, |(a, p)| p.min(if a.is_ipv4() { 24 } else { 56 }))
+}
+
 impl Steering for FederatedSteering {
     fn addresses(
         &self,
@@ -253,33 +353,34 @@ impl Steering for FederatedSteering {
         client: IpAddr,
         subnet: Option<(IpAddr, u8)>,
     ) -> Option<Steered> {
-        let mut host = site.to_string();
-        if host.ends_with('.') {
-            host.pop();
-        }
-        let view = self.view.load();
-        let sv = view.site(&host)?;
-        let ip = subnet.map_or(client, |s| s.0);
-        let key: AnswerKey = (host, v6, ip);
-        let cached = view.answers.lock().ok().and_then(|m| m.get(&key).cloned());
-        let (addrs, ttl) = match cached {
-            Some(a) => a,
-            None => {
-                let a = self.answer(&view, sv, ip, v6, unix_now());
-                if let Ok(mut m) = view.answers.lock() {
-                    if m.len() < MAX_CACHED_ANSWERS {
-                        m.insert(key, a.clone());
-                    }
-                }
-                a
-            }
-        };
-        if addrs.is_empty() {
+        let a = self.cached(site, v6, client, subnet)?;
+        if a.addrs.is_empty() {
             return None;
         }
-        // RFC 7871: the answer depends on the client's network, at most /24 or /56.
-        let scope = subnet.map_or(0, |(a, p)| p.min(if a.is_ipv4() { 24 } else { 56 }));
-        Some(Steered { addrs, scope, ttl })
+        Some(Steered {
+            addrs: a.addrs.clone(),
+            scope: ecs_scope(subnet),
+            ttl: a.ttl,
+        })
+    }
+
+    fn steered_wire(
+        &self,
+        site: &LowerName,
+        v6: bool,
+        client: IpAddr,
+        subnet: Option<(IpAddr, u8)>,
+    ) -> SteeredWire {
+        match self
+            .cached(site, v6, client, subnet)
+            .and_then(|a| a.wire.clone())
+        {
+            Some(records) => SteeredWire::Answer {
+                records,
+                scope: ecs_scope(subnet),
+            },
+            None => SteeredWire::NoAnswer,
+        }
     }
 }
 

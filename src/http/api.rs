@@ -94,8 +94,52 @@ pub async fn owner_key(State(st): State<AppState>, Path(file): Path<String>) -> 
     }
 }
 
-/// `GET /status`: the federation as this node sees it (for `p2pcdn status`).
-pub async fn status(State(st): State<AppState>) -> Response {
+/// `GET /status`: the federation as this node sees it: JSON (for
+/// `p2pcdn status`), or the status page for clients that ask for HTML.
+pub async fn status(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let mut r = if crate::status_page::negotiate::prefers_html(accept) {
+        status_page(st).await
+    } else {
+        status_json(&st)
+    };
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    r
+}
+
+/// The status page (`crate::status_page`), rendered off the async runtime.
+async fn status_page(st: AppState) -> Response {
+    let task = tokio::task::spawn_blocking(move || {
+        let view = crate::status_page::collect::view(
+            &st.catalog.load(),
+            st.fed.as_deref(),
+            &st.node_name,
+            unix_now(),
+        );
+        crate::status_page::render(&view)
+    });
+    match task.await {
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::CONTENT_SECURITY_POLICY, crate::status_page::CSP),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "status page task failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The JSON status document.
+fn status_json(st: &AppState) -> Response {
     let now = unix_now();
     let cat = st.catalog.load();
     let sites: Vec<_> = cat
@@ -106,6 +150,7 @@ pub async fn status(State(st): State<AppState>) -> Response {
                 "serving": s.current.as_ref().map(|m| m.manifest.version),
                 "newest": s.newest.as_ref().map(|m| m.manifest.version),
                 "mirrors": s.newest.as_ref().map(|m| m.manifest.mirrors.iter().map(|k| k.to_string()).collect::<Vec<_>>()),
+                "authorized": s.authorized,
             })
         })
         .collect();

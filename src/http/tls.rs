@@ -48,7 +48,15 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
         .ok_or_else(|| ferr(key, "no PRIVATE KEY found in PEM file".into()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| ferr(key, format!("unsupported private key: {e}")))?;
-    Ok(CertifiedKey::new(chain, signing))
+    let ck = CertifiedKey::new(chain, signing);
+    // A key that is not the certificate's makes every handshake fail.
+    match ck.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
+        Err(e) => Err(ferr(
+            key,
+            format!("does not match the certificate in {}: {e}", cert.display()),
+        )),
+    }
 }
 
 /// Chooses a certificate by SNI, falling back to the default one.

@@ -21,6 +21,7 @@
 
 pub mod accept;
 pub mod catalog;
+pub mod challenge;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -50,6 +50,8 @@ pub enum Applied {
     AlreadyPublished,
     /// The signer's value is no longer served.
     Withdrawn,
+    /// The same withdrawal was applied before (nothing changed).
+    AlreadyWithdrawn,
 }
 
 #[derive(Debug, Clone)]
@@ -104,7 +106,7 @@ impl TxtBook {
                 Action::Publish if live => Ok(Applied::AlreadyPublished),
                 Action::Publish => Err(Refusal::Replay),
                 // Withdrawing again changes nothing.
-                Action::Withdraw => Ok(Applied::Withdrawn),
+                Action::Withdraw => Ok(Applied::AlreadyWithdrawn),
             };
         }
         match r.action {

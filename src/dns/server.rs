@@ -78,6 +78,7 @@ pub struct Handler {
     data: SharedDnsData,
     steering: Arc<dyn Steering>,
     settings: DnsSettings,
+    challenges: Option<Arc<crate::challenge::book::TxtBook>>,
 }
 
 impl Handler {
@@ -92,7 +93,15 @@ impl Handler {
             data,
             steering,
             settings,
+            challenges: None,
         }
+    }
+
+    /// Also answers `_acme-challenge.<name>` TXT from the accepted
+    /// challenge requests in `book` (see [`crate::challenge`]).
+    pub fn with_challenges(mut self, book: Arc<crate::challenge::book::TxtBook>) -> Self {
+        self.challenges = Some(book);
+        self
     }
 
     /// Computes the full response for a request (pure apart from steering),
@@ -164,6 +173,22 @@ impl Handler {
             })
         };
         let data = self.data.load();
+        if let Some(ans) = self.challenge_answer(&data.zones, query.name(), query.query_type()) {
+            header.set_authoritative(true);
+            header.set_response_code(ans.rcode);
+            msg.set_header(header);
+            msg.add_query(query.original().clone());
+            msg.insert_answers(ans.answers);
+            msg.insert_name_servers(ans.authority);
+            if let (Some(e), Some(cs)) = (edns.as_mut(), subnet) {
+                let echo = ClientSubnet::new(cs.addr(), cs.source_prefix(), 0);
+                e.options_mut().insert(EdnsOption::Subnet(echo));
+            }
+            if let Some(e) = edns {
+                msg.set_edns(e);
+            }
+            return msg;
+        }
         let ans: Answer = resolve(
             &data.zones,
             &data.steered,
@@ -195,6 +220,57 @@ impl Handler {
         }
 
         msg
+    }
+
+    /// The answer for `_acme-challenge.<name>` while accepted challenge
+    /// values exist there: their TXT records (TTL 1 s: a value lives minutes
+    /// and must not outlive its withdrawal in caches), or NODATA for other
+    /// types. `None`: answer from the zones as usual.
+    fn challenge_answer(
+        &self,
+        zones: &ZoneSet,
+        name: &LowerName,
+        qtype: hickory_proto::rr::RecordType,
+    ) -> Option<Answer> {
+        use hickory_proto::rr::rdata::TXT;
+        use hickory_proto::rr::{RData, Record, RecordType};
+        let book = self.challenges.as_ref()?;
+        if book.is_empty() {
+            return None;
+        }
+        let zone = zones.find(name)?;
+        if zone.cut_above(name).is_some() {
+            return None;
+        }
+        let mut owner = name.to_string();
+        if owner.ends_with('.') {
+            owner.pop();
+        }
+        if !owner.starts_with(crate::challenge::LABEL) {
+            return None;
+        }
+        let values = book.values(&owner, crate::catalog::unix_now());
+        if values.is_empty() {
+            return None;
+        }
+        let (answers, authority) = if matches!(qtype, RecordType::TXT | RecordType::ANY) {
+            let n = hickory_proto::rr::Name::from(name.clone());
+            let recs = values
+                .into_iter()
+                .map(|v| Record::from_rdata(n.clone(), 1, RData::TXT(TXT::new(vec![v]))))
+                .collect();
+            (recs, vec![])
+        } else {
+            (vec![], vec![zone.negative_soa()])
+        };
+        Some(Answer {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers,
+            authority,
+            additional: vec![],
+            steered: false,
+        })
     }
 
     /// Largest UDP response for this request: 512 without EDNS (RFC 1035),

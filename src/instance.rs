@@ -330,6 +330,8 @@ impl Instance {
             if let Some(acme) = cfg.acme.clone() {
                 match crate::acme::AcmeClient::new(fed.clone(), acme, store) {
                     Ok(client) => {
+                        // Stored certificates are served from the first connection.
+                        client.load_stored();
                         tasks.spawn(Arc::new(client).run(shutdown_rx.clone()));
                     }
                     Err(e) => tracing::error!(error = %e, "ACME client disabled"),

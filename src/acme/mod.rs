@@ -421,9 +421,8 @@ impl AcmeClient {
     }
 
     /// Keeps every wanted name's certificate obtained and renewed until
-    /// shutdown.
+    /// shutdown (call [`AcmeClient::load_stored`] first).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        self.load_stored();
         let mut state: HashMap<String, NameState> = HashMap::new();
         let mut tasks: JoinSet<(String, Result<Served, AcmeError>)> = JoinSet::new();
         loop {

@@ -53,15 +53,7 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
     Ok(CertifiedKey::new(chain, signing))
 }
 
-/// Where a served certificate came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CertSource {
-    /// PEM files named in the configuration.
-    Operator,
-    /// Obtained by this node through ACME.
-    Acme,
-}
+pub use crate::report::CertSource;
 
 /// A certificate ready to serve, with the facts steering and status need.
 #[derive(Debug, Clone)]

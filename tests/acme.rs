@@ -202,3 +202,234 @@ async fn every_mirror_gets_its_own_certificate_validated_by_the_federation() {
         x.shutdown().await;
     }
 }
+
+/// Sends a challenge request envelope to node `i`'s peer API.
+async fn send(w: &AcmeWorld, i: usize, env: &[u8]) -> (u16, String) {
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&w.dev_ca).unwrap()).unwrap(),
+        )
+        .add_root_certificate(reqwest::Certificate::from_pem(&w.pebble.root_pem).unwrap())
+        .timeout(Duration::from_secs(5));
+    b = b.resolve(&w.nodes[i].name, w.nodes[i].https);
+    let r = b
+        .build()
+        .unwrap()
+        .post(format!(
+            "https://{}:{}/.well-known/p2pcdn/v1/acme-challenge",
+            w.nodes[i].name,
+            w.nodes[i].https.port()
+        ))
+        .body(env.to_vec())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_challenge_requests_never_reach_dns() {
+    use p2pcdn::challenge::{new_request, Action};
+    use p2pcdn::keys::SecretKey;
+    if skip() {
+        return;
+    }
+    let w = acme::build(3, 72, None, 86400).await;
+    w.publish(&[0, 1, 2]);
+    let mut inst = vec![];
+    for i in 0..3 {
+        inst.push(w.start(i).await);
+    }
+    let bound = eventually(30, async || {
+        inst.iter().all(|x| x.federation.peers().len() == 2)
+    })
+    .await;
+    assert!(bound, "peers bound");
+    let now = p2pcdn::catalog::unix_now();
+    let mirror =
+        SecretKey::read(&w.nodes[1].config_path.parent().unwrap().join("node.key")).unwrap();
+    let stranger = SecretKey::generate().unwrap();
+    let value = |c: char| c.to_string().repeat(43);
+    let absent_everywhere = async |name: &str, v: &str| {
+        for i in 0..3 {
+            let got = acme::txt(w.dns(i), &format!("_acme-challenge.{name}.")).await;
+            if got.iter().any(|x| x == v) {
+                return false;
+            }
+        }
+        true
+    };
+
+    // A node the manifest does not list, asking for the site.
+    let env = new_request(&stranger, Action::Publish, SITE, &value('a'), now, 300).unwrap();
+    let (status, body) = send(&w, 0, &env).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not authorized"), "{body}");
+    // A listed mirror asking for a name outside the site, another node's
+    // name, and a name outside the zones.
+    for (name, why) in [
+        ("evil.acme.test", "not authorized"),
+        ("ns3.acme.test", "not authorized"),
+        ("www.example.org", "not in a zone"),
+    ] {
+        let env = new_request(&mirror, Action::Publish, name, &value('b'), now, 300).unwrap();
+        let (status, body) = send(&w, 0, &env).await;
+        assert_eq!(status, 403, "{name}: {body}");
+        assert!(body.contains(why), "{name}: {body}");
+    }
+    // Forged: a valid request whose name was changed after signing.
+    let good = new_request(&mirror, Action::Publish, SITE, &value('c'), now, 300).unwrap();
+    let forged = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut e: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        let body = b64.decode(e["request"].as_str().unwrap()).unwrap();
+        let body = String::from_utf8(body).unwrap().replace("\"c", "\"d");
+        e["request"] = b64.encode(body).into();
+        serde_json::to_vec(&e).unwrap()
+    };
+    let (status, body) = send(&w, 0, &forged).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("signature"), "{body}");
+    // Expired.
+    let old = new_request(&mirror, Action::Publish, SITE, &value('e'), now - 400, 300).unwrap();
+    assert_eq!(send(&w, 0, &old).await.0, 409);
+    for (name, v) in [
+        (SITE, value('a')),
+        ("evil.acme.test", value('b')),
+        ("ns3.acme.test", value('b')),
+        (SITE, value('d')),
+        (SITE, value('e')),
+    ] {
+        assert!(absent_everywhere(name, &v).await, "{name} {v} never served");
+    }
+
+    // The good request, sent to one authority, is served by all three
+    // (relayed); withdrawn, it disappears everywhere; replayed, it is
+    // refused and stays out of DNS.
+    let (status, body) = send(&w, 0, &good).await;
+    assert_eq!(status, 200, "{body}");
+    let everywhere = eventually(10, async || {
+        for i in 0..3 {
+            if !acme::txt(w.dns(i), &format!("_acme-challenge.{SITE}."))
+                .await
+                .contains(&value('c'))
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(everywhere, "relayed to the zone's other authorities");
+    let withdraw = new_request(&mirror, Action::Withdraw, SITE, &value('c'), now, 300).unwrap();
+    assert_eq!(send(&w, 2, &withdraw).await.0, 200);
+    let gone = eventually(10, async || absent_everywhere(SITE, &value('c')).await).await;
+    assert!(gone, "withdrawn everywhere");
+    for i in 0..3 {
+        let (status, body) = send(&w, i, &good).await;
+        assert_eq!(status, 409, "replay at node {i}: {body}");
+        assert!(body.contains("replayed"), "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        absent_everywhere(SITE, &value('c')).await,
+        "a replay never reaches DNS"
+    );
+    for x in inst {
+        x.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewal_swaps_certificates_under_an_open_h2_connection() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    if skip() {
+        return;
+    }
+    // 30-second certificates: renewed about 20 s after issuance.
+    let w = acme::build(1, 73, Some(30), 3).await;
+    w.publish(&[0]);
+    let x = w.start(0).await;
+    let first = eventually(30, async || {
+        x.federation.certs().unwrap().acme(SITE).is_some()
+    })
+    .await;
+    assert!(first, "first certificate");
+    let old = x.federation.certs().unwrap().acme(SITE).unwrap();
+
+    // One h2 connection, verified with pebble's root only.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut w.pebble.root_pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(w.nodes[0].https)
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(rustls::pki_types::ServerName::try_from(SITE).unwrap(), tcp)
+        .await
+        .unwrap();
+    let conn_leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = async |send: &mut hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>| {
+        let req = http::Request::get(format!("https://{SITE}/"))
+            .body(Empty::new())
+            .unwrap();
+        let r = send.send_request(req).await.unwrap();
+        let status = r.status();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status.as_u16(), String::from_utf8_lossy(&body).to_string())
+    };
+    assert_eq!(
+        get(&mut send).await,
+        (200, "hello from an ACME mirror\n".to_string())
+    );
+
+    // Requests keep flowing on the connection while the renewal happens.
+    let t = Instant::now();
+    let mut requests = 0;
+    loop {
+        assert_eq!(
+            get(&mut send).await.0,
+            200,
+            "request {requests} on the open connection"
+        );
+        requests += 1;
+        let now = x.federation.certs().unwrap().acme(SITE).unwrap();
+        if now.not_after != old.not_after {
+            eprintln!("renewed after {:.1} s of a {} s certificate; {requests} requests on one h2 connection", t.elapsed().as_secs_f64(), old.not_after - old.not_before);
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "renewed within the certificate's lifetime"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        get(&mut send).await,
+        (200, "hello from an ACME mirror\n".to_string()),
+        "the open connection keeps working after the swap"
+    );
+    assert!(!send.is_closed());
+    // New connections get the new certificate (a new key too).
+    let new_leaf = served_leaf(&w, 0).await;
+    assert_ne!(new_leaf, conn_leaf);
+    assert_ne!(public_key(&new_leaf), public_key(&conn_leaf));
+    x.shutdown().await;
+}

@@ -77,19 +77,21 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
         num(&v["rps"], 1),
         holds(&v["holds"])
     );
+    let now = crate::catalog::unix_now();
     if let Some(sites) = v["sites"].as_array() {
         for s in sites {
             println!(
-                "  site {}: serving {} newest {} authorized mirrors {}",
+                "  site {}: serving {} newest {} authorized mirrors {}  cert {}",
                 s["site"].as_str().unwrap_or("?"),
                 s["serving"],
                 s["newest"],
-                s["mirrors"].as_array().map_or(0, |a| a.len())
+                s["mirrors"].as_array().map_or(0, |a| a.len()),
+                cert_text(&s["cert"], now)
             );
         }
     }
     println!(
-        "\n{:<28} {:<8} {:>8} {:>6} {:>8} {:>9} {:>7}  HOLDS",
+        "\n{:<28} {:<8} {:>8} {:>6} {:>8} {:>9} {:>7}  HOLDS  CERTS",
         "PEER", "HEALTH", "RTT ms", "LOAD", "RPS", "CAP rps", "REPORT"
     );
     for p in v["peers"].as_array().into_iter().flatten() {
@@ -100,8 +102,23 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
         } else {
             "down"
         };
+        let certs = match p["certs"].as_array() {
+            None => "-".to_string(),
+            Some(cs) if cs.is_empty() => "none".to_string(),
+            Some(cs) => cs
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}:{}",
+                        c["site"].as_str().unwrap_or("?"),
+                        cert_text(c, now)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
         println!(
-            "{:<28} {:<8} {:>8} {:>6} {:>8} {:>9} {:>7}  {}",
+            "{:<28} {:<8} {:>8} {:>6} {:>8} {:>9} {:>7}  {}  {certs}",
             p["name"].as_str().unwrap_or("?"),
             health,
             num(&p["rtt_ms"], 2),
@@ -115,4 +132,20 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `acme, expires in 59d` or `none` for a certificate state object.
+fn cert_text(c: &Value, now: u64) -> String {
+    let Some(until) = c["not_after"].as_u64() else {
+        return "none".into();
+    };
+    let left = until.saturating_sub(now);
+    let left = if left >= 2 * 86400 {
+        format!("{}d", left / 86400)
+    } else if left >= 7200 {
+        format!("{}h", left / 3600)
+    } else {
+        format!("{left}s")
+    };
+    format!("{}, expires in {left}", c["source"].as_str().unwrap_or("?"))
 }

@@ -69,6 +69,7 @@ pub async fn owner_key(State(st): State<AppState>, Path(file): Path<String>) -> 
 pub async fn status(State(st): State<AppState>) -> Response {
     let now = unix_now();
     let cat = st.catalog.load();
+    let certs = st.fed.as_ref().and_then(|f| f.certs().cloned());
     let sites: Vec<_> = cat
         .sites()
         .map(|s| {
@@ -77,6 +78,10 @@ pub async fn status(State(st): State<AppState>) -> Response {
                 "serving": s.current.as_ref().map(|m| m.manifest.version),
                 "newest": s.newest.as_ref().map(|m| m.manifest.version),
                 "mirrors": s.newest.as_ref().map(|m| m.manifest.mirrors.iter().map(|k| k.to_string()).collect::<Vec<_>>()),
+                "cert": certs.as_ref().and_then(|c| c.valid_for(&s.config.hostname, now)).map(|c| serde_json::json!({
+                    "source": c.source,
+                    "not_after": c.not_after,
+                })),
             })
         })
         .collect();
@@ -103,6 +108,7 @@ pub async fn status(State(st): State<AppState>) -> Response {
                 "capacity_rps": r.map(|r| r.capacity.rps),
                 "holds": r.map(|r| r.holds.clone()).unwrap_or_default(),
                 "addresses": r.map(|r| r.addresses.clone()).unwrap_or_default(),
+                "certs": r.and_then(|r| r.certs.clone()),
             })
         })
         .collect();

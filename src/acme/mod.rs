@@ -332,10 +332,19 @@ impl AcmeClient {
         let auths = dns01::authorities(&self.fed, name)?;
         let account = self.account().await?;
         let ids = [Identifier::Dns(name.to_string())];
-        let mut order = account
-            .new_order(&NewOrder::new(&ids))
-            .await
-            .map_err(|e| self.ca(e))?;
+        let mut order = match account.new_order(&NewOrder::new(&ids)).await {
+            Ok(o) => o,
+            Err(e) => {
+                if account_gone(&e) {
+                    // The CA forgot the account (a test CA restarted, or it
+                    // was deactivated): make a new one next time.
+                    tracing::warn!("the ACME account is unknown to the CA: creating a new one");
+                    *self.account.lock().await = None;
+                    let _ = std::fs::remove_file(self.dir.join("account.json"));
+                }
+                return Err(self.ca(e));
+            }
+        };
         let mut published: Vec<String> = vec![];
         let validated = self
             .validate(&mut order, name, &auths, &mut published)
@@ -475,6 +484,12 @@ impl AcmeClient {
         }
         tasks.shutdown().await;
     }
+}
+
+/// True for the CA's "no such account" problem.
+fn account_gone(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p)
+        if p.r#type.as_deref().is_some_and(|t| t.ends_with(":accountDoesNotExist")))
 }
 
 /// When a held certificate is due for renewal (jittered).

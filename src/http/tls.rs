@@ -247,11 +247,12 @@ fn load_operator(cfg: &Config) -> Result<OperatorCerts, TlsError> {
     Ok(OperatorCerts { by_name, default })
 }
 
+/// The HTTPS server config and the certificate store it resolves from.
+pub type Https = (Arc<ServerConfig>, Arc<CertStore>);
+
 /// Builds the HTTPS server config around a [`CertStore`]. `None` when no
 /// certificate is configured and none is expected from ACME.
-pub fn server_config(
-    cfg: &Config,
-) -> Result<Option<(Arc<ServerConfig>, Arc<CertStore>)>, TlsError> {
+pub fn server_config(cfg: &Config) -> Result<Option<Https>, TlsError> {
     let store = Arc::new(CertStore::new(cfg)?);
     if !store.any() && cfg.acme.is_none() {
         return Ok(None);

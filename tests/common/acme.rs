@@ -213,7 +213,7 @@ pub async fn build(
     for n in &nodes {
         let nd = n.config_path.parent().unwrap();
         let (cert, key) = ca
-            .issue(&nd.join("tls"), "node", &[n.name.clone()])
+            .issue(&nd.join("tls"), "node", std::slice::from_ref(&n.name))
             .unwrap();
         let peers: String = nodes
             .iter()

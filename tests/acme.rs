@@ -433,3 +433,114 @@ async fn renewal_swaps_certificates_under_an_open_h2_connection() {
     assert_ne!(public_key(&new_leaf), public_key(&conn_leaf));
     x.shutdown().await;
 }
+
+/// The A records `server` answers for the site.
+async fn site_a(server: std::net::SocketAddr) -> Vec<std::net::IpAddr> {
+    use hickory_proto::rr::{RData, RecordType};
+    let m = common::udp(
+        server,
+        &common::query(&format!("{SITE}."), RecordType::A, None, None),
+    )
+    .await;
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn steering_needs_a_certificate_valid_beyond_the_margin() {
+    if skip() {
+        return;
+    }
+    // One-hour certificates; a 30-minute margin steers to them.
+    let w = acme::build(2, 74, Some(3600), 1800).await;
+    w.publish(&[0, 1]);
+    let mut inst = vec![w.start(0).await, w.start(1).await];
+    let mirrors = [w.nodes[0].ip, w.nodes[1].ip];
+    let steered = eventually(60, async || {
+        let a = site_a(w.dns(0)).await;
+        !a.is_empty() && a.iter().all(|ip| mirrors.contains(ip))
+    })
+    .await;
+    assert!(
+        steered,
+        "mirrors with certificates are steered to: {:?}",
+        site_a(w.dns(0)).await
+    );
+    // The same certificates with a two-hour margin: no mirror qualifies, the
+    // zone's fallback is answered.
+    let x = inst.remove(0);
+    x.shutdown().await;
+    let path = &w.nodes[0].config_path;
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("cert_margin_secs = 1800", "cert_margin_secs = 7200");
+    std::fs::write(path, text).unwrap();
+    inst.insert(0, w.start(0).await);
+    let fallback = eventually(30, async || {
+        let a = site_a(w.dns(0)).await;
+        !a.is_empty() && a.iter().all(|ip| !mirrors.contains(ip))
+    })
+    .await;
+    assert!(
+        fallback,
+        "no mirror steered to without a certificate valid beyond the margin: {:?}",
+        site_a(w.dns(0)).await
+    );
+    for x in inst {
+        x.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_pems_are_reloaded_when_the_file_changes() {
+    // No ACME here: an operator's PEM files, replaced on disk, are served
+    // to new connections within seconds, without a restart.
+    let world = common::World::new();
+    let inst = world.start().await;
+    let leaf = async || {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut world.ca_pem.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(inst.https_addrs[0])
+            .await
+            .unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(
+                rustls::pki_types::ServerName::try_from(common::SITE).unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    };
+    let before = leaf().await;
+    // Re-issue the site's certificate (new key) in place.
+    let ca = p2pcdn::devca::DevCa::open_or_create(&world.path().join("tls")).unwrap();
+    ca.issue(
+        &world.path().join("tls"),
+        common::SITE,
+        &[common::SITE.to_string(), common::ZONE.to_string()],
+    )
+    .unwrap();
+    let mut after = before.clone();
+    let changed = eventually(15, async || {
+        after = leaf().await;
+        after != before
+    })
+    .await;
+    assert!(changed, "the new PEM is served after the file changed");
+    assert_ne!(public_key(&after), public_key(&before));
+    inst.shutdown().await;
+}

@@ -98,7 +98,12 @@ impl Federation {
                 name = %v.request.name, node = %v.request.node, action = ?v.request.action,
                 outcome = ?applied, "ACME challenge request accepted"
             ),
-            Err(e) => tracing::warn!(error = %e, "ACME challenge request refused"),
+            // Someone asking for names it may not have is worth a warning;
+            // noise (malformed, stale, replayed, limited) is not.
+            Err(e @ (Refusal::NotAuthorized { .. } | Refusal::OutsideZones(_))) => {
+                tracing::warn!(error = %e, "ACME challenge request refused")
+            }
+            Err(e) => tracing::info!(error = %e, "ACME challenge request refused"),
         }
         outcome
     }

@@ -224,11 +224,19 @@ pub fn operator_files(cfg: &Config) -> Vec<std::path::PathBuf> {
 
 fn load_operator(cfg: &Config) -> Result<OperatorCerts, TlsError> {
     let served = |c: &Path, k: &Path| -> Result<Served, TlsError> {
-        Served::new(load_certified_key(c, k)?, CertSource::Operator).map_err(|message| {
-            TlsError::File {
-                path: c.display().to_string(),
-                message,
-            }
+        let ck = load_certified_key(c, k)?;
+        if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+            ck.keys_match()
+        {
+            // E.g. a reload between replacing the certificate and its key.
+            return Err(TlsError::File {
+                path: k.display().to_string(),
+                message: format!("does not match the certificate in {}", c.display()),
+            });
+        }
+        Served::new(ck, CertSource::Operator).map_err(|message| TlsError::File {
+            path: c.display().to_string(),
+            message,
         })
     };
     let mut by_name = HashMap::new();

@@ -185,9 +185,9 @@ pub async fn build(
     bundle.extend_from_slice(&pebble.root_pem);
     let bundle_path = d.join("peer-roots.pem");
     std::fs::write(&bundle_path, bundle).unwrap();
+    // www's fallback record points at pebble's address: never a mirror.
     let mut zone = format!(
-        "$TTL 300\n@ IN SOA ns1 hostmaster ( 1 3600 600 1209600 60 )\n@ IN CAA 0 issue \"pebble.test\"\nwww IN A {}\n",
-        ips[0]
+        "$TTL 300\n@ IN SOA ns1 hostmaster ( 1 3600 600 1209600 60 )\n@ IN CAA 0 issue \"pebble.test\"\nwww IN A {pebble_ip}\n"
     );
     for (i, ip) in ips.iter().enumerate() {
         zone.push_str(&format!("@ IN NS ns{}\nns{} IN A {ip}\n", i + 1, i + 1));

@@ -16,7 +16,7 @@ TARGETS = {
     ("https-1k", "requests/s", "nginx"): (">=", 1.0),
     ("https-100m", "throughput", "nginx"): (">=", 1.0),
     ("hash", "throughput", "b3sum"): (">=", 0.8),
-    ("failover", "time to removal", "p2pcdn"): ("max<=", 5.0),
+    ("failover", "time to removal", "p2pcdn"): ("max<=", 2.0),
     ("replication", "transfer time", "curl, 1 HTTPS stream"): ("<=", 1.5),
 }
 

@@ -26,6 +26,9 @@ pub struct LiveSite {
     /// The newest valid manifest known (may still be replicating; decides
     /// which mirrors are authorized and which version steering wants).
     pub newest: Option<Arc<VerifiedManifest>>,
+    /// False when the newest manifest lists mirrors and this node is not
+    /// among them: the owner does not let it serve the site.
+    pub authorized: bool,
 }
 
 impl LiveSite {
@@ -58,6 +61,7 @@ impl Catalog {
                         config: s.clone(),
                         current: None,
                         newest: None,
+                        authorized: true,
                     },
                 )
             })
@@ -78,7 +82,10 @@ impl Catalog {
         for site in sites.values_mut() {
             match db.newest_manifest(&site.config.hostname) {
                 Ok(Some(row)) => match valid(site, &row.envelope) {
-                    Ok(vm) => site.newest = Some(Arc::new(vm)),
+                    Ok(vm) => {
+                        site.authorized = allowed(&vm);
+                        site.newest = Some(Arc::new(vm));
+                    }
                     Err(e) => {
                         tracing::warn!(site = %row.site, version = row.version, error = %e, "newest stored manifest is not valid")
                     }
@@ -100,7 +107,8 @@ impl Catalog {
                     if allowed(&vm) && newest_allows {
                         site.current = Some(Arc::new(vm));
                     } else {
-                        tracing::info!(site = %row.site, version = row.version, "owner does not authorize this node to serve the site");
+                        // The instance's refresher warns once per change.
+                        tracing::debug!(site = %row.site, version = row.version, "owner does not authorize this node to serve the site");
                     }
                 }
                 Err(e) => {
@@ -119,6 +127,24 @@ impl Catalog {
     /// True when this instance holds a verified, current copy of `host`.
     pub fn serving(&self, host: &str) -> bool {
         self.sites.get(host).is_some_and(|s| s.current.is_some())
+    }
+
+    /// Sites whose owner does not authorize this node, with the newest
+    /// version (the one that says so).
+    pub fn unauthorized(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .sites
+            .values()
+            .filter(|s| !s.authorized)
+            .filter_map(|s| {
+                Some((
+                    s.config.hostname.clone(),
+                    s.newest.as_ref()?.manifest.version,
+                ))
+            })
+            .collect();
+        v.sort();
+        v
     }
 
     /// All sites.

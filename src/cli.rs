@@ -17,9 +17,28 @@ pub struct Cli {
     /// Log filter (RUST_LOG syntax), e.g. "info" or "p2pcdn=debug".
     #[arg(long, global = true, env = "P2PCDN_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for
+    /// log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "P2PCDN_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Log line formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands.
@@ -74,9 +93,14 @@ pub enum Command {
         #[arg(long = "mirror", value_name = "ed25519:KEY")]
         mirrors: Vec<crate::keys::PublicKey>,
         /// Sign this zone file into the manifest, so instances named in the
-        /// zone's NS set can serve the zone without a local copy.
-        #[arg(long, value_name = "FILE")]
+        /// zone's NS set can serve the zone without a local copy. Without
+        /// it, the previous version's signed zone is carried forward.
+        #[arg(long, value_name = "FILE", conflicts_with = "drop_zone")]
         zone_file: Option<PathBuf>,
+        /// Sign no zone, even if the previous version had one (instances
+        /// without a local zone file then stop answering for the zone).
+        #[arg(long)]
+        drop_zone: bool,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -136,6 +160,26 @@ pub enum Command {
     },
 }
 
+impl Cli {
+    /// Where instance logs go instead of the terminal: `demo` keeps the
+    /// terminal for its own guide and logs to `<dir>/demo.log`.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        match &self.command {
+            Command::Demo {
+                dir,
+                no_serve: false,
+            } => Some(demo_dir(dir).join("demo.log")),
+            _ => None,
+        }
+    }
+}
+
+/// The demo's working directory.
+fn demo_dir(dir: &Option<PathBuf>) -> PathBuf {
+    dir.clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("p2pcdn-demo"))
+}
+
 /// Runs the CLI.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -164,6 +208,7 @@ pub fn run(cli: Cli) -> Result<()> {
             out,
             mirrors,
             zone_file,
+            drop_zone,
             quiet,
             dir,
         } => {
@@ -216,8 +261,43 @@ pub fn run(cli: Cli) -> Result<()> {
                     progress: !quiet,
                     now: None,
                     zone,
+                    drop_zone,
                 },
             )?;
+            let node_key = SecretKey::read(&cfg.node.key).ok().map(|k| k.public());
+            let name_of = |k: &crate::keys::PublicKey| {
+                if Some(*k) == node_key {
+                    format!("{} ({k})", cfg.node.name)
+                } else {
+                    k.to_string()
+                }
+            };
+            let names: Vec<String> = report.mirrors.iter().map(name_of).collect();
+            println!(
+                "authorized mirrors ({}): {}",
+                names.len(),
+                if names.is_empty() {
+                    "none listed: any instance pinning the owner key may serve".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+            for k in &report.dropped_mirrors {
+                eprintln!(
+                    "warning: {} was authorized by the previous version and is not by this one: it will stop serving {} (add --mirror {k} to keep it)",
+                    name_of(k),
+                    report.site
+                );
+            }
+            match report.zone {
+                crate::publish::ZoneOutcome::Carried => {
+                    println!("zone: the previous version's owner-signed zone is carried forward")
+                }
+                crate::publish::ZoneOutcome::Dropped => eprintln!(
+                    "warning: --drop-zone: this version signs no zone; instances without a local zone file for it will answer REFUSED for the whole zone"
+                ),
+                crate::publish::ZoneOutcome::Signed | crate::publish::ZoneOutcome::None => {}
+            }
             if let Some(out) = out {
                 std::fs::write(&out, &report.envelope)
                     .with_context(|| format!("writing {}", out.display()))?;
@@ -242,13 +322,36 @@ pub fn run(cli: Cli) -> Result<()> {
             let cfg = Config::load(&config)?;
             let zones = crate::dns::zone::ZoneSet::load_dir(&cfg.zones_dir)?;
             for z in zones.zones() {
+                let missing = crate::dns::zone::missing_glue(z);
+                if !missing.is_empty() {
+                    bail!(
+                        "zone {}: in-zone name servers without an address (glue): {}; add A/AAAA records for them",
+                        z.origin(),
+                        missing.join(", ")
+                    );
+                }
                 println!("zone {} ok", z.origin());
             }
             for s in &cfg.sites {
                 if let Some((c, k)) = &s.tls {
-                    crate::http::tls::load_certified_key(c, k)?;
+                    crate::http::tls::load_certified_key(c, k)
+                        .with_context(|| format!("site {}: tls_cert / tls_key", s.hostname))?;
+                }
+                let origin = hickory_proto::rr::LowerName::from(
+                    hickory_proto::rr::Name::from_ascii(format!("{}.", s.zone))?,
+                );
+                if !zones.zones().iter().any(|z| *z.origin() == origin) {
+                    println!(
+                        "warning: site {}: its zone {} has no zone file in {}; this instance answers for it only once an owner-signed zone arrives (publish --zone-file), REFUSED until then",
+                        s.hostname,
+                        s.zone,
+                        cfg.zones_dir.display()
+                    );
                 }
                 println!("site {} ok (owner {})", s.hostname, s.owner_key);
+            }
+            if let Some((c, k)) = &cfg.https_default_cert {
+                crate::http::tls::load_certified_key(c, k).context("https.cert / https.key")?;
             }
             println!("{}: ok", config.display());
             Ok(())
@@ -269,7 +372,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { dir, no_serve } => {
-            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("p2pcdn-demo"));
+            let dir = demo_dir(&dir);
             let prepared = crate::demo::prepare(&dir)?;
             if no_serve {
                 crate::demo::print_instructions(&prepared);
@@ -288,6 +391,10 @@ async fn run_demo(prepared: crate::demo::Prepared) -> Result<()> {
         let _ = stop_tx.send(true);
     });
     let stopped = || *stop_rx.borrow();
+    println!(
+        "Starting five instances; their logs go to {}",
+        prepared.dir.join("demo.log").display()
+    );
     let mut instances = vec![];
     for n in &prepared.nodes {
         let inst = Instance::start(n.config.clone()).await.with_context(|| {

@@ -284,6 +284,7 @@ pub fn prepare(dir: &Path) -> Result<Prepared> {
             progress: false,
             now: None,
             zone: None,
+            drop_zone: false,
         },
     )?;
     tracing::info!(

@@ -363,9 +363,12 @@ impl Instance {
             let dns_data = dns_data.clone();
             let metrics = fed.metrics.clone();
             metrics.set_served(&catalog.load().versions());
+            let node_key = me;
             tasks.spawn(async move {
                 let mut last = db.data_version().ok();
                 let mut ticks = 0u32;
+                let mut warned = HashSet::new();
+                warn_unauthorized(&catalog.load(), &node_key, &mut warned);
                 loop {
                     let mut forced = false;
                     tokio::select! {
@@ -390,6 +393,7 @@ impl Instance {
                                 tracing::info!(versions = ?now, "catalog updated");
                                 metrics.set_served(&now);
                             }
+                            warn_unauthorized(&new, &node_key, &mut warned);
                             let data = build_dns_data(&cfg, &local_zones, &new);
                             catalog.store(Arc::new(new));
                             dns_data.store(Arc::new(data));
@@ -540,4 +544,22 @@ fn ttl_policy(cfg: &Config) -> crate::steer::ttl::TtlPolicy {
         max: cfg.dns.max_ttl,
         ..Default::default()
     }
+}
+
+/// Warns once (per site, until it changes) that the owner does not
+/// authorize this node: it then serves the site to nobody, and only the
+/// owner can change that.
+fn warn_unauthorized(cat: &Catalog, me: &crate::keys::PublicKey, warned: &mut HashSet<String>) {
+    let now: Vec<(String, u64)> = cat.unauthorized();
+    for (site, version) in &now {
+        if warned.insert(site.clone()) {
+            tracing::warn!(
+                %site,
+                version,
+                node_key = %me,
+                "the site's owner does not authorize this node: its key is not among the manifest's mirrors, so it serves nothing for this site (the owner adds it with `p2pcdn publish --mirror {me}`)"
+            );
+        }
+    }
+    warned.retain(|s| now.iter().any(|(n, _)| n == s));
 }

@@ -21,8 +21,9 @@ const SECRET_PREFIX: &str = "p2pcdn-ed25519-secret:";
 /// Errors reading, writing or parsing keys.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// A public key string is not `ed25519:<base64url>` of a valid point.
-    #[error("invalid public key {0:?}: expected ed25519:<43 base64url characters>")]
+    /// A public key string is not `ed25519:<base64url>` of a valid point
+    /// (the value is described, never echoed whole: it may be a secret).
+    #[error("invalid public key ({0}): expected ed25519:<43 base64url characters>")]
     BadPublic(String),
     /// A secret key file does not hold a valid secret.
     #[error(
@@ -77,12 +78,33 @@ impl PublicKey {
 impl FromStr for PublicKey {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<Self, KeyError> {
-        let bad = || KeyError::BadPublic(s.chars().take(100).collect());
+        let bad = || KeyError::BadPublic(describe_bad_public(s));
         let b64 = s.trim().strip_prefix(PUB_PREFIX).ok_or_else(bad)?;
         let raw = URL_SAFE_NO_PAD.decode(b64).map_err(|_| bad())?;
         let arr: [u8; 32] = raw.try_into().map_err(|_| bad())?;
         VerifyingKey::from_bytes(&arr).map(Self).map_err(|_| bad())
     }
+}
+
+/// A description of a value that is not a public key, safe to print: a
+/// secret key given by mistake is named, never shown.
+fn describe_bad_public(s: &str) -> String {
+    let t = s.trim();
+    if t.to_ascii_lowercase().contains(SECRET_PREFIX) {
+        return format!(
+            "this is a SECRET key ({SECRET_PREFIX}…, not shown): give the public key, `p2pcdn pubkey <file>` prints it"
+        );
+    }
+    if let Some(rest) = t.strip_prefix(PUB_PREFIX) {
+        return format!(
+            "{PUB_PREFIX}… with {} characters after the prefix",
+            rest.chars().count()
+        );
+    }
+    format!(
+        "a value of {} characters without the ed25519: prefix",
+        t.chars().count()
+    )
 }
 
 impl fmt::Display for PublicKey {
@@ -196,6 +218,21 @@ mod tests {
         assert!(!pk.verify(b"msg", &sig[..63]));
         assert!("ed25519:AAAA".parse::<PublicKey>().is_err());
         assert!("rsa:xyz".parse::<PublicKey>().is_err());
+        // A secret key given where a public key belongs is never echoed.
+        let secret = SecretKey::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        secret.write_new(&f).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let body = text.trim().rsplit(':').next().unwrap().to_string();
+        assert!(body.len() > 20);
+        for given in [text.clone(), format!("ed25519:{body}x"), body.clone()] {
+            let e = given.parse::<PublicKey>().unwrap_err().to_string();
+            assert!(!e.contains(&body), "{e}");
+            assert!(!e.contains(&body[..6]), "{e}");
+        }
+        let e = text.parse::<PublicKey>().unwrap_err().to_string();
+        assert!(e.contains("SECRET key"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -15,10 +16,38 @@ fn main() -> ExitCode {
     };
     let filter =
         EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
-    tracing_subscriber::fmt()
+    let log_file = cli.log_file().and_then(|path| {
+        if let Some(d) = path.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| {
+                eprintln!(
+                    "cannot open log file {}: {e}; logging to stderr",
+                    path.display()
+                )
+            })
+            .ok()
+    });
+    let json = cli.log_format == p2pcdn::cli::LogFormat::Json;
+    let writer = match log_file {
+        Some(f) => BoxMakeWriter::new(std::sync::Mutex::new(f)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    // Colours only for a person at a terminal.
+    let ansi = cli.log_file().is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(writer)
+        .with_ansi(ansi);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
     match p2pcdn::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

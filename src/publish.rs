@@ -88,8 +88,11 @@ pub struct PublishOptions {
     pub progress: bool,
     /// Override issue time (tests); default now.
     pub now: Option<u64>,
-    /// Zone records to sign into the manifest (for instances without a local zone file).
+    /// Zone records to sign into the manifest (for instances without a local
+    /// zone file). `None` carries the previous version's zone forward.
     pub zone: Option<manifest::ZoneDoc>,
+    /// Sign no zone even if the previous version had one.
+    pub drop_zone: bool,
 }
 
 /// What a publish did.
@@ -109,6 +112,25 @@ pub struct PublishReport {
     pub imported: Imported,
     /// The signed envelope.
     pub envelope: Vec<u8>,
+    /// Mirrors authorized by this version.
+    pub mirrors: Vec<crate::keys::PublicKey>,
+    /// Mirrors the previous version authorized and this one does not.
+    pub dropped_mirrors: Vec<crate::keys::PublicKey>,
+    /// What happened to the owner-signed zone.
+    pub zone: ZoneOutcome,
+}
+
+/// What a publish did with the owner-signed zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneOutcome {
+    /// No zone, before or now.
+    None,
+    /// A zone file was given and signed.
+    Signed,
+    /// The previous version's zone was carried forward unchanged.
+    Carried,
+    /// The previous version had a zone and this one has none (`drop_zone`).
+    Dropped,
 }
 
 /// Content type for a file name (charset for text types).
@@ -260,6 +282,28 @@ pub fn publish(
     }
 
     let held = db.held_version(&site)?;
+    // The newest version this instance holds: what the new one replaces.
+    let previous = held
+        .and_then(|v| db.manifest(&site, v).ok().flatten())
+        .and_then(|m| manifest::peek_manifest(&m.envelope).ok());
+    let previous_zone = previous.as_ref().and_then(|p| p.zone.clone());
+    let (zone, zone_outcome) = match (&opts.zone, opts.drop_zone, previous_zone) {
+        (Some(z), _, _) => (Some(z.clone()), ZoneOutcome::Signed),
+        (None, true, Some(_)) => (None, ZoneOutcome::Dropped),
+        (None, false, Some(z)) => (Some(z), ZoneOutcome::Carried),
+        (None, _, None) => (None, ZoneOutcome::None),
+    };
+    let mirrors = authorized_mirrors(cfg, &site_cfg.mirrors);
+    let dropped_mirrors: Vec<crate::keys::PublicKey> = previous
+        .as_ref()
+        .map(|p| {
+            p.mirrors
+                .iter()
+                .filter(|k| !mirrors.contains(k))
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default();
     let version = opts
         .version
         .unwrap_or_else(|| now.max(held.map_or(1, |h| h.saturating_add(1))));
@@ -271,9 +315,9 @@ pub fn publish(
         expires: now.saturating_add(opts.validity_secs),
         default_document: opts.default_document.clone(),
         cache_ttl: opts.cache_ttl,
-        mirrors: authorized_mirrors(cfg, &site_cfg.mirrors),
+        mirrors: mirrors.clone(),
         files: entries,
-        zone: opts.zone.clone(),
+        zone,
     };
     let envelope = manifest::sign(&m, key)?;
     // Acceptance always uses the real clock, whatever issue time was chosen.
@@ -301,6 +345,9 @@ pub fn publish(
         new_blobs,
         imported,
         envelope,
+        mirrors,
+        dropped_mirrors,
+        zone: zone_outcome,
     })
 }
 

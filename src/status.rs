@@ -78,16 +78,50 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
         holds(&v["holds"])
     );
     let now = crate::catalog::unix_now();
+    // Node names by key, for the authorized-mirror lists.
+    let mut names: std::collections::HashMap<String, String> = v["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p["key"].as_str()?.to_string(),
+                p["name"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    if let (Some(k), Some(n)) = (v["key"].as_str(), v["node"].as_str()) {
+        names.insert(k.to_string(), format!("{n} (this node)"));
+    }
     if let Some(sites) = v["sites"].as_array() {
         for s in sites {
+            let mirrors: Vec<String> = s["mirrors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str())
+                .map(|k| names.get(k).cloned().unwrap_or_else(|| k.to_string()))
+                .collect();
             println!(
-                "  site {}: serving {} newest {} authorized mirrors {}  cert {}",
+                "  site {}: serving {} newest {} authorized mirrors ({}): {}",
                 s["site"].as_str().unwrap_or("?"),
                 s["serving"],
                 s["newest"],
-                s["mirrors"].as_array().map_or(0, |a| a.len()),
-                cert_text(&s["cert"], now)
+                mirrors.len(),
+                if mirrors.is_empty() {
+                    "any".to_string()
+                } else {
+                    mirrors.join(", ")
+                }
             );
+            println!("    cert {}", cert_text(&s["cert"], now));
+            if s["authorized"].as_bool() == Some(false) {
+                println!(
+                    "    THIS NODE IS NOT AUTHORIZED for {}: the owner must add its key {} (publish --mirror)",
+                    s["site"].as_str().unwrap_or("?"),
+                    v["key"].as_str().unwrap_or("?")
+                );
+            }
         }
     }
     println!(

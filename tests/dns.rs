@@ -91,6 +91,9 @@ async fn record_types_negative_answers_and_refusal() {
             r.answers()
         );
     }
+    // The apex SOA carries the zone's $TTL (300), not its EXPIRE (1209600).
+    let r = udp(dns, &query("t.test.", RecordType::SOA, Some(1232), None)).await;
+    assert_eq!(r.answers()[0].ttl(), 300);
     // MX answer carries the exchange's address as additional data.
     let r = udp(dns, &query("t.test.", RecordType::MX, Some(1232), None)).await;
     assert!(r

@@ -88,9 +88,38 @@ async fn replicate_steer_and_respect_owner_control() {
             .unwrap();
         assert_eq!(body.as_ref(), common::big_bytes().as_slice(), "mirror {i}");
     }
-    // The unauthorized mirror never holds or serves the site.
+    // The unauthorized mirror never holds or serves the site, and says why
+    // (in its 503, without a Retry-After that would suggest it is coming,
+    // and in its status).
     let r = f.client(4).get(f.url(4, "/")).send().await.unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().get("retry-after").is_none());
+    let body = r.text().await.unwrap();
+    let sydney_key = f.nodes[4].key.to_string();
+    assert!(
+        body.contains("not authorized by the owner") && body.contains(&sydney_key),
+        "{body}"
+    );
+    let status: serde_json::Value = f
+        .client(4)
+        .get(f.url(4, "/.well-known/p2pcdn/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["sites"][0]["authorized"], false, "{status}");
+    let status: serde_json::Value = f
+        .client(1)
+        .get(f.url(1, "/.well-known/p2pcdn/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["sites"][0]["authorized"], true, "{status}");
     assert!(insts[4]
         .as_ref()
         .unwrap()

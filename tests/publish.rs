@@ -309,15 +309,180 @@ fn cli_keygen_publish_check() {
     assert!(err.contains("bogus") && err.contains("line 4"), "{err}");
 }
 
+/// `check` catches what would fail at run time: a key that is not the
+/// certificate's, in-zone name servers without glue, a site whose zone no
+/// zone file serves (a warning: it may come owner-signed).
+#[test]
+fn cli_check_catches_mismatched_keys_missing_glue_and_unserved_zones() {
+    let w = World::new();
+    let d = w.path();
+    let check = || {
+        let out = bin()
+            .arg("check")
+            .arg("--config")
+            .arg(&w.config_path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = check();
+    assert!(ok && !text.contains("warning"), "{text}");
+    // The site's key file holds another key.
+    let tls = d.join("tls");
+    let site_key = std::fs::read_dir(&tls)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy() == format!("{SITE}.key"))
+        .expect("the site's key file");
+    let saved = std::fs::read(&site_key).unwrap();
+    let other = tls.join(format!("{}.key", common::SITE2));
+    std::fs::copy(&other, &site_key).unwrap();
+    let (ok, text) = check();
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("does not match the certificate") && text.contains("tls_cert / tls_key"),
+        "{text}"
+    );
+    std::fs::write(&site_key, saved).unwrap();
+    // An in-zone NS without an address.
+    let zone_path = d.join("zones").join(format!("{}.zone", common::ZONE));
+    let zone = std::fs::read_to_string(&zone_path).unwrap();
+    std::fs::write(&zone_path, format!("{zone}@ IN NS ns9\n")).unwrap();
+    let (ok, text) = check();
+    assert!(
+        !ok && text.contains("ns9.t.test") && text.contains("glue"),
+        "{text}"
+    );
+    // No zone file at all for the site's zone: a warning, not a failure.
+    std::fs::remove_file(&zone_path).unwrap();
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: site www.t.test: its zone t.test has no zone file"),
+        "{text}"
+    );
+}
+
+/// `--log-format json`: every log line is one JSON object.
+#[test]
+fn serve_logs_json_lines() {
+    let w = World::new();
+    let mut child = bin()
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&w.config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while lines.len() < 3 && std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string() && v["fields"].is_object(),
+            "{l}"
+        );
+    }
+}
+
+/// Republishing keeps the owner-signed zone unless told otherwise, warns
+/// when a mirror or the zone would be dropped, and names the mirrors.
+#[test]
+fn cli_republish_carries_the_zone_and_warns_about_drops() {
+    let w = World::new();
+    let d = w.path();
+    w.owner.write_new(&d.join("owner.key")).unwrap();
+    let friend = p2pcdn::keys::SecretKey::generate().unwrap().public();
+    let zone_file = d.join("zones").join(format!("{}.zone", common::ZONE));
+    let publish = |dir: &str, extra: &[&str]| {
+        let site = w.site_dir(dir);
+        let out = bin()
+            .args(["publish", "--quiet", "--config"])
+            .arg(&w.config_path)
+            .args(["--site", SITE, "--key"])
+            .arg(d.join("owner.key"))
+            .arg("--out")
+            .arg(d.join(format!("{dir}.json")))
+            .args(extra)
+            .arg(&site)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read(d.join(format!("{dir}.json"))).unwrap();
+        let m = p2pcdn::manifest::peek_manifest(&env).unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            m,
+        )
+    };
+    let friend_text = friend.to_string();
+    let zf = zone_file.to_string_lossy().to_string();
+    let (out, _, m1) = publish("v1", &["--zone-file", &zf, "--mirror", &friend_text]);
+    assert!(m1.zone.is_some() && m1.mirrors.contains(&friend));
+    assert!(
+        out.contains("authorized mirrors (2): ns1.t.test (ed25519:"),
+        "{out}"
+    );
+    assert!(out.contains(&friend_text), "{out}");
+    // No --zone-file, no --mirror: the zone is carried, the friend's
+    // removal is warned about.
+    let (out, err, m2) = publish("v2", &[]);
+    assert_eq!(m2.zone, m1.zone);
+    assert!(out.contains("carried forward"), "{out}");
+    assert!(!m2.mirrors.contains(&friend));
+    assert!(
+        err.contains(&format!(
+            "warning: {friend_text} was authorized by the previous version"
+        )),
+        "{err}"
+    );
+    // --drop-zone drops it, with a warning.
+    let (_, err, m3) = publish("v3", &["--drop-zone"]);
+    assert!(m3.zone.is_none());
+    assert!(err.contains("answer REFUSED for the whole zone"), "{err}");
+    assert!(m3.version > m2.version && m2.version > m1.version);
+}
+
 /// `p2pcdn demo` on its documented addresses: DNS 127.1.0.1:5300, HTTPS :8443, HTTP :8080.
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_runs_on_documented_addresses() {
     let dir = tempfile::tempdir().unwrap();
+    let stderr_path = dir.path().join("terminal-stderr.txt");
     let mut child = bin()
         .args(["demo", "--dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     let dns: std::net::SocketAddr = "127.1.0.1:5300".parse().unwrap();
@@ -458,6 +623,25 @@ async fn demo_runs_on_documented_addresses() {
         status.success(),
         "Ctrl-C stops the demo cleanly: {status:?}"
     );
+    // The terminal shows the demo's guide only; instance logs go to the
+    // file it names.
+    let log_path = dir.path().join("demo.log");
+    assert!(
+        out.contains(&log_path.display().to_string()),
+        "the demo names its log file: {out}"
+    );
+    let is_log_line = |l: &str| {
+        [" INFO ", " WARN ", " ERROR ", " DEBUG "]
+            .iter()
+            .any(|lvl| l.contains(lvl))
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(
+        !out.lines().chain(stderr.lines()).any(is_log_line),
+        "log lines on the terminal:\n{out}\n{stderr}"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.lines().filter(|l| is_log_line(l)).count() >= 5, "{log}");
 }
 
 #[cfg(unix)]

@@ -73,10 +73,17 @@ impl Zone {
             Parser::new(text, Some(path.to_path_buf()), Some(origin.clone())).parse()
         }));
         let (origin_name, sets) = match parsed {
-            Ok(r) => r.map_err(|e| ZoneError::Parse {
-                path: p.clone(),
-                message: e.to_string(),
-            })?,
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                // hickory's errors carry no position: find the record.
+                let at = first_bad_line(text, origin, path)
+                    .map(|n| format!("line {n}: "))
+                    .unwrap_or_default();
+                return Err(ZoneError::Parse {
+                    path: p,
+                    message: format!("{at}{e}"),
+                });
+            }
             Err(_) => {
                 return Err(ZoneError::Parse {
                     path: p,
@@ -121,7 +128,21 @@ impl Zone {
                 nodes.entry(key.name.clone()).or_default().push(r.clone());
             }
         }
-        let soa = soa.ok_or_else(|| invalid(format!("zone {origin} has no SOA record")))?;
+        let mut soa = soa.ok_or_else(|| invalid(format!("zone {origin} has no SOA record")))?;
+        // hickory's parser gives the SOA record its EXPIRE field as TTL
+        // (1209600 in a typical zone); use what the file says instead.
+        if let RData::SOA(rd) = soa.data() {
+            let ttl = soa_ttl(text).unwrap_or(rd.minimum());
+            soa.set_ttl(ttl);
+            if let Some(apex) = nodes.get_mut(&origin) {
+                for r in apex
+                    .iter_mut()
+                    .filter(|r| r.record_type() == RecordType::SOA)
+                {
+                    r.set_ttl(ttl);
+                }
+            }
+        }
         let apex_ns = nodes
             .get(&origin)
             .is_some_and(|rs| rs.iter().any(|r| r.record_type() == RecordType::NS));
@@ -271,6 +292,137 @@ impl Zone {
     }
 }
 
+/// Whether zone text fails to parse (a parser panic counts as failing).
+fn parse_fails(text: &str, origin: &Name, path: &Path) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Parser::new(text, Some(path.to_path_buf()), Some(origin.clone()))
+            .parse()
+            .is_err()
+    }))
+    .unwrap_or(true)
+}
+
+/// The 1-based line where the first record that does not parse starts:
+/// binary search over prefixes that end between records (outside
+/// parentheses). `None` when the whole text parses or no prefix fails.
+fn first_bad_line(text: &str, origin: &Name, path: &Path) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    // Line counts after which no parenthesis is open.
+    let mut cuts = vec![0usize];
+    let mut depth: i64 = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.split(';').next().unwrap_or("");
+        depth += code.matches('(').count() as i64 - code.matches(')').count() as i64;
+        if depth <= 0 {
+            depth = 0;
+            cuts.push(i + 1);
+        }
+    }
+    let fails = |end: usize| parse_fails(&lines[..end].join("\n"), origin, path);
+    // cuts[lo] parses (the empty prefix does), cuts[hi] fails.
+    let (mut lo, mut hi) = (0usize, cuts.len() - 1);
+    if !fails(cuts[hi]) {
+        return None;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fails(cuts[mid]) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    // The failing record starts after the last good cut; skip blank lines.
+    (cuts[lo]..cuts[hi])
+        .find(|&i| !lines[i].split(';').next().unwrap_or("").trim().is_empty())
+        .map(|i| i + 1)
+}
+
+/// A TTL token of a zone file: seconds, or BIND units (`1h30m`, `2d`, `1w`).
+fn parse_ttl(token: &str) -> Option<u32> {
+    if let Ok(n) = token.parse::<u32>() {
+        return Some(n);
+    }
+    if token.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut num: u64 = 0;
+    let mut digits = false;
+    for c in token.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = num.checked_mul(10)?.checked_add(u64::from(d))?;
+            digits = true;
+            continue;
+        }
+        let unit = match c.to_ascii_lowercase() {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return None,
+        };
+        if !digits {
+            return None;
+        }
+        total = total.checked_add(num.checked_mul(unit)?)?;
+        num = 0;
+        digits = false;
+    }
+    if digits {
+        return None;
+    }
+    u32::try_from(total).ok()
+}
+
+/// The TTL the zone text gives its SOA record: an explicit TTL on the SOA
+/// line, else the `$TTL` in effect there; `None` when neither is written.
+fn soa_ttl(text: &str) -> Option<u32> {
+    let mut default = None;
+    for line in text.lines() {
+        let code = line.split(';').next().unwrap_or("");
+        let mut tokens = code.split_whitespace();
+        let Some(first) = tokens.next() else {
+            continue;
+        };
+        if first.eq_ignore_ascii_case("$TTL") {
+            default = tokens.next().and_then(parse_ttl).or(default);
+            continue;
+        }
+        let all: Vec<&str> = code.split_whitespace().collect();
+        if let Some(at) = all.iter().position(|t| t.eq_ignore_ascii_case("SOA")) {
+            // Owner (if the line starts with one), TTL and class, in either order.
+            let explicit = all[..at].iter().find_map(|t| parse_ttl(t));
+            return explicit.or(default);
+        }
+    }
+    None
+}
+
+/// Name servers of the zone (at the apex or at delegations) whose names
+/// lie inside the zone but have no A/AAAA record: resolvers cannot reach
+/// them (no glue).
+pub fn missing_glue(zone: &Zone) -> Vec<String> {
+    let mut out: Vec<String> = zone
+        .nodes
+        .values()
+        .flatten()
+        .filter_map(|r| match r.data() {
+            RData::NS(ns) => Some(LowerName::new(&ns.0)),
+            _ => None,
+        })
+        .filter(|t| zone.origin.zone_of(t))
+        .filter(|t| {
+            zone.rrset(t, RecordType::A).is_empty() && zone.rrset(t, RecordType::AAAA).is_empty()
+        })
+        .map(|t| t.to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// All zones this instance is authoritative for.
 #[derive(Debug, Clone, Default)]
 pub struct ZoneSet {
@@ -316,5 +468,99 @@ impl ZoneSet {
     /// The zones.
     pub fn zones(&self) -> &[Zone] {
         &self.zones
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn soa_ttl_of(text: &str) -> u32 {
+        let z = Zone::parse(text, &Name::from_str("z.test.").unwrap(), Path::new("z")).unwrap();
+        let apex = z.rrset(z.origin(), RecordType::SOA);
+        assert_eq!(apex.len(), 1);
+        assert_eq!(apex[0].ttl(), z.soa().ttl());
+        z.soa().ttl()
+    }
+
+    #[test]
+    fn soa_ttl_is_what_the_file_says_not_expire() {
+        let body = "@ IN NS ns1\nns1 IN A 192.0.2.1\n";
+        let soa = "( 2026112401 3600 600 1209600 60 )";
+        // $TTL in effect.
+        assert_eq!(
+            soa_ttl_of(&format!("$TTL 300\n@ IN SOA ns1 h {soa}\n{body}")),
+            300
+        );
+        // An explicit TTL wins, before or after the class, with units.
+        assert_eq!(
+            soa_ttl_of(&format!("$TTL 300\n@ 3600 IN SOA ns1 h {soa}\n{body}")),
+            3600
+        );
+        assert_eq!(
+            soa_ttl_of(&format!("$TTL 300\n@ IN 1h30m SOA ns1 h {soa}\n{body}")),
+            5400
+        );
+        // A later $TTL does not apply to an earlier SOA; no $TTL: MINIMUM.
+        assert_eq!(
+            soa_ttl_of(&format!("$TTL 90\n@ IN SOA ns1 h {soa}\n$TTL 7\n{body}")),
+            90
+        );
+        assert_eq!(
+            soa_ttl_of(&format!(
+                "@ 200 IN SOA ns1 h {soa}\n@ 200 IN NS ns1\nns1 200 IN A 192.0.2.1\n"
+            )),
+            200
+        );
+        // Comments are not tokens.
+        assert_eq!(
+            soa_ttl_of(&format!(
+                "$TTL 300 ; five minutes\n@ IN SOA ns1 h {soa} ; 99\n{body}"
+            )),
+            300
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_line() {
+        let origin = Name::from_str("z.test.").unwrap();
+        let good = "$TTL 300\n@ IN SOA ns1 h ( 1 2 3 4 5 )\n@ IN NS ns1\n\nns1 IN A 192.0.2.1\n";
+        for (bad, line) in [
+            ("www IN A 999.1.1.1\n", 6),
+            ("\n; a comment\nmx IN MX notanumber mail\n", 8),
+            ("multi IN SOA ns1 h (\n 1 2\n x 4 5 )\n", 6),
+        ] {
+            let text = format!("{good}{bad}ok IN A 192.0.2.9\n");
+            let e = Zone::parse(&text, &origin, Path::new("z.zone"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("z.zone: line {line}: ")), "{e}");
+        }
+        assert_eq!(first_bad_line(good, &origin, Path::new("z")), None);
+    }
+
+    #[test]
+    fn in_zone_name_servers_need_glue() {
+        let origin = Name::from_str("z.test.").unwrap();
+        let text = "$TTL 300\n@ IN SOA ns1 h ( 1 2 3 4 5 )\n@ IN NS ns1\n@ IN NS ns2\n@ IN NS ns.other.example.\nns1 IN A 192.0.2.1\nsub IN NS ns.sub\n";
+        let z = Zone::parse(text, &origin, Path::new("z")).unwrap();
+        assert_eq!(missing_glue(&z), vec!["ns.sub.z.test.", "ns2.z.test."]);
+    }
+
+    #[test]
+    fn ttl_tokens() {
+        for (t, want) in [
+            ("0", Some(0)),
+            ("300", Some(300)),
+            ("1h", Some(3600)),
+            ("1w2d", Some(777_600)),
+            ("2D", Some(172_800)),
+        ] {
+            assert_eq!(parse_ttl(t), want, "{t}");
+        }
+        for bad in ["", "h", "1x", "1h2", "IN", "99999999999"] {
+            assert_eq!(parse_ttl(bad), None, "{bad}");
+        }
     }
 }

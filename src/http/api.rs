@@ -78,6 +78,7 @@ pub async fn status(State(st): State<AppState>) -> Response {
                 "serving": s.current.as_ref().map(|m| m.manifest.version),
                 "newest": s.newest.as_ref().map(|m| m.manifest.version),
                 "mirrors": s.newest.as_ref().map(|m| m.manifest.mirrors.iter().map(|k| k.to_string()).collect::<Vec<_>>()),
+                "authorized": s.authorized,
                 "cert": certs.as_ref().and_then(|c| c.valid_for(&s.config.hostname, now)).map(|c| serde_json::json!({
                     "source": c.source,
                     "not_after": c.not_after,

@@ -108,6 +108,11 @@ async fn health(State(st): State<AppState>) -> Response {
 }
 
 fn plain(status: StatusCode, msg: &'static str) -> Response {
+    plain_owned(status, msg.to_string())
+}
+
+/// [`plain`] with a message built at run time.
+fn plain_owned(status: StatusCode, msg: String) -> Response {
     (
         status,
         [
@@ -185,6 +190,16 @@ async fn serve_site(
         }
     }
     let Some(vm) = site.current.clone() else {
+        if let (false, Some(fed), Some(newest)) = (site.authorized, &st.fed, &site.newest) {
+            // Not coming soon: only the owner can change this.
+            return plain_owned(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this mirror is not authorized by the owner of {host}: its node key {} is not among the mirrors of the site's signed manifest (version {}); the owner adds it with `p2pcdn publish --mirror {}`\n",
+                    fed.me, newest.manifest.version, fed.me
+                ),
+            );
+        }
         let mut r = plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "site content not available on this mirror yet\n",

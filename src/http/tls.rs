@@ -50,7 +50,15 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
         .ok_or_else(|| ferr(key, "no PRIVATE KEY found in PEM file".into()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| ferr(key, format!("unsupported private key: {e}")))?;
-    Ok(CertifiedKey::new(chain, signing))
+    let ck = CertifiedKey::new(chain, signing);
+    // A key that is not the certificate's makes every handshake fail.
+    match ck.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
+        Err(e) => Err(ferr(
+            key,
+            format!("does not match the certificate in {}: {e}", cert.display()),
+        )),
+    }
 }
 
 pub use crate::report::CertSource;
@@ -224,16 +232,9 @@ pub fn operator_files(cfg: &Config) -> Vec<std::path::PathBuf> {
 
 fn load_operator(cfg: &Config) -> Result<OperatorCerts, TlsError> {
     let served = |c: &Path, k: &Path| -> Result<Served, TlsError> {
+        // load_certified_key refuses a key that is not the certificate's
+        // (e.g. a reload between replacing the certificate and its key).
         let ck = load_certified_key(c, k)?;
-        if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
-            ck.keys_match()
-        {
-            // E.g. a reload between replacing the certificate and its key.
-            return Err(TlsError::File {
-                path: k.display().to_string(),
-                message: format!("does not match the certificate in {}", c.display()),
-            });
-        }
         Served::new(ck, CertSource::Operator).map_err(|message| TlsError::File {
             path: c.display().to_string(),
             message,

@@ -354,6 +354,10 @@ pub struct Decision {
     /// The answer is an exploration answer (one mirror that may be better
     /// but has no measurement yet).
     pub explored: bool,
+    /// A rollout is in progress: some live mirror with an address of the
+    /// family does not hold the version served yet (the answer will change
+    /// as soon as it does).
+    pub rollout: bool,
 }
 
 impl Decision {
@@ -499,6 +503,10 @@ pub fn decide(
     if policy.k == 0 || all.is_empty() {
         return Decision::default();
     }
+    let version = chosen_version(candidates, target_version);
+    let rollout = candidates
+        .iter()
+        .any(|c| live(c) && c.version != version && c.addrs.iter().any(|a| family.matches(a)));
     let Some(best) = all.iter().min_by(|a, b| order(a, b)).map(|b| b.score) else {
         return Decision::default();
     };
@@ -532,6 +540,7 @@ pub fn decide(
                 picks: vec![pick(s)],
                 margin_ms,
                 explored: true,
+                rollout,
             };
         }
     }
@@ -544,6 +553,7 @@ pub fn decide(
         picks,
         margin_ms,
         explored: false,
+        rollout,
     }
 }
 
@@ -948,6 +958,11 @@ mod tests {
         c[0].authorized = false;
         assert_eq!(steer(&at(FRANKFURT), &c, Some(7), &all, Family::V4), got);
         assert_eq!(ranked(&c), vec![1, 2]);
+        let d = decide(&at(FRANKFURT), &c, Some(7), &all, Family::V4);
+        assert!(
+            d.rollout,
+            "mirrors on older versions: the answer will change"
+        );
         // Once one live mirror holds the target, only it is served.
         c[4].version = Some(7);
         assert_eq!(

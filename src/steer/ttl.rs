@@ -6,8 +6,9 @@
 //! unlikely to change: the standard TTL for a stable answer, a short one
 //! while the chosen mirror is new or recently recovered (ramping up to the
 //! standard over `settle_secs`), flapping, near capacity, when the decision
-//! was close (the next mirror within `close_ms`), for exploration answers,
-//! and for fallback answers (no mirror could serve). Operator bounds clamp
+//! was close (the next mirror within `close_ms`), during a rollout (mirrors
+//! still on an older version will take over as they complete it), for
+//! exploration answers, and for fallback answers (no mirror could serve). Operator bounds clamp
 //! the result.
 
 use super::{Candidate, Decision};
@@ -58,6 +59,8 @@ pub enum Reason {
     Fallback,
     /// An exploration answer.
     Explored,
+    /// A rollout is in progress: the answer changes as mirrors complete it.
+    Rollout,
     /// A chosen mirror changed health recently, more than once.
     Flapping,
     /// A chosen mirror is near capacity.
@@ -113,6 +116,9 @@ pub fn choose(policy: &TtlPolicy, decision: &Decision, candidates: &[Candidate])
     };
     if decision.explored {
         return short(Reason::Explored);
+    }
+    if decision.rollout {
+        return short(Reason::Rollout);
     }
     if chosen.iter().any(|c| c.flaps >= policy.flap_limit.max(1)) {
         return short(Reason::Flapping);
@@ -179,6 +185,7 @@ mod tests {
             }],
             margin_ms,
             explored,
+            rollout: false,
         }
     }
 
@@ -233,6 +240,11 @@ mod tests {
                 }
             );
         }
+        let rolling = Decision {
+            rollout: true,
+            ..decision(Some(80.0), false)
+        };
+        assert_eq!(ttl(mirror(3600, 0, 0.2), rolling).reason, Reason::Rollout);
         let none = Decision::default();
         assert_eq!(ttl(mirror(3600, 0, 0.2), none).reason, Reason::Fallback);
         assert_eq!(TtlPolicy::default().fallback().secs, 5);

@@ -162,6 +162,7 @@ pub fn opts(site: &str, dir: &Path, version: Option<u64>) -> PublishOptions {
         progress: false,
         now: None,
         zone: None,
+        drop_zone: false,
     }
 }
 

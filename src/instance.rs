@@ -321,12 +321,13 @@ impl Instance {
                 shutdown_rx.clone(),
             ));
         }
+        // SIGHUP reloads certificates; it never stops the process.
+        tasks.spawn(reload_certificates(
+            cfg.clone(),
+            tls.as_ref().map(|(_, store)| store.clone()),
+            shutdown_rx.clone(),
+        ));
         if let Some((tls, store)) = tls {
-            tasks.spawn(reload_certificates(
-                cfg.clone(),
-                store.clone(),
-                shutdown_rx.clone(),
-            ));
             if let Some(acme) = cfg.acme.clone() {
                 match crate::acme::AcmeClient::new(fed.clone(), acme, store) {
                     Ok(client) => {
@@ -472,9 +473,10 @@ impl Instance {
 
 /// Reloads the operator's PEM files on SIGHUP and when one of them changes
 /// (checked every 5 s); a file that does not load keeps the old certificate.
+/// Without HTTPS (`store` is `None`) a SIGHUP is only logged.
 async fn reload_certificates(
     cfg: Config,
-    store: Arc<http::tls::CertStore>,
+    store: Option<Arc<http::tls::CertStore>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let files = http::tls::operator_files(&cfg);
@@ -502,6 +504,10 @@ async fn reload_certificates(
             continue;
         }
         last = now;
+        let Some(store) = &store else {
+            tracing::info!("SIGHUP: no HTTPS certificates to reload");
+            continue;
+        };
         match store.reload_operator(&cfg) {
             Ok(()) => tracing::info!(signalled, "reloaded the operator's certificates"),
             Err(e) => {

@@ -367,6 +367,7 @@ fn federation(n: usize, rng: &mut Rng) -> Federation {
             mirrors: SITES.iter().map(|s| (*s).to_string()).collect(),
             rtt_ms,
             client_rtt: Vec::new(),
+            certs: None,
             seq,
             issued: ISSUED,
             expires: ISSUED + TTL,

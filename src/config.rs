@@ -86,6 +86,26 @@ struct RawConfig {
     geo_overrides: Vec<RawGeoOverride>,
     #[serde(default, rename = "site")]
     sites: Vec<RawSite>,
+    #[serde(default)]
+    acme: Option<RawAcme>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    directory: Spanned<String>,
+    #[serde(default)]
+    contact: Vec<String>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    eab_kid: Option<String>,
+    #[serde(default)]
+    eab_hmac_key: Option<Spanned<String>>,
+    #[serde(default)]
+    dns_port: Option<u16>,
+    #[serde(default)]
+    propagation_timeout_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -128,6 +148,8 @@ struct RawSteering {
     band_ms: Option<Spanned<f64>>,
     #[serde(default)]
     explore_every: Option<Spanned<u64>>,
+    #[serde(default)]
+    cert_margin_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +394,27 @@ pub struct SteeringConfig {
     pub band_ms: f64,
     /// One answer slot in this many per client network explores (0: never).
     pub explore_every: u32,
+    /// A mirror whose certificate for a site expires within this many
+    /// seconds is not steered to for that site.
+    pub cert_margin_secs: u64,
+}
+
+/// ACME certificates (`[acme]`): where to order them and how to check the
+/// DNS-01 challenge before asking for validation.
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    /// The CA's ACME directory URL.
+    pub directory: String,
+    /// Contact URLs for the account (`mailto:…`).
+    pub contact: Vec<String>,
+    /// Extra CA certificate (PEM) trusted for the directory's TLS (test CAs).
+    pub ca_file: Option<PathBuf>,
+    /// External account binding: key id and HMAC key (base64url).
+    pub eab: Option<(String, String)>,
+    /// Port the zone's authorities answer DNS on (the pre-check asks each).
+    pub dns_port: u16,
+    /// How long to wait for every authority to serve a challenge value.
+    pub propagation_timeout_secs: u64,
 }
 
 /// An operator's prefix → location override.
@@ -521,6 +564,8 @@ pub struct Config {
     pub steering: SteeringConfig,
     /// Geolocation overrides.
     pub geo_overrides: Vec<GeoOverrideConfig>,
+    /// ACME certificates, when configured.
+    pub acme: Option<AcmeConfig>,
 }
 
 impl Config {
@@ -858,6 +903,51 @@ impl Config {
             Some(x) => *x.get_ref(),
             None => 0.8,
         };
+        let cert_margin_secs = ranged(
+            &raw.steering.cert_margin_secs,
+            "steering.cert_margin_secs",
+            0,
+            90 * 86400,
+            86400,
+        )?;
+        let acme = match raw.acme {
+            None => None,
+            Some(a) => {
+                let dir = a.directory.get_ref();
+                if !dir.starts_with("https://") {
+                    return Err(invalid(
+                        a.directory.span(),
+                        "acme.directory",
+                        "must be an https:// URL".into(),
+                    ));
+                }
+                let eab = match (a.eab_kid, a.eab_hmac_key) {
+                    (Some(k), Some(h)) => Some((k, h.into_inner())),
+                    (None, None) => None,
+                    (_, h) => {
+                        return Err(invalid(
+                            h.map_or(a.directory.span(), |h| h.span()),
+                            "acme.eab_kid",
+                            "eab_kid and eab_hmac_key must be given together".into(),
+                        ))
+                    }
+                };
+                Some(AcmeConfig {
+                    directory: dir.clone(),
+                    contact: a.contact,
+                    ca_file: a.ca_file.as_deref().map(abs),
+                    eab,
+                    dns_port: a.dns_port.unwrap_or(53),
+                    propagation_timeout_secs: ranged(
+                        &a.propagation_timeout_secs,
+                        "acme.propagation_timeout_secs",
+                        1,
+                        3600,
+                        60,
+                    )?,
+                })
+            }
+        };
         let mut geo_overrides = vec![];
         for (n, o) in raw.geo_overrides.into_iter().enumerate() {
             let (network, prefix_len) =
@@ -1053,8 +1143,10 @@ impl Config {
                 spill_threshold,
                 band_ms,
                 explore_every,
+                cert_margin_secs,
             },
             geo_overrides,
+            acme,
         })
     }
 

@@ -225,6 +225,7 @@ impl Instance {
 
         // HTTP(S).
         let tls = http::tls::server_config(&cfg)?;
+        let cert_store = tls.as_ref().map(|(_, store)| store.clone());
         let (https_listeners, https_addrs) = if tls.is_some() {
             bind_tcp(&cfg.https_listen, "https").await?
         } else {
@@ -247,6 +248,10 @@ impl Instance {
             connections.clone(),
             https_addrs.first().map(|a| a.port()),
         )?);
+        fed.attach_dns(dns_data.clone());
+        if let Some(store) = &cert_store {
+            fed.attach_certs(store.clone());
+        }
         let app = http::router(AppState {
             catalog: catalog.clone(),
             store: store.clone(),
@@ -277,7 +282,8 @@ impl Instance {
                 }),
                 metrics: fed.metrics.clone(),
             },
-        );
+        )
+        .with_challenges(fed.txt_book().clone());
         let dns = DnsServer::bind(
             handler,
             &cfg.dns.listen,
@@ -316,7 +322,23 @@ impl Instance {
                 shutdown_rx.clone(),
             ));
         }
-        if let Some(tls) = tls {
+        // SIGHUP reloads certificates; it never stops the process.
+        tasks.spawn(reload_certificates(
+            cfg.clone(),
+            tls.as_ref().map(|(_, store)| store.clone()),
+            shutdown_rx.clone(),
+        ));
+        if let Some((tls, store)) = tls {
+            if let Some(acme) = cfg.acme.clone() {
+                match crate::acme::AcmeClient::new(fed.clone(), acme, store) {
+                    Ok(client) => {
+                        // Stored certificates are served from the first connection.
+                        client.load_stored();
+                        tasks.spawn(Arc::new(client).run(shutdown_rx.clone()));
+                    }
+                    Err(e) => tracing::error!(error = %e, "ACME client disabled"),
+                }
+            }
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             for l in https_listeners {
                 tasks.spawn(listen::serve(
@@ -447,6 +469,52 @@ impl Instance {
             dns.shutdown().await;
         }
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Reloads the operator's PEM files on SIGHUP and when one of them changes
+/// (checked every 5 s); a file that does not load keeps the old certificate.
+/// Without HTTPS (`store` is `None`) a SIGHUP is only logged.
+async fn reload_certificates(
+    cfg: Config,
+    store: Option<Arc<http::tls::CertStore>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let files = http::tls::operator_files(&cfg);
+    let stamp = || -> Vec<Option<std::time::SystemTime>> {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect()
+    };
+    let mut last = stamp();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let signalled = tokio::select! {
+            _ = async {
+                match hup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => true,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => false,
+            _ = stop.changed() => return,
+        };
+        let now = stamp();
+        if !signalled && now == last {
+            continue;
+        }
+        last = now;
+        let Some(store) = &store else {
+            tracing::info!("SIGHUP: no HTTPS certificates to reload");
+            continue;
+        };
+        match store.reload_operator(&cfg) {
+            Ok(()) => tracing::info!(signalled, "reloaded the operator's certificates"),
+            Err(e) => {
+                tracing::error!(error = %e, "certificate reload failed; keeping the old ones")
+            }
+        }
     }
 }
 

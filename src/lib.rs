@@ -13,6 +13,8 @@
 //! - [`federation`], [`report`]: peers, signed reports, gossip, probes, replication.
 //! - [`geo`], [`steer`]: client location and the pure steering decision.
 //! - [`latency`]: client RTTs aggregated per client network (pure).
+//! - [`acme`], [`challenge`]: certificates by ACME DNS-01, challenges
+//!   answered by the federation's authorities.
 //! - [`instance`]: starting and stopping everything.
 //! - [`doctor`]: checks delegation, authorities, certificates and clocks from the outside.
 //! - [`devca`], [`demo`], [`cli`]: development CA, the demo, the command line.
@@ -21,7 +23,9 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod accept;
+pub mod acme;
 pub mod catalog;
+pub mod challenge;
 pub mod cli;
 pub mod config;
 pub mod db;

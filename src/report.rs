@@ -91,6 +91,32 @@ pub struct Held {
     pub version: u64,
 }
 
+/// Where a served certificate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertSource {
+    /// PEM files named in the node's configuration.
+    Operator,
+    /// Obtained by the node through ACME.
+    Acme,
+}
+
+/// A certificate a node serves for a site: valid for the site's hostname
+/// now, until `not_after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertState {
+    /// Site hostname.
+    pub site: String,
+    /// Unix seconds when the certificate expires.
+    pub not_after: u64,
+    /// Where it came from.
+    pub source: CertSource,
+}
+
+/// Most certificate states a report may carry.
+pub const MAX_CERTS: usize = 10_000;
+
 /// The report body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +148,11 @@ pub struct Report {
     /// [`crate::latency::MAX_REPORTED`]); left out of the JSON when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_rtt: Vec<NetRtt>,
+    /// The sites this node holds a valid TLS certificate for, and until
+    /// when. `None` (left out of the JSON): the node serves no HTTPS, or
+    /// predates this field; steering then does not judge certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certs: Option<Vec<CertState>>,
     /// Strictly increasing sequence number.
     pub seq: u64,
     /// Unix seconds when made.
@@ -131,6 +162,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether the node may be steered to for `site` as far as TLS goes: it
+    /// states a certificate for the site valid beyond `now + margin`, or it
+    /// states nothing about certificates at all.
+    pub fn cert_ok(&self, site: &str, now: u64, margin: u64) -> bool {
+        self.certs.as_ref().is_none_or(|cs| {
+            cs.iter()
+                .any(|c| c.site == site && c.not_after > now.saturating_add(margin))
+        })
+    }
+
     /// The version of `site` held, if any.
     pub fn holds_version(&self, site: &str) -> Option<u64> {
         self.holds
@@ -242,6 +283,11 @@ pub fn verify(envelope: &[u8], now: u64) -> Result<VerifiedReport, ReportError> 
             report.format
         )));
     }
+    if report.certs.as_ref().is_some_and(|c| c.len() > MAX_CERTS) {
+        return Err(ReportError::Malformed(format!(
+            "more than {MAX_CERTS} certificate states"
+        )));
+    }
     latency::validate(&report.client_rtt).map_err(|why| ReportError::ClientRtt {
         node: report.name.clone(),
         why,
@@ -293,6 +339,7 @@ mod tests {
             mirrors: vec!["www.x".into()],
             rtt_ms: BTreeMap::new(),
             client_rtt: Vec::new(),
+            certs: None,
             seq,
             issued: 1000,
             expires: 1030,

@@ -77,6 +77,7 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
         num(&v["rps"], 1),
         holds(&v["holds"])
     );
+    let now = crate::catalog::unix_now();
     // Node names by key, for the authorized-mirror lists.
     let mut names: std::collections::HashMap<String, String> = v["peers"]
         .as_array()
@@ -113,6 +114,7 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
                     mirrors.join(", ")
                 }
             );
+            println!("    cert {}", cert_text(&s["cert"], now));
             if s["authorized"].as_bool() == Some(false) {
                 println!(
                     "    THIS NODE IS NOT AUTHORIZED for {}: the owner must add its key {} (publish --mirror)",
@@ -123,7 +125,7 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
         }
     }
     println!(
-        "\n{:<28} {:<8} {:>8} {:>6} {:>8} {:>9} {:>7}  HOLDS",
+        "\n{:<28} {:<8} {:>8} {:>6} {:>8} {:>9} {:>7}  HOLDS  CERTS",
         "PEER", "HEALTH", "RTT ms", "LOAD", "RPS", "CAP rps", "REPORT"
     );
     for p in v["peers"].as_array().into_iter().flatten() {
@@ -134,8 +136,23 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
         } else {
             "down"
         };
+        let certs = match p["certs"].as_array() {
+            None => "-".to_string(),
+            Some(cs) if cs.is_empty() => "none".to_string(),
+            Some(cs) => cs
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}:{}",
+                        c["site"].as_str().unwrap_or("?"),
+                        cert_text(c, now)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
         println!(
-            "{:<28} {:<8} {:>8} {:>6} {:>8} {:>9} {:>7}  {}",
+            "{:<28} {:<8} {:>8} {:>6} {:>8} {:>9} {:>7}  {}  {certs}",
             p["name"].as_str().unwrap_or("?"),
             health,
             num(&p["rtt_ms"], 2),
@@ -149,4 +166,20 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `acme, expires in 59d` or `none` for a certificate state object.
+fn cert_text(c: &Value, now: u64) -> String {
+    let Some(until) = c["not_after"].as_u64() else {
+        return "none".into();
+    };
+    let left = until.saturating_sub(now);
+    let left = if left >= 2 * 86400 {
+        format!("{}d", left / 86400)
+    } else if left >= 7200 {
+        format!("{}h", left / 3600)
+    } else {
+        format!("{left}s")
+    };
+    format!("{}, expires in {left}", c["source"].as_str().unwrap_or("?"))
 }

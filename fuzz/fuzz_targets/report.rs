@@ -142,6 +142,7 @@ fn build(u: &mut Unstructured<'_>) -> AResult<Report> {
         mirrors: Vec::<String>::arbitrary(u)?,
         rtt_ms,
         client_rtt,
+        certs: None,
         seq: u64::arbitrary(u)?,
         issued: time(u)?,
         expires: time(u)?,

@@ -64,6 +64,11 @@ impl Handler {
         if !fast_qtype(q.qtype) {
             return Fast::Slow;
         }
+        // ACME challenge values live outside the zone snapshot: while any
+        // exist, `_acme-challenge.*` questions take the reference path.
+        if self.challenge_pending(q.lower_name()) {
+            return Fast::Slow;
+        }
         let Some(pre) = self.precomputed() else {
             return Fast::Slow;
         };

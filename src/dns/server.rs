@@ -120,6 +120,7 @@ pub struct Handler {
     pub(super) pre: arc_swap::ArcSwapOption<Precomputed>,
     /// Held while `pre` is rebuilt.
     pub(super) rebuild: std::sync::Mutex<()>,
+    challenges: Option<Arc<crate::challenge::book::TxtBook>>,
 }
 
 impl Handler {
@@ -136,7 +137,15 @@ impl Handler {
             settings,
             pre: arc_swap::ArcSwapOption::empty(),
             rebuild: std::sync::Mutex::new(()),
+            challenges: None,
         }
+    }
+
+    /// Also answers `_acme-challenge.<name>` TXT from the accepted
+    /// challenge requests in `book` (see [`crate::challenge`]).
+    pub fn with_challenges(mut self, book: Arc<crate::challenge::book::TxtBook>) -> Self {
+        self.challenges = Some(book);
+        self
     }
 
     /// Computes the full response for a request (pure apart from steering),
@@ -215,6 +224,22 @@ impl Handler {
             })
         };
         let data = self.data.load();
+        if let Some(ans) = self.challenge_answer(&data.zones, query.name(), query.query_type()) {
+            header.set_authoritative(true);
+            header.set_response_code(ans.rcode);
+            msg.set_header(header);
+            msg.add_query(query.original().clone());
+            msg.insert_answers(ans.answers);
+            msg.insert_name_servers(ans.authority);
+            if let (Some(e), Some(cs)) = (edns.as_mut(), subnet) {
+                let echo = ClientSubnet::new(cs.addr(), cs.source_prefix(), 0);
+                e.options_mut().insert(EdnsOption::Subnet(echo));
+            }
+            if let Some(e) = edns {
+                msg.set_edns(e);
+            }
+            return msg;
+        }
         let ans: Answer = resolve(
             &data.zones,
             &data.steered,
@@ -246,6 +271,68 @@ impl Handler {
         }
 
         msg
+    }
+
+    /// True when `wire_name` (lowercased wire form) starts with the
+    /// `_acme-challenge` label and challenge values are being served.
+    pub(super) fn challenge_pending(&self, wire_name: &[u8]) -> bool {
+        let label = crate::challenge::LABEL.as_bytes();
+        wire_name
+            .first()
+            .is_some_and(|&n| usize::from(n) == label.len())
+            && wire_name.get(1..=label.len()) == Some(label)
+            && self.challenges.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
+    /// The answer for `_acme-challenge.<name>` while accepted challenge
+    /// values exist there: their TXT records (TTL 1 s: a value lives minutes
+    /// and must not outlive its withdrawal in caches), or NODATA for other
+    /// types. `None`: answer from the zones as usual.
+    fn challenge_answer(
+        &self,
+        zones: &ZoneSet,
+        name: &LowerName,
+        qtype: hickory_proto::rr::RecordType,
+    ) -> Option<Answer> {
+        use hickory_proto::rr::rdata::TXT;
+        use hickory_proto::rr::{RData, Record, RecordType};
+        let book = self.challenges.as_ref()?;
+        if book.is_empty() {
+            return None;
+        }
+        let zone = zones.find(name)?;
+        if zone.cut_above(name).is_some() {
+            return None;
+        }
+        let mut owner = name.to_string();
+        if owner.ends_with('.') {
+            owner.pop();
+        }
+        if !owner.starts_with(crate::challenge::LABEL) {
+            return None;
+        }
+        let values = book.values(&owner, crate::catalog::unix_now());
+        if values.is_empty() {
+            return None;
+        }
+        let (answers, authority) = if matches!(qtype, RecordType::TXT | RecordType::ANY) {
+            let n = hickory_proto::rr::Name::from(name.clone());
+            let recs = values
+                .into_iter()
+                .map(|v| Record::from_rdata(n.clone(), 1, RData::TXT(TXT::new(vec![v]))))
+                .collect();
+            (recs, vec![])
+        } else {
+            (vec![], vec![zone.negative_soa()])
+        };
+        Some(Answer {
+            rcode: ResponseCode::NoError,
+            authoritative: true,
+            answers,
+            authority,
+            additional: vec![],
+            steered: false,
+        })
     }
 
     /// Largest UDP response for this request: 512 without EDNS (RFC 1035),

@@ -29,6 +29,28 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
+/// The certificates this node serves for its mirrored sites (`None`
+/// without an HTTPS listener).
+pub fn cert_states(fed: &Federation, now: u64) -> Option<Vec<crate::report::CertState>> {
+    let store = fed.certs()?;
+    Some(
+        fed.config()
+            .sites
+            .iter()
+            .filter(|s| s.mirror)
+            .filter_map(|s| {
+                store
+                    .valid_for(&s.hostname, now)
+                    .map(|c| crate::report::CertState {
+                        site: s.hostname.clone(),
+                        not_after: c.not_after,
+                        source: c.source,
+                    })
+            })
+            .collect(),
+    )
+}
+
 /// Builds and signs this node's current report.
 pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
     let cfg = fed.config();
@@ -71,6 +93,7 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
             .collect(),
         rtt_ms: fed.rtts(),
         client_rtt: fed.client_rtt.snapshot(),
+        certs: cert_states(fed, now),
         seq: millis.max(prev + 1),
         issued: now,
         expires: now + cfg.federation.report_ttl_secs,
@@ -107,6 +130,7 @@ async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
                     .collect();
                 unix_now() >= o.issued + refresh_after
                     || holds != old_holds
+                    || cert_states(&fed, unix_now()) != o.certs
                     || (load - o.load.fraction(&o.capacity)).abs() > 0.05
             }
         };

@@ -19,6 +19,7 @@ pub mod addrcheck;
 pub mod agent;
 pub mod binding;
 pub mod bindq;
+pub mod challenge;
 pub mod failover;
 pub mod holding;
 pub mod plausible;
@@ -294,6 +295,12 @@ pub struct Federation {
     pub client_rtt: Arc<crate::http::rtt::ClientRtt>,
     /// Recent peer health changes (the status page's failovers).
     pub health_log: failover::HealthLog,
+    /// Accepted ACME challenge values this node serves in DNS.
+    txt: Arc<crate::challenge::book::TxtBook>,
+    /// The zones this node answers for (attached by `instance`).
+    dns_data: std::sync::OnceLock<crate::dns::server::SharedDnsData>,
+    /// The HTTPS certificates this node serves (attached by `instance`).
+    certs: std::sync::OnceLock<Arc<crate::http::tls::CertStore>>,
 }
 
 impl Federation {
@@ -349,7 +356,37 @@ impl Federation {
             client_rtt: Arc::new(crate::http::rtt::ClientRtt::new(metrics.clone())),
             metrics,
             health_log: failover::HealthLog::default(),
+            txt: Arc::new(crate::challenge::book::TxtBook::new(Default::default())),
+            dns_data: std::sync::OnceLock::new(),
+            certs: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives the agent the zones this node answers for (challenge checks,
+    /// zone authorities). Later calls are ignored.
+    pub fn attach_dns(&self, dns: crate::dns::server::SharedDnsData) {
+        let _ = self.dns_data.set(dns);
+    }
+
+    /// Gives the agent the certificates this node serves (reports, status).
+    /// Later calls are ignored.
+    pub fn attach_certs(&self, certs: Arc<crate::http::tls::CertStore>) {
+        let _ = self.certs.set(certs);
+    }
+
+    /// The certificates this node serves, once attached.
+    pub fn certs(&self) -> Option<&Arc<crate::http::tls::CertStore>> {
+        self.certs.get()
+    }
+
+    /// The current catalog snapshot.
+    pub fn catalog(&self) -> arc_swap::Guard<Arc<crate::catalog::Catalog>> {
+        self.catalog.load()
+    }
+
+    /// This node's secret key (signing challenge requests).
+    pub(crate) fn node_key(&self) -> &SecretKey {
+        &self.key
     }
 
     /// This node's identity document; with a binder's `challenge`, signed

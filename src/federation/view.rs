@@ -158,7 +158,15 @@ impl SteerView {
                 .map(|m| m.manifest.mirrors.clone())
                 .unwrap_or_default();
             let mut candidates = vec![];
-            if live.config.mirror {
+            let margin = cfg.steering.cert_margin_secs;
+            // TLS: never steer to a mirror without a certificate for the
+            // site that stays valid beyond the margin.
+            let own_cert_ok = fed.certs().is_none_or(|store| {
+                store
+                    .valid_for(host, now)
+                    .is_some_and(|c| c.not_after > now.saturating_add(margin))
+            });
+            if live.config.mirror && own_cert_ok {
                 candidates.push(Candidate {
                     id: *fed.me.as_bytes(),
                     addrs: cfg.node.addresses.clone(),
@@ -176,6 +184,9 @@ impl SteerView {
                 let Some(r) = p.report.as_ref().map(|r| &r.report) else {
                     continue;
                 };
+                if !r.cert_ok(host, now, margin) {
+                    continue;
+                }
                 candidates.push(Candidate {
                     id: *p.key.as_bytes(),
                     addrs: fed.answerable_addresses(p),

@@ -142,6 +142,7 @@ async fn status_page(st: AppState) -> Response {
 fn status_json(st: &AppState) -> Response {
     let now = unix_now();
     let cat = st.catalog.load();
+    let certs = st.fed.as_ref().and_then(|f| f.certs().cloned());
     let sites: Vec<_> = cat
         .sites()
         .map(|s| {
@@ -151,6 +152,10 @@ fn status_json(st: &AppState) -> Response {
                 "newest": s.newest.as_ref().map(|m| m.manifest.version),
                 "mirrors": s.newest.as_ref().map(|m| m.manifest.mirrors.iter().map(|k| k.to_string()).collect::<Vec<_>>()),
                 "authorized": s.authorized,
+                "cert": certs.as_ref().and_then(|c| c.valid_for(&s.config.hostname, now)).map(|c| serde_json::json!({
+                    "source": c.source,
+                    "not_after": c.not_after,
+                })),
             })
         })
         .collect();
@@ -179,6 +184,7 @@ fn status_json(st: &AppState) -> Response {
                 "addresses": r.map(|r| r.addresses.clone()).unwrap_or_default(),
                 "addresses_verified": fed.answerable_addresses(&p),
                 "location_plausible": fed.location_plausible(&p),
+                "certs": r.and_then(|r| r.certs.clone()),
             })
         })
         .collect();

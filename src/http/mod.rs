@@ -3,6 +3,7 @@
 //! Handlers translate between HTTP and the catalog/store; the decisions
 //! (conditional requests, ranges, path normalization) live in [`decide`].
 
+pub mod acme;
 pub mod api;
 pub mod decide;
 pub mod intake;
@@ -70,6 +71,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(api::push),
         )
         .route("/.well-known/p2pcdn/v1/blob/{hash}", get(api::blob))
+        .route(
+            crate::federation::challenge::PATH,
+            axum::routing::post(acme::challenge),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::federation::wire::MAX_BUNDLE_BYTES,
         ))

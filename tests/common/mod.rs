@@ -15,6 +15,7 @@ use p2pcdn::instance::Instance;
 use p2pcdn::keys::SecretKey;
 use p2pcdn::publish::{self, PublishOptions, PublishReport};
 
+pub mod acme;
 pub mod fed;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};

@@ -271,6 +271,7 @@ pub fn signed_report(
         mirrors: vec![],
         rtt_ms: Default::default(),
         client_rtt: vec![],
+        certs: None,
         seq,
         issued: now,
         expires: now + 30,

@@ -268,6 +268,7 @@ fn sample_report() -> Report {
             rtt_ms: 12.5,
             samples: 40,
         }],
+        certs: None,
         seq: 42,
         issued: NOW - 5,
         expires: NOW + 10,

@@ -72,7 +72,13 @@ pub fn free_port_on(ips: &[IpAddr]) -> u16 {
 }
 
 pub fn has_pebble() -> bool {
-    Path::new("/usr/bin/pebble").exists() || super::has_cmd("pebble")
+    let has = Path::new("/usr/bin/pebble").exists() || super::has_cmd("pebble");
+    // CI installs every tool: a missing one there is a failure, not a skip.
+    assert!(
+        has || std::env::var("P2PCDN_E2E").as_deref() != Ok("require"),
+        "P2PCDN_E2E=require, but pebble is not installed"
+    );
+    has
 }
 
 /// Starts pebble on `ip` (directory and management on free ports), its

@@ -329,7 +329,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     if !(1..=3650).contains(&days) {
                         bail!("--validity-days must be within 1..=3650");
                     }
-                    let (version, expires) = publish::resign_local(&cfg, &key, &site, days * 86400)?;
+                    let (version, expires) =
+                        publish::resign_local(&cfg, &key, &site, days * 86400)?;
                     println!(
                         "re-signed {} as version {version}, expires {}; no blobs uploaded",
                         crate::manifest::normalize_site(&site),
@@ -638,7 +639,9 @@ async fn run_demo(prepared: crate::demo::Prepared) -> Result<()> {
 }
 
 fn remote_client(a: &RemoteArgs) -> Result<crate::remote_publish::Remote> {
-    let to = a.to.as_deref().context("--to URL is required without --config")?;
+    let to =
+        a.to.as_deref()
+            .context("--to URL is required without --config")?;
     Ok(crate::remote_publish::Remote::new(
         to,
         a.ca_file.as_deref(),
@@ -691,7 +694,10 @@ fn print_remote(
         }
     );
     if !r.complete {
-        bail!("the instance did not complete version {}; run the same command again to continue", r.version);
+        bail!(
+            "the instance did not complete version {}; run the same command again to continue",
+            r.version
+        );
     }
     Ok(())
 }

@@ -52,10 +52,7 @@ pub fn of_catalog(cat: &Catalog, now: u64, warn_days: u64) -> Vec<Expiry> {
 }
 
 /// Logs a WARN for each expiring (site, version) not warned about before.
-pub fn warn_once(
-    expiries: &[Expiry],
-    warned: &mut std::collections::HashSet<(String, u64)>,
-) {
+pub fn warn_once(expiries: &[Expiry], warned: &mut std::collections::HashSet<(String, u64)>) {
     for e in expiries.iter().filter(|e| e.warn) {
         if warned.insert((e.site.clone(), e.version)) {
             tracing::warn!(

@@ -238,8 +238,8 @@ impl Remote {
                 message: e.to_string(),
             })?;
         let bar = bar.clone();
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).then(
-            move |chunk| {
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).then(move |chunk| {
                 let bar = bar.clone();
                 async move {
                     if let (Ok(c), Some(rate)) = (&chunk, max_rate) {
@@ -251,8 +251,7 @@ impl Remote {
                     }
                     chunk
                 }
-            },
-        );
+            });
         let r = self
             .client
             .put(&url)
@@ -351,7 +350,16 @@ pub async fn publish(
         files: files.iter().map(|f| f.entry.clone()).collect(),
         zone,
     };
-    send(remote, key, &m, &files, opts.progress, opts.max_rate, zone_outcome).await
+    send(
+        remote,
+        key,
+        &m,
+        &files,
+        opts.progress,
+        opts.max_rate,
+        zone_outcome,
+    )
+    .await
 }
 
 /// Re-signs the newest version the instance holds with a new version number
@@ -394,11 +402,8 @@ async fn send(
     let opened = remote.open(&m.site, &envelope).await?;
     let by_hash: HashMap<BlobHash, &LocalFile> =
         files.iter().map(|f| (f.entry.blake3, f)).collect();
-    let mut todo: Vec<(BlobHash, u64)> = opened
-        .missing
-        .iter()
-        .map(|x| (x.blake3, x.size))
-        .collect();
+    let mut todo: Vec<(BlobHash, u64)> =
+        opened.missing.iter().map(|x| (x.blake3, x.size)).collect();
     // Small blobs first: an interruption then loses the least work.
     todo.sort_by_key(|(h, n)| (*n, *h));
     let total: u64 = todo.iter().map(|(_, n)| n).sum();
@@ -422,7 +427,10 @@ async fn send(
         let before = bar.position();
         let mut attempt = 0;
         let state = loop {
-            match remote.put(&m.site, hash, *size, &f.abs, &bar, max_rate).await {
+            match remote
+                .put(&m.site, hash, *size, &f.abs, &bar, max_rate)
+                .await
+            {
                 Ok(s) => break s,
                 // Transport failures are retried; refusals are final.
                 Err(RemoteError::Http { .. }) if attempt < 2 => {

@@ -457,7 +457,9 @@ mod tests {
             u.begin("a.test", &h(2), Some(ip), now),
             Err(UploadError::Busy)
         ));
-        assert!(u.begin("a.test", &h(2), Some([10, 0, 0, 2].into()), now).is_ok());
+        assert!(u
+            .begin("a.test", &h(2), Some([10, 0, 0, 2].into()), now)
+            .is_ok());
         drop(p);
         assert!(u.begin("a.test", &h(1), Some(ip), now).is_ok());
     }

@@ -126,8 +126,7 @@ impl UploadService {
             zone: sc.zone.clone(),
             owner_key: sc.owner_key.to_string(),
             held: self.db.held_version(site).map_err(internal)?,
-            current: newest
-                .map(|m| base64::engine::general_purpose::STANDARD.encode(m.envelope)),
+            current: newest.map(|m| base64::engine::general_purpose::STANDARD.encode(m.envelope)),
             max_upload_bytes: self.uploads.limits().max_total,
         })
     }
@@ -263,9 +262,9 @@ async fn put_blob_inner(
 ) -> Result<UploadState, UploadError> {
     let svc = service(st)?;
     svc.site(site)?;
-    let hash: BlobHash = hash
-        .parse()
-        .map_err(|e: crate::hash::BadHash| UploadError::Interrupted(format!("bad hash: {}", e.0)))?;
+    let hash: BlobHash = hash.parse().map_err(|e: crate::hash::BadHash| {
+        UploadError::Interrupted(format!("bad hash: {}", e.0))
+    })?;
     let permit = svc.uploads.begin(site, &hash, source, Instant::now())?;
     let size = permit.size;
     let declared = headers
@@ -274,13 +273,7 @@ async fn put_blob_inner(
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(n) if n > size => return Err(UploadError::BlobTooLarge { hash, size }),
-        Some(n) if n < size => {
-            return Err(UploadError::Truncated {
-                hash,
-                got: n,
-                size,
-            })
-        }
+        Some(n) if n < size => return Err(UploadError::Truncated { hash, got: n, size }),
         _ => {}
     }
     let tmp = receive(&svc, &hash, size, body).await?;

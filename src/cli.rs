@@ -32,6 +32,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where a remote publish goes.
+#[derive(clap::Args, Debug)]
+pub struct RemoteArgs {
+    /// Publish to this running instance (`https://host[:port]`) instead of a
+    /// local data directory.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    /// Extra CA certificates (PEM) to trust for `--to`.
+    #[arg(long, value_name = "PEM", requires = "to")]
+    pub ca_file: Option<PathBuf>,
+    /// Connect to this address instead of resolving the `--to` host (the
+    /// certificate is still checked against the host).
+    #[arg(long, value_name = "ADDR:PORT", requires = "to")]
+    pub connect: Option<std::net::SocketAddr>,
+}
+
 /// Log line formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -58,15 +74,24 @@ pub enum Command {
         /// Secret key file.
         key: PathBuf,
     },
-    /// Publish a folder as a site's new signed version into an instance's data directory.
+    /// Publish a folder as a site's new signed version, into an instance's
+    /// data directory (`--config`) or to any running instance (`--to`).
     ///
-    /// Hashes every file with BLAKE3, stores new blobs (unchanged files are not
-    /// copied again), signs the manifest with the owner key and imports it. A
-    /// running `serve` on the same data directory switches to it within a second.
+    /// Hashes every file with BLAKE3, signs the manifest with the owner key.
+    /// Locally it stores new blobs and imports the manifest; a running `serve`
+    /// on the same data directory switches to it within a second. With `--to`
+    /// it uploads only the blobs the instance lacks (re-running after an
+    /// interruption continues), and the instance imports and gossips it.
     Publish {
         /// The instance's config file (names the data directory and pins the owner key).
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(long, short, required_unless_present = "to", conflicts_with = "to")]
+        config: Option<PathBuf>,
+        /// Remote target.
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Upload rate cap, bytes per second (`--to` only).
+        #[arg(long, value_name = "BYTES_PER_SEC", requires = "to")]
+        max_rate: Option<u64>,
         /// Site hostname, e.g. www.cdn.example.org.
         #[arg(long)]
         site: String,
@@ -106,6 +131,27 @@ pub enum Command {
         quiet: bool,
         /// Folder with the site's files.
         dir: PathBuf,
+    },
+    /// Extend a site's expiry without re-uploading: sign the newest version's
+    /// files again as a new version with a new expiry, and publish it locally
+    /// (`--config`) or to a running instance (`--to`).
+    Resign {
+        /// The instance's config file.
+        #[arg(long, short, required_unless_present = "to", conflicts_with = "to")]
+        config: Option<PathBuf>,
+        /// Remote target.
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Site hostname.
+        #[arg(long)]
+        site: String,
+        /// Owner secret key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Days the new manifest stays valid (default: publish.validity_days
+        /// locally, 90 remotely).
+        #[arg(long)]
+        validity_days: Option<u64>,
     },
     /// Run an instance: authoritative DNS, HTTPS/HTTP mirror.
     Serve {
@@ -217,7 +263,102 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Publish {
+            config: None,
+            remote,
+            max_rate,
+            site,
+            key,
+            version,
+            validity_days,
+            cache_ttl,
+            default_document,
+            out,
+            mirrors,
+            zone_file,
+            drop_zone,
+            quiet,
+            dir,
+        } => {
+            let key = SecretKey::read(&key)?;
+            if !dir.is_dir() {
+                bail!("{} is not a directory", dir.display());
+            }
+            let days = validity_days.unwrap_or(90);
+            if !(1..=3650).contains(&days) {
+                bail!("--validity-days must be within 1..=3650");
+            }
+            let zone_text = match &zone_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let opts = crate::remote_publish::RemoteOptions {
+                site,
+                dir,
+                version,
+                validity_secs: days * 86400,
+                cache_ttl,
+                default_document,
+                progress: !quiet,
+                zone_text,
+                drop_zone,
+                mirrors,
+                max_rate,
+            };
+            let report = runtime()?.block_on(async {
+                let r = remote_client(&remote)?;
+                Ok::<_, anyhow::Error>(crate::remote_publish::publish(&r, &key, &opts).await?)
+            })?;
+            print_remote(&report, remote.to.as_deref().unwrap_or("?"), out.as_deref())
+        }
+        Command::Resign {
             config,
+            remote,
+            site,
+            key,
+            validity_days,
+        } => {
+            let key = SecretKey::read(&key)?;
+            match config {
+                Some(config) => {
+                    let mut cfg = Config::load(&config)?;
+                    runtime()?.block_on(crate::owner::resolve(&mut cfg))?;
+                    let days = validity_days.unwrap_or(cfg.publish_validity_days);
+                    if !(1..=3650).contains(&days) {
+                        bail!("--validity-days must be within 1..=3650");
+                    }
+                    let (version, expires) =
+                        publish::resign_local(&cfg, &key, &site, days * 86400)?;
+                    println!(
+                        "re-signed {} as version {version}, expires {}; no blobs uploaded",
+                        crate::manifest::normalize_site(&site),
+                        httpdate::fmt_http_date(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires)
+                        )
+                    );
+                    Ok(())
+                }
+                None => {
+                    let days = validity_days.unwrap_or(90);
+                    if !(1..=3650).contains(&days) {
+                        bail!("--validity-days must be within 1..=3650");
+                    }
+                    let report = runtime()?.block_on(async {
+                        let r = remote_client(&remote)?;
+                        Ok::<_, anyhow::Error>(
+                            crate::remote_publish::resign(&r, &key, &site, days * 86400).await?,
+                        )
+                    })?;
+                    print_remote(&report, remote.to.as_deref().unwrap_or("?"), None)
+                }
+            }
+        }
+        Command::Publish {
+            config: Some(config),
+            remote: _,
+            max_rate: _,
             site,
             key,
             version,
@@ -494,6 +635,70 @@ async fn run_demo(prepared: crate::demo::Prepared) -> Result<()> {
         inst.shutdown().await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+fn remote_client(a: &RemoteArgs) -> Result<crate::remote_publish::Remote> {
+    let to =
+        a.to.as_deref()
+            .context("--to URL is required without --config")?;
+    Ok(crate::remote_publish::Remote::new(
+        to,
+        a.ca_file.as_deref(),
+        a.connect,
+    )?)
+}
+
+/// Prints what a remote publish or resign did.
+fn print_remote(
+    r: &crate::remote_publish::RemoteReport,
+    to: &str,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    if let Some(out) = out {
+        std::fs::write(out, &r.envelope).with_context(|| format!("writing {}", out.display()))?;
+    }
+    let mirrors: Vec<String> = r.mirrors.iter().map(|k| k.to_string()).collect();
+    println!(
+        "authorized mirrors ({}): {}",
+        mirrors.len(),
+        if mirrors.is_empty() {
+            "none listed: any instance pinning the owner key may serve".to_string()
+        } else {
+            mirrors.join(", ")
+        }
+    );
+    match r.zone {
+        crate::publish::ZoneOutcome::Carried => {
+            println!("zone: the previous version's owner-signed zone is carried forward")
+        }
+        crate::publish::ZoneOutcome::Dropped => eprintln!(
+            "warning: --drop-zone: this version signs no zone; instances without a local zone file for it will answer REFUSED for the whole zone"
+        ),
+        crate::publish::ZoneOutcome::Signed | crate::publish::ZoneOutcome::None => {}
+    }
+    println!(
+        "published {} version {} to {to}: {} files, {} bytes; uploaded {} of {} blobs ({} bytes), expires {}; {}",
+        r.site,
+        r.version,
+        r.files,
+        r.bytes,
+        r.uploaded,
+        r.blobs,
+        r.uploaded_bytes,
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.expires)),
+        if r.complete {
+            "complete, now served"
+        } else {
+            "not complete yet"
+        }
+    );
+    if !r.complete {
+        bail!(
+            "the instance did not complete version {}; run the same command again to continue",
+            r.version
+        );
+    }
     Ok(())
 }
 

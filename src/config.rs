@@ -276,6 +276,12 @@ struct RawMetrics {
 struct RawPublish {
     #[serde(default)]
     validity_days: Option<Spanned<u64>>,
+    #[serde(default)]
+    expiry_warning_days: Option<Spanned<u64>>,
+    #[serde(default)]
+    remote: Option<bool>,
+    #[serde(default)]
+    max_upload_mib: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -552,6 +558,12 @@ pub struct Config {
     pub https_default_cert: Option<(PathBuf, PathBuf)>,
     /// Default manifest validity for `publish`, days.
     pub publish_validity_days: u64,
+    /// Warn this many days before a served manifest expires.
+    pub expiry_warning_days: u64,
+    /// Accept remote publishes (`publish --to`) for the configured sites.
+    pub remote_publish: bool,
+    /// Largest total of new blob bytes one remote publish may upload.
+    pub max_upload_bytes: u64,
     /// Where `GET /metrics` (Prometheus text) is served; empty: nowhere.
     pub metrics_listen: Vec<SocketAddr>,
     /// Sites.
@@ -715,6 +727,28 @@ impl Config {
             }
             Some(v) => *v.get_ref(),
             None => 90,
+        };
+        let expiry_warning_days = match &raw.publish.expiry_warning_days {
+            Some(v) if *v.get_ref() > 3650 => {
+                return Err(invalid(
+                    v.span(),
+                    "publish.expiry_warning_days",
+                    "must be within 0..=3650".into(),
+                ))
+            }
+            Some(v) => *v.get_ref(),
+            None => 14,
+        };
+        let max_upload_bytes = match &raw.publish.max_upload_mib {
+            Some(v) if *v.get_ref() == 0 || *v.get_ref() > 1 << 30 => {
+                return Err(invalid(
+                    v.span(),
+                    "publish.max_upload_mib",
+                    "must be within 1..=1073741824".into(),
+                ))
+            }
+            Some(v) => v.get_ref() * 1024 * 1024,
+            None => 16 * 1024 * 1024 * 1024,
         };
         let default_cert = match (raw.https.cert, raw.https.key) {
             (Some(c), Some(k)) => Some((abs(&c), abs(&k))),
@@ -1134,6 +1168,9 @@ impl Config {
             https_listen: raw.https.listen,
             https_default_cert: default_cert,
             publish_validity_days: validity,
+            expiry_warning_days,
+            remote_publish: raw.publish.remote.unwrap_or(true),
+            max_upload_bytes,
             metrics_listen: raw.metrics.listen,
             sites,
             pending_sites,

@@ -262,6 +262,16 @@ impl Instance {
             fed: Some(fed.clone()),
             intake: Arc::new(http::intake::Intake::new(Default::default())),
             metrics: fed.metrics.clone(),
+            uploads: Some(Arc::new(http::upload::UploadService {
+                uploads: crate::upload::Uploads::new(crate::upload::Limits {
+                    max_total: cfg.max_upload_bytes,
+                    ..Default::default()
+                }),
+                cfg: Arc::new(cfg.clone()),
+                db: db.clone(),
+                store: store.clone(),
+                refresh: refresh.clone(),
+            })),
         });
         // The first steering view is built before DNS answers anything, so a
         // site already held is steered from the first query.
@@ -371,6 +381,11 @@ impl Instance {
                 let mut ticks = 0u32;
                 let mut warned = HashSet::new();
                 warn_unauthorized(&catalog.load(), &node_key, &mut warned);
+                let warn_days = cfg.expiry_warning_days;
+                let mut expiry_warned = HashSet::new();
+                let expiries = crate::expiry::of_catalog(&catalog.load(), unix_now(), warn_days);
+                metrics.set_expiry(&expiries);
+                crate::expiry::warn_once(&expiries, &mut expiry_warned);
                 loop {
                     let mut forced = false;
                     tokio::select! {
@@ -396,6 +411,9 @@ impl Instance {
                                 metrics.set_served(&now);
                             }
                             warn_unauthorized(&new, &node_key, &mut warned);
+                            let expiries = crate::expiry::of_catalog(&new, unix_now(), warn_days);
+                            metrics.set_expiry(&expiries);
+                            crate::expiry::warn_once(&expiries, &mut expiry_warned);
                             let data = build_dns_data(&cfg, &local_zones, &new);
                             catalog.store(Arc::new(new));
                             dns_data.store(Arc::new(data));

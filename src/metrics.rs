@@ -58,6 +58,8 @@ pub struct Metrics {
     pub peers: Gauge,
     /// Version served per site (0: none yet).
     pub served_version: Family<SiteLabel, Gauge<u64, AtomicU64>>,
+    /// Seconds until the served manifest expires, per site.
+    pub manifest_expiry_seconds: Family<SiteLabel, Gauge>,
     /// Client connections whose smoothed RTT was read, by outcome ("ok",
     /// "unavailable": TCP_INFO failed or had no RTT yet).
     pub client_rtt_samples: Family<Outcome, Counter>,
@@ -87,6 +89,7 @@ impl Metrics {
             peers_up: Gauge::default(),
             peers: Gauge::default(),
             served_version: Family::default(),
+            manifest_expiry_seconds: Family::default(),
             client_rtt_samples: Family::default(),
             // 0.25 ms .. 1 s.
             client_rtt_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 13)),
@@ -135,6 +138,11 @@ impl Metrics {
             m.served_version.clone(),
         );
         r.register(
+            "manifest_expiry_seconds",
+            "Seconds until the served manifest expires, per site (warn: publish.expiry_warning_days)",
+            m.manifest_expiry_seconds.clone(),
+        );
+        r.register(
             "client_rtt_samples",
             "Client connections whose kernel smoothed RTT (TCP_INFO) was read, by outcome",
             m.client_rtt_samples.clone(),
@@ -168,6 +176,17 @@ impl Metrics {
             self.served_version
                 .get_or_create(&SiteLabel { site: site.clone() })
                 .set(*v);
+        }
+    }
+
+    /// Records seconds until each served manifest expires.
+    pub fn set_expiry(&self, expiries: &[crate::expiry::Expiry]) {
+        for e in expiries {
+            self.manifest_expiry_seconds
+                .get_or_create(&SiteLabel {
+                    site: e.site.clone(),
+                })
+                .set(e.seconds_left);
         }
     }
 

@@ -67,6 +67,9 @@ pub enum PublishError {
     /// Database failure.
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    /// `resign` found no version to re-sign.
+    #[error("no version of {0} is held here to re-sign; publish first")]
+    NothingToResign(String),
 }
 
 /// What to publish.
@@ -286,13 +289,11 @@ pub fn publish(
     let previous = held
         .and_then(|v| db.manifest(&site, v).ok().flatten())
         .and_then(|m| manifest::peek_manifest(&m.envelope).ok());
-    let previous_zone = previous.as_ref().and_then(|p| p.zone.clone());
-    let (zone, zone_outcome) = match (&opts.zone, opts.drop_zone, previous_zone) {
-        (Some(z), _, _) => (Some(z.clone()), ZoneOutcome::Signed),
-        (None, true, Some(_)) => (None, ZoneOutcome::Dropped),
-        (None, false, Some(z)) => (Some(z), ZoneOutcome::Carried),
-        (None, _, None) => (None, ZoneOutcome::None),
-    };
+    let (zone, zone_outcome) = choose_zone(
+        opts.zone.as_ref(),
+        opts.drop_zone,
+        previous.as_ref().and_then(|p| p.zone.clone()),
+    );
     let mirrors = authorized_mirrors(cfg, &site_cfg.mirrors);
     let dropped_mirrors: Vec<crate::keys::PublicKey> = previous
         .as_ref()
@@ -304,9 +305,7 @@ pub fn publish(
                 .collect()
         })
         .unwrap_or_default();
-    let version = opts
-        .version
-        .unwrap_or_else(|| now.max(held.map_or(1, |h| h.saturating_add(1))));
+    let version = opts.version.unwrap_or_else(|| next_version(now, held));
     let m = Manifest {
         format: FORMAT,
         site: site.clone(),
@@ -349,6 +348,126 @@ pub fn publish(
         dropped_mirrors,
         zone: zone_outcome,
     })
+}
+
+/// `resign` into a local data directory: the newest version held, re-signed
+/// as a new version valid `validity_secs` from now, imported at once (same
+/// blobs). Returns (version, expires).
+pub fn resign_local(
+    cfg: &Config,
+    key: &SecretKey,
+    site: &str,
+    validity_secs: u64,
+) -> Result<(u64, u64), PublishError> {
+    let site = manifest::normalize_site(site);
+    let site_cfg = cfg
+        .site(&site)
+        .ok_or_else(|| IngestError::UnknownSite(site.clone()))?
+        .clone();
+    if site_cfg.owner_key != key.public() {
+        return Err(PublishError::NotOwner {
+            site,
+            got: key.public().to_string(),
+            want: site_cfg.owner_key.to_string(),
+        });
+    }
+    let store = BlobStore::open(&cfg.data_dir).map_err(|source| PublishError::Store {
+        path: cfg.data_dir.display().to_string(),
+        source,
+    })?;
+    let db = Db::open(&cfg.data_dir.join("p2pcdn.db"))?;
+    let held = db.held_version(&site)?;
+    let prev = db
+        .newest_manifest(&site)?
+        .ok_or_else(|| PublishError::NothingToResign(site.clone()))?;
+    let prev = manifest::verify_signature(&prev.envelope, &site, &key.public())?.manifest;
+    let now = crate::catalog::unix_now();
+    let m = resigned(&prev, next_version(now, held), now, validity_secs);
+    let envelope = manifest::sign(&m, key)?;
+    ingest::import_manifest(&db, &store, &site_cfg, &envelope, now)?;
+    Ok((m.version, m.expires))
+}
+
+/// The version a new manifest gets by default: the clock, but always above
+/// the version held.
+pub fn next_version(now: u64, held: Option<u64>) -> u64 {
+    now.max(held.map_or(1, |h| h.saturating_add(1)))
+}
+
+/// The zone a new version signs: the given zone file, else the previous
+/// version's zone unless `drop_zone`.
+pub fn choose_zone(
+    given: Option<&manifest::ZoneDoc>,
+    drop_zone: bool,
+    previous: Option<manifest::ZoneDoc>,
+) -> (Option<manifest::ZoneDoc>, ZoneOutcome) {
+    match (given, drop_zone, previous) {
+        (Some(z), _, _) => (Some(z.clone()), ZoneOutcome::Signed),
+        (None, true, Some(_)) => (None, ZoneOutcome::Dropped),
+        (None, false, Some(z)) => (Some(z), ZoneOutcome::Carried),
+        (None, _, None) => (None, ZoneOutcome::None),
+    }
+}
+
+/// The same site content as `previous`, re-signed as `version` and valid for
+/// `validity_secs` from `now` (`resign`: extend expiry, nothing to upload).
+pub fn resigned(previous: &Manifest, version: u64, now: u64, validity_secs: u64) -> Manifest {
+    Manifest {
+        version,
+        issued: now,
+        expires: now.saturating_add(validity_secs),
+        ..previous.clone()
+    }
+}
+
+/// A file of the folder being published, hashed, with where its bytes are.
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    /// The manifest entry.
+    pub entry: FileEntry,
+    /// The file on disk.
+    pub abs: PathBuf,
+}
+
+/// Walks and hashes `dir` without storing anything (remote publish needs no
+/// data directory). `progress(bytes, files)` is called after each file.
+pub fn scan(
+    dir: &Path,
+    default_document: &str,
+    progress: &mut dyn FnMut(u64, usize),
+) -> Result<Vec<LocalFile>, PublishError> {
+    let files = walk(dir)?;
+    if !files.iter().any(|f| f.rel == default_document) {
+        return Err(PublishError::NoDefault {
+            dir: dir.display().to_string(),
+            doc: default_document.to_string(),
+        });
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let (hash, size) =
+            crate::store::hash_file(&f.abs).map_err(|source| PublishError::Store {
+                path: f.abs.display().to_string(),
+                source,
+            })?;
+        progress(size, 1);
+        out.push(LocalFile {
+            entry: FileEntry {
+                content_type: content_type_for(&f.rel),
+                path: f.rel,
+                blake3: hash,
+                size,
+                headers: Default::default(),
+            },
+            abs: f.abs,
+        });
+    }
+    Ok(out)
+}
+
+/// Total bytes of `files`.
+pub fn total_bytes(files: &[LocalFile]) -> u64 {
+    files.iter().map(|f| f.entry.size).sum()
 }
 
 /// The mirrors a new manifest authorizes: this instance's node key (when its

@@ -115,6 +115,16 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
                 }
             );
             println!("    cert {}", cert_text(&s["cert"], now));
+            if s["expiry_warning"].as_bool() == Some(true) {
+                let left = s["expires_in_s"].as_i64().unwrap_or(0);
+                println!(
+                    "    WARNING: {} version {} EXPIRES in {:.1} days: run `p2pcdn resign --site {}` or publish again",
+                    s["site"].as_str().unwrap_or("?"),
+                    s["serving"],
+                    left as f64 / 86400.0,
+                    s["site"].as_str().unwrap_or("?"),
+                );
+            }
             if s["authorized"].as_bool() == Some(false) {
                 println!(
                     "    THIS NODE IS NOT AUTHORIZED for {}: the owner must add its key {} (publish --mirror)",

@@ -169,7 +169,9 @@ impl BlobStore {
         fs::metadata(self.blob_path(h)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
-    fn temp_path(&self) -> PathBuf {
+    /// A fresh temp file path on the store's file system (for writers that
+    /// hash while streaming, then [`BlobStore::commit_partial`]).
+    pub fn temp_path(&self) -> PathBuf {
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         self.inner
             .tmp

@@ -143,10 +143,18 @@ fn status_json(st: &AppState) -> Response {
     let now = unix_now();
     let cat = st.catalog.load();
     let certs = st.fed.as_ref().and_then(|f| f.certs().cloned());
+    let warn_days = st
+        .fed
+        .as_ref()
+        .map_or(14, |f| f.config().expiry_warning_days);
     let sites: Vec<_> = cat
         .sites()
         .map(|s| {
+            let expires = s.current.as_ref().map(|m| m.manifest.expires);
             serde_json::json!({
+                "expires": expires,
+                "expires_in_s": expires.map(|e| crate::expiry::seconds_left(now, e)),
+                "expiry_warning": expires.is_some_and(|e| crate::expiry::due(now, e, warn_days)),
                 "site": s.config.hostname,
                 "serving": s.current.as_ref().map(|m| m.manifest.version),
                 "newest": s.newest.as_ref().map(|m| m.manifest.version),

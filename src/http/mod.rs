@@ -10,6 +10,7 @@ pub mod intake;
 pub mod listen;
 pub mod rtt;
 pub mod tls;
+pub mod upload;
 
 use std::io::SeekFrom;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub intake: Arc<intake::Intake>,
     /// Where responses are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Remote publish (None: not offered).
+    pub uploads: Option<Arc<upload::UploadService>>,
 }
 
 /// The router: node API under `/.well-known/p2pcdn/v1/`, everything else is site content.
@@ -78,6 +81,15 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::federation::wire::MAX_BUNDLE_BYTES,
         ))
+        // Remote publish streams its own bodies under its own bounds.
+        .route(
+            "/.well-known/p2pcdn/v1/upload/{site}",
+            get(upload::info).post(upload::open),
+        )
+        .route(
+            "/.well-known/p2pcdn/v1/upload/{site}/blob/{hash}",
+            axum::routing::put(upload::put_blob),
+        )
         .fallback(serve_site)
         .layer(axum::middleware::map_response_with_state(
             metrics,

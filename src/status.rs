@@ -175,6 +175,17 @@ pub async fn show(cfg: &Config, json: bool) -> Result<()> {
             holds(&p["holds"])
         );
     }
+    let unbound = v["unbound_peers"].as_array().cloned().unwrap_or_default();
+    if !unbound.is_empty() {
+        println!("\nCONFIGURED PEERS NOT BOUND YET");
+        for p in unbound {
+            println!(
+                "  {}: {}",
+                p["url"].as_str().unwrap_or("?"),
+                p["error"].as_str().unwrap_or("not tried yet")
+            );
+        }
+    }
     Ok(())
 }
 

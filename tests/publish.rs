@@ -367,6 +367,63 @@ fn cli_check_catches_mismatched_keys_missing_glue_and_unserved_zones() {
     );
 }
 
+/// A configured peer that cannot be bound is reported with its root cause:
+/// a WARN log line (once per distinct error) and `status`.
+#[tokio::test(flavor = "multi_thread")]
+async fn unbindable_configured_peer_is_warned_about_with_its_cause() {
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let w = World::with_extra(
+        "[federation]\ngossip_interval_ms = 200\npeers = [{ url = \"https://peer.t.test:1\", address = \"127.0.0.1\" }]\n",
+    );
+    let inst = w.start().await;
+    let fed = inst.federation.clone();
+    let seen = common::eventually(10, async || {
+        fed.unbound_bootstrap_peers().iter().any(|(u, e)| {
+            u == "https://peer.t.test:1" && e.as_deref().is_some_and(|e| e.contains("refused"))
+        })
+    })
+    .await;
+    assert!(seen, "{:?}", fed.unbound_bootstrap_peers());
+    inst.shutdown().await;
+
+    // The same through the binary's log: one WARN naming the cause.
+    let mut child = bin()
+        .args(["serve", "--config"])
+        .arg(&w.config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warns: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("cannot bind configured peer"))
+        .collect();
+    assert_eq!(warns.len(), 1, "one WARN per distinct error: {lines:#?}");
+    assert!(warns[0].contains("refused"), "the root cause: {}", warns[0]);
+}
+
 /// `--log-format json`: every log line is one JSON object.
 #[test]
 fn serve_logs_json_lines() {

@@ -159,10 +159,7 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             let fed = fed.clone();
             binds.spawn(async move {
                 let r = fed.bind(&url).await;
-                if let Err(e) = &r {
-                    tracing::debug!(%url, error = %e, "binding failed");
-                }
-                fed.bind_finished(&url, r.is_ok());
+                fed.bind_finished(&url, &r);
             });
         }
         while binds.join_next().await.is_some() {}
@@ -196,9 +193,20 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             let in_flight = in_flight.clone();
             rounds.spawn(async move {
                 let outcome = match sync_with(&fed, &url).await {
-                    Ok(()) => "ok",
+                    Ok(()) => {
+                        if fed.note_sync_error(&url, None) {
+                            tracing::info!(peer = %name, "sync with peer works again");
+                        }
+                        "ok"
+                    }
                     Err(e) => {
-                        tracing::debug!(peer = %name, error = %e, "sync failed");
+                        // A bound peer that stops syncing is worth a WARN
+                        // (partition, certificate, overload), once per cause.
+                        if fed.note_sync_error(&url, Some(&e)) {
+                            tracing::warn!(peer = %name, error = %e, "sync with peer failed (will retry)");
+                        } else {
+                            tracing::debug!(peer = %name, error = %e, "sync failed");
+                        }
                         "failed"
                     }
                 };
@@ -252,9 +260,9 @@ pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| super::error_chain(&e.without_url()))?
         .error_for_status()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| super::error_chain(&e.without_url()))?;
     // Responses of every exchange share one byte budget: bound peers are
     // anyone with a domain, and each may answer with 64 MiB.
     let (body, _held) =
@@ -271,9 +279,9 @@ pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| super::error_chain(&e.without_url()))?
             .error_for_status()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| super::error_chain(&e.without_url()))?;
     }
     Ok(())
 }

@@ -70,6 +70,24 @@ pub enum FederationError {
     Client(String),
 }
 
+/// An error with its causes ("error sending request: … : connection
+/// refused"), skipping causes its parent already quotes: reqwest's own text
+/// names no cause. (Give reqwest errors `without_url()`: the URL is said
+/// by the caller, and a challenge nonce in it would make every error new.)
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        cause = c.source();
+    }
+    msg
+}
+
 /// What we know about one bound peer.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -259,6 +277,11 @@ pub struct Federation {
     unbound: Mutex<HashMap<PublicKey, VerifiedReport>>,
     /// URLs still to bind (bootstrap peers and URLs learned from reports).
     to_bind: Mutex<BindQueue>,
+    /// The last error of each URL that failed to bind and is not bound
+    /// yet (logged at WARN when it changes; shown by `status`).
+    bind_errors: Mutex<HashMap<String, String>>,
+    /// The last sync error per peer URL (WARN once per distinct error).
+    sync_errors: Mutex<HashMap<String, String>>,
     /// Blob pull outcomes per source (back-off of misbehaving sources).
     sources: Mutex<SourceBook>,
     /// Last check of each (peer, advertised address) ([`addrcheck`]).
@@ -335,6 +358,8 @@ impl Federation {
             peers: RwLock::new(HashMap::new()),
             unbound: Mutex::new(HashMap::new()),
             to_bind: Mutex::new(to_bind),
+            bind_errors: Mutex::new(HashMap::new()),
+            sync_errors: Mutex::new(HashMap::new()),
             sources: Mutex::new(SourceBook::default()),
             holding: Mutex::new(HashMap::new()),
             response_budget: Arc::new(tokio::sync::Semaphore::new(
@@ -436,12 +461,17 @@ impl Federation {
             .timeout(Duration::from_secs(3))
             .send()
             .await
-            .map_err(|e| format!("{url}: {e}"))?
+            .map_err(|e| format!("{url}: {}", error_chain(&e.without_url())))?
             .error_for_status()
-            .map_err(|e| format!("{url}: {e}"))?
+            .map_err(|e| format!("{url}: {}", error_chain(&e.without_url())))?
             .json()
             .await
-            .map_err(|e| format!("{url}: bad node document: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "{url}: bad node document: {}",
+                    error_chain(&e.without_url())
+                )
+            })?;
         let key: PublicKey = doc.key.parse().map_err(|e| format!("{url}: {e}"))?;
         let (doc_url, _) = normalize_url(&doc.url)?;
         if manifest::normalize_site(&doc.name) != host || doc_url != url {
@@ -755,14 +785,75 @@ impl Federation {
         q.due(unix_millis(), max)
     }
 
-    fn bind_finished(&self, url: &str, ok: bool) {
+    fn bind_finished(&self, url: &str, result: &Result<PublicKey, String>) {
         if let Ok(mut q) = self.to_bind.lock() {
-            if ok {
+            if result.is_ok() {
                 q.done(url);
             } else {
                 q.failed(url, unix_millis());
             }
         }
+        let bootstrap = self.cfg.federation.peers.iter().any(|p| p.url == url);
+        let Ok(mut errors) = self.bind_errors.lock() else {
+            return;
+        };
+        match result {
+            Ok(_) => {
+                if errors.remove(url).is_some() {
+                    tracing::info!(%url, "bound after earlier failures");
+                }
+            }
+            Err(e) => {
+                // A configured peer that cannot be bound is the operator's
+                // to fix (host, port, address, certificate): WARN with the
+                // cause, once per distinct error. URLs learned from reports
+                // are anyone's claims: DEBUG.
+                let changed = errors.get(url) != Some(e);
+                if bootstrap && changed {
+                    tracing::warn!(%url, error = %e, "cannot bind configured peer (will retry)");
+                } else {
+                    tracing::debug!(%url, error = %e, "binding failed; will retry");
+                }
+                if bootstrap || errors.len() < 256 || errors.contains_key(url) {
+                    errors.insert(url.to_string(), e.clone());
+                }
+            }
+        }
+    }
+
+    /// Records a sync outcome with `url` (`None`: it worked). True when it
+    /// changed: a new or different error, or the first success after one.
+    pub fn note_sync_error(&self, url: &str, error: Option<&str>) -> bool {
+        let Ok(mut errors) = self.sync_errors.lock() else {
+            return false;
+        };
+        match error {
+            None => errors.remove(url).is_some(),
+            Some(e) => {
+                if errors.get(url).map(String::as_str) == Some(e) {
+                    return false;
+                }
+                errors.insert(url.to_string(), e.to_string());
+                true
+            }
+        }
+    }
+
+    /// Configured peers not bound yet, with the last error of each.
+    pub fn unbound_bootstrap_peers(&self) -> Vec<(String, Option<String>)> {
+        let bound: HashSet<String> = self.peers().into_iter().map(|p| p.url).collect();
+        let errors = self
+            .bind_errors
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        self.cfg
+            .federation
+            .peers
+            .iter()
+            .filter(|p| !bound.contains(&p.url))
+            .map(|p| (p.url.clone(), errors.get(&p.url).cloned()))
+            .collect()
     }
 
     /// URLs waiting to be bound.

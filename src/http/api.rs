@@ -205,6 +205,11 @@ fn status_json(st: &AppState) -> Response {
         "holds": me.as_ref().map(|r| r.report.holds.clone()).unwrap_or_default(),
         "sites": sites,
         "peers": peers,
+        "unbound_peers": fed
+            .unbound_bootstrap_peers()
+            .into_iter()
+            .map(|(url, error)| serde_json::json!({"url": url, "error": error}))
+            .collect::<Vec<_>>(),
     }))
     .into_response()
 }

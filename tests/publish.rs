@@ -367,27 +367,16 @@ fn cli_check_catches_mismatched_keys_missing_glue_and_unserved_zones() {
     );
 }
 
-/// A configured peer that cannot be bound is reported with its root cause:
-/// a WARN log line (once per distinct error) and `status`.
-#[tokio::test(flavor = "multi_thread")]
-async fn unbindable_configured_peer_is_warned_about_with_its_cause() {
-    // Port 1 on loopback: nothing listens, the connection is refused.
-    let w = World::with_extra(
-        "[federation]\ngossip_interval_ms = 200\npeers = [{ url = \"https://peer.t.test:1\", address = \"127.0.0.1\" }]\n",
-    );
-    let inst = w.start().await;
-    let fed = inst.federation.clone();
-    let seen = common::eventually(10, async || {
-        fed.unbound_bootstrap_peers().iter().any(|(u, e)| {
-            u == "https://peer.t.test:1" && e.as_deref().is_some_and(|e| e.contains("refused"))
-        })
-    })
-    .await;
-    assert!(seen, "{:?}", fed.unbound_bootstrap_peers());
-    inst.shutdown().await;
-
-    // The same through the binary's log: one WARN naming the cause.
+/// Runs `p2pcdn [global_args] serve` on the world's config and collects its
+/// stderr lines until `enough` says so or `within` passes, then kills it.
+fn serve_stderr(
+    w: &World,
+    global_args: &[&str],
+    enough: impl Fn(&[String]) -> bool,
+    within: Duration,
+) -> Vec<String> {
     let mut child = bin()
+        .args(global_args)
         .args(["serve", "--config"])
         .arg(&w.config_path)
         .stdout(Stdio::null())
@@ -408,14 +397,39 @@ async fn unbindable_configured_peer_is_warned_about_with_its_cause() {
         }
     });
     let mut lines = vec![];
-    let deadline = std::time::Instant::now() + Duration::from_secs(6);
-    while std::time::Instant::now() < deadline {
+    let deadline = std::time::Instant::now() + within;
+    while !enough(&lines) && std::time::Instant::now() < deadline {
         if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
             lines.push(l);
         }
     }
     let _ = child.kill();
     let _ = child.wait();
+    lines
+}
+
+/// A configured peer that cannot be bound is reported with its root cause:
+/// a WARN log line (once per distinct error) and `status`.
+#[tokio::test(flavor = "multi_thread")]
+async fn unbindable_configured_peer_is_warned_about_with_its_cause() {
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let w = World::with_extra(
+        "[federation]\ngossip_interval_ms = 200\npeers = [{ url = \"https://peer.t.test:1\", address = \"127.0.0.1\" }]\n",
+    );
+    let inst = w.start().await;
+    let fed = inst.federation.clone();
+    let seen = common::eventually(10, async || {
+        fed.unbound_bootstrap_peers().iter().any(|(u, e)| {
+            u == "https://peer.t.test:1" && e.as_deref().is_some_and(|e| e.contains("refused"))
+        })
+    })
+    .await;
+    assert!(seen, "{:?}", fed.unbound_bootstrap_peers());
+    inst.shutdown().await;
+
+    // The same through the binary's log: one WARN naming the cause.
+    // Six seconds of log: several retries, each failing the same way.
+    let lines = serve_stderr(&w, &[], |_| false, Duration::from_secs(6));
     let warns: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("WARN") && l.contains("cannot bind configured peer"))
@@ -428,35 +442,12 @@ async fn unbindable_configured_peer_is_warned_about_with_its_cause() {
 #[test]
 fn serve_logs_json_lines() {
     let w = World::new();
-    let mut child = bin()
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(&w.config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = vec![];
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while lines.len() < 3 && std::time::Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            lines.push(l);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    let lines = serve_stderr(
+        &w,
+        &["--log-format", "json"],
+        |l| l.len() >= 3,
+        Duration::from_secs(20),
+    );
     assert!(lines.len() >= 3, "{lines:?}");
     for l in &lines {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));

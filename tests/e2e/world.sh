@@ -735,9 +735,10 @@ all_acme() {
 }
 t_acme=$(now_ms)
 wait_until 60 all_acme || true
+acme_ms=$(since_ms "$t_acme")
 for n in 1 2 3 4 5; do
     if acme_cert "$n" "$WWW" && acme_cert "$n" "ns$n.$ZONE"; then
-        ok "mirror $n (${CITIES[$n]}) serves $WWW and ns$n.$ZONE with certificates from pebble by ACME DNS-01 (curl --cacert pebble's root only; all five within $(since_ms "$t_acme") ms of replication)"
+        ok "mirror $n (${CITIES[$n]}) serves $WWW and ns$n.$ZONE with certificates from pebble by ACME DNS-01 (curl --cacert pebble's root only; waited $acme_ms ms after replication for all five)"
     else
         bad "mirror $n (${CITIES[$n]}): no certificate verifying with pebble's root for $WWW and ns$n.$ZONE within 60 s: $(grep -i -e acme -e certificate "$TMP/log/m$n.log" | grep -v ' INFO ' | tail -n 2 | tr '\n' ' ')"
     fi

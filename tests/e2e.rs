@@ -1,19 +1,23 @@
 //! The "real world" end-to-end test: `tests/e2e/world.sh` builds the Internet
 //! in miniature in network namespaces, dual stack: a test root (NSD) that
-//! delegates the federation's zone with glue, five instances answering on
+//! delegates the federation's zone with glue, an ACME CA (pebble, its
+//! validator resolving through its own unbound), five instances answering on
 //! port 53 (authoritative DNS + HTTPS mirror + federation agent), and in each
 //! of five cities two client networks whose ISPs run unbound (ECS on) and
 //! knot-resolver at their default settings, resolving iteratively from the
-//! root. With dig, curl and headless Chromium it checks that every client is
-//! always steered to its city's mirror and no other (A and AAAA, 20 lookups
-//! per resolver), gets the published bytes over IPv4 and IPv6, fetches again
-//! within the TTL its resolver held + 2 s after its mirror is killed, and sees
-//! a new version without mixing versions; a partition heals.
+//! root. Every mirror gets its certificates from pebble by ACME DNS-01,
+//! answered by the federation's own authorities; clients trust only pebble's
+//! root. With dig, curl, openssl and headless Chromium it checks that every
+//! mirror serves the site with its own pebble-issued certificate, that every
+//! client is always steered to its city's mirror and no other (A and AAAA, 20
+//! lookups per resolver), gets the published bytes over IPv4 and IPv6, fetches
+//! again within the TTL its resolver held + 2 s after its mirror is killed, and
+//! sees a new version without mixing versions; a partition heals.
 //!
 //! It needs root, working `ip netns`, and nsd, unbound, kresd, dig, curl,
-//! chromium, certutil and python3. Without them the test is skipped (it says
-//! why), unless `P2PCDN_E2E=require`, which turns a missing prerequisite into
-//! a failure. `P2PCDN_E2E=skip` skips it explicitly.
+//! chromium, certutil, python3, pebble and openssl. Without them the test is
+//! skipped (it says why), unless `P2PCDN_E2E=require`, which turns a missing
+//! prerequisite into a failure. `P2PCDN_E2E=skip` skips it explicitly.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -25,9 +29,9 @@ const SCRIPT_BOUND_SECS: u64 = 270;
 /// Our own bound on waiting for it, a little beyond the script's.
 const WAIT_BOUND: Duration = Duration::from_secs(SCRIPT_BOUND_SECS + 30);
 
-const TOOLS: [&str; 11] = [
-    "ip", "nsd", "unbound", "kresd", "dig", "curl", "chromium", "certutil", "python3", "timeout",
-    "flock",
+const TOOLS: [&str; 13] = [
+    "ip", "nsd", "unbound", "kresd", "dig", "curl", "chromium", "certutil", "python3", "pebble",
+    "openssl", "timeout", "flock",
 ];
 
 /// PATH with the sbin directories added (nsd, unbound, kresd and ip live there).
@@ -97,7 +101,7 @@ fn missing_prerequisite(path: &OsString) -> Option<String> {
     if !missing.is_empty() {
         return Some(format!(
             "missing tools: {} (Debian packages: nsd unbound knot-resolver bind9-dnsutils curl \
-             chromium libnss3-tools iproute2 python3)",
+             chromium libnss3-tools iproute2 python3 pebble openssl)",
             missing.join(", ")
         ));
     }

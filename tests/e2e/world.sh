@@ -9,6 +9,12 @@
 #              to a.nic.example. (10.0.0.98 / fd00::98), which delegates
 #              demo.p2pcdn.example to ns1..ns5 with glue (A and AAAA), as a
 #              registry would
+#   p2pe-ca    the test Internet's certificate authority: pebble (Debian's ACME
+#              test CA) at 10.0.0.97 / fd00::97, directory :14000, management
+#              (its root) :15000, its validator asking the CA's own unbound
+#              (at its default settings, iterating from the test root, as a
+#              public CA runs its own resolver): DNS-01 validation goes root ->
+#              TLD -> the federation's authorities, as on the Internet
 #   p2pe-mN    instance N (N = 1 Frankfurt, 2 New York, 3 Singapore,
 #              4 São Paulo, 5 Sydney): `p2pcdn serve` on 10.N.0.1 and
 #              fd00:N::1, ports 53/80/443: authoritative DNS server nsN,
@@ -24,12 +30,22 @@
 #              its own address): resolver and egress 10.N.2.2 / fd00:N:2::2
 #              (placed in city N by the test geodata), client 10.N.2.3 / fd00:N:2::3
 #
+# Certificates: every instance orders its own certificate for the site, and
+# one for its node name, from pebble by ACME DNS-01 ([acme]; no tls_cert in
+# [[site]]); the challenge TXT records are served by the federation's own
+# authorities. The node-name certificates the instances start with come from a
+# private bootstrap CA (p2pcdn dev-cert), which also signs pebble's own HTTPS:
+# peers bind node keys over TLS before ACME can work, so peers trust that CA and
+# pebble's root. Clients (curl --cacert, Chromium's NSS db) trust only pebble's
+# root, fetched from its management interface: no -k, no private CA.
+#
 # The test geodata (geodata/README.md) places 10.N.0.0/16 and fd00:N::/32 in
 # city N. /etc/netns/p2pe-{u,k}N/resolv.conf points each client at its ISP's
 # resolver, so curl and Chromium resolve as any program on that network would.
 #
 # Checks, from each client network with ordinary tools and no p2pcdn-specific
-# flags: 20 lookups of A and AAAA through each resolver always answer the
+# flags: every mirror serves the site (and its node name) with a certificate
+# that verifies with pebble's root alone, each with its own key; 20 lookups of A and AAAA through each resolver always answer the
 # city's own mirror and no other address (over IPv4 and IPv6, spaced so that
 # some hit the resolver's cache and some come after the TTL expired); curl
 # fetches the published bytes over IPv4 and IPv6; headless Chromium (Happy
@@ -48,8 +64,8 @@
 # says so. None changes how a resolver treats answers.
 #
 # Needs root and: ip (iproute2), nsd, unbound, kresd (knot-resolver), dig
-# (bind9-dnsutils), curl, chromium, certutil (libnss3-tools), python3,
-# timeout/flock (coreutils/util-linux). Installs nothing. Everything it makes
+# (bind9-dnsutils), curl, chromium, certutil (libnss3-tools), python3, pebble,
+# openssl, timeout/flock (coreutils/util-linux). Installs nothing. Everything it makes
 # carries the prefix "p2pe" (namespaces, /etc/netns/p2pe-*, /tmp/p2pe.XXXXXX,
 # the lock /run/p2pe-world.lock) and is removed on exit, also on failure,
 # timeout or Ctrl-C; only the lock file stays.
@@ -91,6 +107,8 @@ declare -A RNAME=([u]=unbound [k]=kresd)
 declare -A RFAM=([u]=6 [k]=4)            # the family of resolv.conf's first nameserver
 ROOT4=10.0.0.99 ROOT6=fd00::99           # a.root.
 NIC4=10.0.0.98 NIC6=fd00::98             # a.nic.example.
+CA4=10.0.0.97 CA6=fd00::97               # the ACME CA (pebble) and its resolver
+ACME_DIR="https://$CA4:14000/dir"
 BIG_MIB="${P2PE_BIG_MIB:-8}"
 T0=$(date +%s)
 export NO_COLOR=1   # plain logs from p2pcdn (tracing-subscriber honours it)
@@ -185,7 +203,7 @@ trap 'exit 130' INT
 dump_logs() {
     [ -n "$TMP" ] && [ -d "$TMP/log" ] || return 0
     local f lines
-    for f in "$TMP"/log/m[1-5].log "$TMP"/log/nsd-*.log "$TMP"/log/unbound-[1-5].log "$TMP"/log/kresd-[1-5].log; do
+    for f in "$TMP"/log/m[1-5].log "$TMP"/log/pebble.log "$TMP"/log/unbound-ca.log "$TMP"/log/nsd-*.log "$TMP"/log/unbound-[1-5].log "$TMP"/log/kresd-[1-5].log; do
         [ -s "$f" ] || continue
         # Warnings and errors only.
         lines="$(grep -v -e ' INFO ' -e ' info: ' -e 'notice: ' -e 'limit for number of file-descriptors' "$f" | tail -n 15)" || true
@@ -200,7 +218,7 @@ dump_logs() {
 
 # ---- preconditions ------------------------------------------------------------
 [ "$(id -u)" = 0 ] || { echo "world.sh: needs root (network namespaces, ports 53/80/443)" >&2; exit 2; }
-for tool in ip nsd unbound kresd dig curl chromium certutil python3 timeout cmp flock; do
+for tool in ip nsd unbound kresd dig curl chromium certutil python3 pebble openssl timeout cmp flock; do
     command -v "$tool" >/dev/null || { echo "world.sh: missing tool: $tool" >&2; exit 2; }
 done
 [ -x "$P2PCDN" ] || { echo "world.sh: no p2pcdn binary at $P2PCDN (set P2PCDN)" >&2; exit 2; }
@@ -268,6 +286,8 @@ ip -n "$PFX-br" link add br0 type bridge
 ip -n "$PFX-br" link set br0 up
 mkns "$PFX-root"
 attach "$PFX-root" root "$ROOT4" "$NIC4" "$ROOT6" "$NIC6"
+mkns "$PFX-ca"
+attach "$PFX-ca" ca "$CA4" "$CA6"
 for n in 1 2 3 4 5; do
     mkns "$PFX-m$n"
     attach "$PFX-m$n" "m$n" "$(mirror4 "$n")" "$(mirror6 "$n")"
@@ -302,7 +322,11 @@ for n in 1 2 3 4 5; do
     "$P2PCDN" --log warn dev-cert --ca-dir "$TMP/tls" --out "m$n" \
         "ns$n.$ZONE" "$WWW" "$ZONE" "$(mirror4 "$n")" "$(mirror6 "$n")" >/dev/null
 done
+# The bootstrap CA: node names' first certificates and pebble's own HTTPS.
+"$P2PCDN" --log warn dev-cert --ca-dir "$TMP/tls" --out pebble "$CA4" "$CA6" >/dev/null
 CA="$TMP/tls/ca.pem"
+PEBBLE_ROOT="$TMP/pebble-root.pem"   # what clients trust, and nothing else
+PEER_ROOTS="$TMP/peer-roots.pem"     # what peers trust: bootstrap CA + pebble's root
 
 # Glue for ns1..ns5: the same records in the registry's (TLD) zone and the federation's zone.
 ns_glue() {
@@ -385,6 +409,49 @@ nsd_conf tld "$NIC4" "$NIC6" "$TLD." "$TLD.zone"
     echo "a.root. 3600000 IN AAAA $ROOT6"
 } >"$TMP/root/root.hints"
 
+# The CA: pebble, and its own resolver (unbound at its default settings; the
+# lines describe the test network and this machine). pebble's documented
+# -dnsserver points its validator at that resolver; PEBBLE_VA_NOSLEEP=1 and
+# PEBBLE_WFE_NONCEREJECT=0 are its test knobs (no sleeps before validating, no
+# random nonce rejections).
+mkdir -p "$TMP/ca"
+cat >"$TMP/ca/unbound.conf" <<EOF
+# The CA's recursive resolver, used by its validator only.
+server:
+    username: ""
+    chroot: ""
+    directory: "$TMP/ca"
+    pidfile: "$TMP/ca/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    # The test network: the CA's addresses; only the validator (on this host) asks.
+    interface: 127.0.0.1
+    outgoing-interface: $CA4
+    outgoing-interface: $CA6
+    root-hints: "$TMP/root/root.hints"
+remote-control:
+    control-enable: no
+EOF
+unbound-checkconf "$TMP/ca/unbound.conf" >"$TMP/log/unbound-checkconf-ca.log" 2>&1 ||
+    { cat "$TMP/log/unbound-checkconf-ca.log"; false; }
+cat >"$TMP/ca/pebble.json" <<EOF
+{"pebble": {"listenAddress": "$CA4:14000", "managementListenAddress": "$CA4:15000",
+ "certificate": "$TMP/tls/pebble.pem", "privateKey": "$TMP/tls/pebble.key",
+ "httpPort": 5002, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false}}
+EOF
+log "starting the CA (pebble at $CA4, its validator resolving through its own unbound)"
+daemon unbound-ca "$PFX-ca" unbound -d -c "$TMP/ca/unbound.conf"
+daemon pebble "$PFX-ca" env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 \
+    pebble -config "$TMP/ca/pebble.json" -dnsserver 127.0.0.1:53
+# pebble makes a new root at every start: fetch it from the management interface.
+pebble_root() {
+    in_ns "$PFX-ca" curl -sS --fail --max-time 2 --cacert "$CA" -o "$PEBBLE_ROOT" "https://$CA4:15000/roots/0" 2>/dev/null &&
+        grep -q 'BEGIN CERTIFICATE' "$PEBBLE_ROOT"
+}
+for _ in $(seq 1 100); do pebble_root && break; sleep 0.1; done
+pebble_root || { bad "pebble serves its root at https://$CA4:15000/roots/0"; tail -n 5 "$TMP/log/pebble.log"; false; }
+cat "$CA" "$PEBBLE_ROOT" >"$PEER_ROOTS"
+
 for n in 1 2 3 4 5; do
     {
         echo "# p2pcdn instance: ${CITIES[$n]} (examples/federation/${CITIES[$n]}.toml, test-world addresses)"
@@ -413,7 +480,7 @@ for n in 1 2 3 4 5; do
         echo "key = \"$TMP/tls/m$n.key\""
         echo
         echo "[federation]"
-        echo "ca_file = \"$CA\""
+        echo "ca_file = \"$PEER_ROOTS\"   # bootstrap CA (node names) + pebble's root"
         echo "webpki_roots = false"
         echo "probe_interval_ms = 500"
         echo "gossip_interval_ms = 500"
@@ -428,8 +495,12 @@ for n in 1 2 3 4 5; do
         echo "hostname = \"$WWW\""
         echo "zone = \"$ZONE\""
         echo "owner_key_file = \"$TMP/owner.pub\""
-        echo "tls_cert = \"$TMP/tls/m$n.pem\""
-        echo "tls_key = \"$TMP/tls/m$n.key\""
+        echo "# no tls_cert: the site's certificate comes from ACME"
+        echo
+        echo "[acme]"
+        echo "directory = \"$ACME_DIR\""
+        echo "contact = [\"mailto:hostmaster@$ZONE\"]"
+        echo "ca_file = \"$CA\"   # signed pebble's own HTTPS"
     } >"$TMP/m$n.toml"
     "$P2PCDN" --log warn check --config "$TMP/m$n.toml" >"$TMP/log/check-m$n.log" 2>&1 ||
         { cat "$TMP/log/check-m$n.log"; false; }
@@ -591,7 +662,7 @@ client_curl() {
         i=$((i + 1))
         args+=(-o "$out.$i" "https://$WWW$p")
     done
-    in_ns "$PFX-$k$n" curl -sS --fail --max-time 20 --connect-timeout 3 --cacert "$CA" \
+    in_ns "$PFX-$k$n" curl -sS --fail --max-time 20 --connect-timeout 3 --cacert "$PEBBLE_ROOT" \
         -w '%{remote_ip} %{http_code} %header{last-modified}\n' "${args[@]}"
 }
 # fetch_from K N FAM M VER PATH...: the files fetched equal version VER's and
@@ -650,6 +721,52 @@ ok "the test root delegates $ZONE with glue; five authorities and ten resolvers 
 for n in 1 2 3 4 5; do
     check "mirror $n (${CITIES[$n]}) holds a verified copy of $WWW" wait_until 90 health_has_site "$n"
 done
+# Certificates by ACME: a mirror is steered to only once it holds a valid
+# certificate for the site, so wait (bounded) until every mirror serves the
+# site, and its node name, with a certificate that verifies with pebble's root
+# alone, fetched as a client does (no -k, no private CA).
+acme_cert() {   # N HOST: mirror N serves HOST with a certificate pebble's root verifies
+    in_ns "$PFX-u1" curl -sS -o /dev/null --max-time 3 --connect-timeout 2 --cacert "$PEBBLE_ROOT" \
+        --resolve "$2:443:$(mirror4 "$1")" "https://$2/" 2>/dev/null
+}
+all_acme() {
+    local n
+    for n in 1 2 3 4 5; do acme_cert "$n" "$WWW" && acme_cert "$n" "ns$n.$ZONE" || return 1; done
+}
+t_acme=$(now_ms)
+wait_until 60 all_acme || true
+acme_ms=$(since_ms "$t_acme")
+for n in 1 2 3 4 5; do
+    if acme_cert "$n" "$WWW" && acme_cert "$n" "ns$n.$ZONE"; then
+        ok "mirror $n (${CITIES[$n]}) serves $WWW and ns$n.$ZONE with certificates from pebble by ACME DNS-01 (curl --cacert pebble's root only; waited $acme_ms ms after replication for all five)"
+    else
+        bad "mirror $n (${CITIES[$n]}): no certificate verifying with pebble's root for $WWW and ns$n.$ZONE within 60 s: $(grep -i -e acme -e certificate "$TMP/log/m$n.log" | grep -v ' INFO ' | tail -n 2 | tr '\n' ' ')"
+    fi
+done
+# Each mirror's site certificate: issued by pebble, verified with its root by
+# openssl, and holding that mirror's own key (five different public keys).
+cert_key() {   # N: "ISSUER_CN SHA256_OF_PUBKEY" of the site certificate mirror N serves, verified
+    local pem
+    pem="$(in_ns "$PFX-u1" timeout 5 openssl s_client -connect "$(mirror4 "$1"):443" -servername "$WWW" \
+        -verify_hostname "$WWW" -CAfile "$PEBBLE_ROOT" -verify_return_error </dev/null 2>/dev/null |
+        openssl x509 2>/dev/null)" || return 1
+    [ -n "$pem" ] || return 1
+    printf '%s %s\n' "$(openssl x509 -noout -issuer -nameopt multiline <<<"$pem" | awk -F' = ' '/commonName/ { gsub(/ /, "_", $2); print $2 }')" \
+        "$(openssl x509 -noout -pubkey <<<"$pem" | openssl pkey -pubin -outform der 2>/dev/null | sha256sum | cut -c1-16)"
+}
+declare -A KEYS=()
+for n in 1 2 3 4 5; do
+    if read -r issuer key <<<"$(cert_key "$n")" && [ -n "${key:-}" ]; then
+        KEYS[$n]=$key
+        log "mirror $n: site certificate issued by $issuer, public key sha256 $key..."
+    fi
+done
+nkeys="$(printf '%s\n' "${KEYS[@]}" | sort -u | grep -c . || true)"
+if [ "${#KEYS[@]}" = 5 ] && [ "$nkeys" = 5 ]; then
+    ok "openssl s_client -verify_return_error with pebble's root: all 5 mirrors' site certificates verify, each with its own public key (${KEYS[*]})"
+else
+    bad "site certificates: ${#KEYS[@]} of 5 verified with pebble's root, $nkeys distinct public keys (${KEYS[*]:-})"
+fi
 all_home() { local n; for n in 1 2 3 4 5; do answers_both "$n" "$n" || return 1; done; }
 wait_until 30 all_home || true
 log "bring-up done"
@@ -730,11 +847,12 @@ for n in 1 2 3 4 5; do
 done
 
 # ---- 3. A browser: headless Chromium renders the page with its CSS and image --------------
-# Chromium on Linux trusts the CA through an NSS database in $HOME/.pki/nssdb.
+# Chromium on Linux trusts CAs through an NSS database in $HOME/.pki/nssdb.
 CHOME="$TMP/chrome-home"
 mkdir -p "$CHOME/.pki/nssdb"
 certutil -d "sql:$CHOME/.pki/nssdb" -N --empty-password
-certutil -d "sql:$CHOME/.pki/nssdb" -A -t "C,," -n "$PFX-test-ca" -i "$CA"
+# It trusts pebble's root only (fetched from its management interface).
+certutil -d "sql:$CHOME/.pki/nssdb" -A -t "C,," -n "$PFX-pebble-root" -i "$PEBBLE_ROOT"
 
 # NS OUT_PREFIX [URL [WxH]]: the rendered DOM to OUT.html, a screenshot to
 # OUT.png, a net log to OUT.json (URL: default https://$WWW/; WxH: 800,600).
@@ -879,7 +997,7 @@ fetch_loop() {
         t=$(now_ms)
         rc=0
         out="$(in_ns "$PFX-$k$n" curl -sS -o /dev/null --fail --connect-timeout 3 --max-time 4 \
-            --cacert "$CA" -w '%{remote_ip} %{time_namelookup}' "https://$WWW/version.txt" 2>/dev/null)" || rc=$?
+            --cacert "$PEBBLE_ROOT" -w '%{remote_ip} %{time_namelookup}' "https://$WWW/version.txt" 2>/dev/null)" || rc=$?
         read -r ip lookup <<<"$out"
         echo "$t $(now_ms) $rc ${ip:--} ${lookup:--}"
         sleep 0.2
@@ -1108,7 +1226,7 @@ done
 # ---- 6. Drill: Sydney is partitioned away, v3 is published, the partition heals ------
 # mirror_version M: the version.txt mirror M serves, fetched from u1's network.
 mirror_version() {
-    in_ns "$PFX-u1" curl -sS --fail --max-time 5 --connect-timeout 2 --cacert "$CA" \
+    in_ns "$PFX-u1" curl -sS --fail --max-time 5 --connect-timeout 2 --cacert "$PEBBLE_ROOT" \
         --resolve "$WWW:443:$(mirror4 "$1")" "https://$WWW/version.txt" 2>/dev/null
 }
 make_site "$TMP/site-v3" v3
@@ -1134,7 +1252,7 @@ else
     bad "partition: c5 gets $(views 5)(expected Singapore only) or not v3, $((TTL + 15)) s after the cut"
 fi
 # The cut-off side keeps serving its last verified version, intact.
-got="$(in_ns "$PFX-m5" curl -sS --fail --max-time 5 --cacert "$CA" \
+got="$(in_ns "$PFX-m5" curl -sS --fail --max-time 5 --cacert "$PEBBLE_ROOT" \
     --resolve "$WWW:443:$(mirror4 5)" "https://$WWW/version.txt" 2>/dev/null)"
 [ "$got" = "SITEVER-v2" ] && ok "partition: Sydney still serves v2 on its side" ||
     bad "partition: Sydney serves '$got' on its side, expected v2"

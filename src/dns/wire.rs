@@ -214,6 +214,12 @@ fn parse_ecs(d: &[u8]) -> Option<Ecs> {
     if bytes.len() != addr_len {
         return None;
     }
+    // Bits past the source prefix: the reference path masks them (in the
+    // steering input and the echo); leave such queries to it.
+    let spare = (8 - source % 8) % 8;
+    if bytes.last().is_some_and(|b| b & ((1u8 << spare) - 1) != 0) {
+        return None;
+    }
     let addr = match family {
         1 if source <= 32 => {
             let mut o = [0u8; 4];

@@ -18,11 +18,15 @@
 //! skipped (it says why), unless `P2PCDN_E2E=require`, which turns a missing
 //! prerequisite into a failure; `P2PCDN_E2E=skip` skips it explicitly.
 
+mod common;
+
 use std::ffi::OsString;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::system::{self, effective_uid, has_tool, search_path};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -35,29 +39,6 @@ const WWW: &str = "www.doctor.example";
 const RESOLVER: &str = "127.77.0.53";
 /// Bound on each doctor run.
 const DOCTOR_BOUND: Duration = Duration::from_secs(60);
-
-/// PATH with the sbin directories added (nsd and unbound live there).
-fn search_path() -> OsString {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    for d in ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        if !dirs.iter().any(|x| x == Path::new(d)) {
-            dirs.push(PathBuf::from(d));
-        }
-    }
-    std::env::join_paths(dirs).expect("PATH entries are joinable")
-}
-
-fn has_tool(path: &OsString, name: &str) -> bool {
-    std::env::split_paths(path).any(|d| std::fs::metadata(d.join(name)).is_ok_and(|m| m.is_file()))
-}
-
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
 
 /// Why the test cannot run here, if it cannot.
 fn missing_prerequisite(path: &OsString) -> Option<String> {
@@ -356,18 +337,8 @@ fn doctor(dir: &Path, path: &OsString) -> Output {
 
 #[test]
 fn doctor_finds_wrong_glue_and_a_missing_ns() {
-    let mode = std::env::var("P2PCDN_E2E").unwrap_or_default();
-    if mode == "skip" {
-        eprintln!("doctor e2e: skipped (P2PCDN_E2E=skip)");
-        return;
-    }
     let path = search_path();
-    if let Some(why) = missing_prerequisite(&path) {
-        assert!(
-            mode != "require",
-            "doctor e2e: P2PCDN_E2E=require, but it cannot run: {why}"
-        );
-        eprintln!("doctor e2e: skipped: {why}");
+    if !system::should_run("doctor e2e", || missing_prerequisite(&path)) {
         return;
     }
 

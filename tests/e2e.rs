@@ -19,10 +19,14 @@
 //! skipped (it says why), unless `P2PCDN_E2E=require`, which turns a missing
 //! prerequisite into a failure. `P2PCDN_E2E=skip` skips it explicitly.
 
+mod common;
+
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::system::{self, effective_uid, has_tool, search_path};
 
 /// Overall bound the script enforces on itself (it re-execs under timeout(1)).
 const SCRIPT_BOUND_SECS: u64 = 270;
@@ -33,32 +37,6 @@ const TOOLS: [&str; 13] = [
     "ip", "nsd", "unbound", "kresd", "dig", "curl", "chromium", "certutil", "python3", "pebble",
     "openssl", "timeout", "flock",
 ];
-
-/// PATH with the sbin directories added (nsd, unbound, kresd and ip live there).
-fn search_path() -> OsString {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    for d in ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        if !dirs.iter().any(|x| x == Path::new(d)) {
-            dirs.push(PathBuf::from(d));
-        }
-    }
-    std::env::join_paths(dirs).expect("PATH entries are joinable")
-}
-
-fn has_tool(path: &OsString, name: &str) -> bool {
-    std::env::split_paths(path).any(|d| {
-        let f = d.join(name);
-        std::fs::metadata(&f).is_ok_and(|m| m.is_file())
-    })
-}
-
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
 
 /// Creates and deletes a throwaway namespace (named with the suite's prefix).
 fn netns_usable(path: &OsString) -> Result<(), String> {
@@ -112,18 +90,8 @@ fn missing_prerequisite(path: &OsString) -> Option<String> {
 
 #[test]
 fn real_world_federation_in_network_namespaces() {
-    let mode = std::env::var("P2PCDN_E2E").unwrap_or_default();
-    if mode == "skip" {
-        eprintln!("e2e: skipped (P2PCDN_E2E=skip)");
-        return;
-    }
     let path = search_path();
-    if let Some(why) = missing_prerequisite(&path) {
-        assert!(
-            mode != "require",
-            "e2e: P2PCDN_E2E=require, but it cannot run: {why}"
-        );
-        eprintln!("e2e: skipped: {why}");
+    if !system::should_run("e2e", || missing_prerequisite(&path)) {
         return;
     }
 

@@ -1,4 +1,5 @@
-//! SQLite metadata: manifests (exact signed bytes) and the blob index.
+//! SQLite metadata: manifests (exact signed bytes), the blob index and the
+//! peers remembered across restarts.
 //!
 //! The only module with SQL. Schema changes only through the files in
 //! `migrations/`, embedded at build time and applied in order inside a
@@ -14,8 +15,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::hash::BlobHash;
 
 /// Migrations, in order. Never edit an applied file: add a new one.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init.sql", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../migrations/0001_init.sql")),
+    (
+        "0002_peers.sql",
+        include_str!("../migrations/0002_peers.sql"),
+    ),
+];
 
 /// Database errors.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,19 @@ pub enum DbError {
         /// Cause.
         source: rusqlite::Error,
     },
+}
+
+/// A peer remembered across restarts (the `peers` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RememberedPeer {
+    /// Normalized base URL.
+    pub url: String,
+    /// DNS name (the URL's host).
+    pub name: String,
+    /// The node key bound last time, as text.
+    pub key: String,
+    /// Addresses last known for the name.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// Lifecycle of a stored manifest.
@@ -247,6 +266,69 @@ impl Db {
         Ok(())
     }
 
+    /// Remembers peers seen now (bound, or probed up): inserts new rows,
+    /// refreshes `last_seen`, name, key and addresses of known ones; then
+    /// forgets rows not seen for `forget_after` seconds and keeps at most
+    /// `cap` rows (the most recently seen), all in one transaction.
+    pub fn remember_peers(
+        &self,
+        seen: &[RememberedPeer],
+        now: u64,
+        forget_after: u64,
+        cap: usize,
+    ) -> Result<(), DbError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = guard.transaction()?;
+        for p in seen {
+            let addrs: Vec<String> = p.addresses.iter().map(|a| a.to_string()).collect();
+            tx.execute(
+                "INSERT INTO peers (url, name, node_key, addresses, bound_at, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (url) DO UPDATE SET name = excluded.name,
+                   node_key = excluded.node_key,
+                   addresses = CASE WHEN excluded.addresses = '' THEN peers.addresses
+                                    ELSE excluded.addresses END,
+                   last_seen = excluded.last_seen",
+                params![p.url, p.name, p.key, addrs.join(" "), i(now)],
+            )?;
+        }
+        tx.execute(
+            "DELETE FROM peers WHERE last_seen < ?1",
+            [i(now.saturating_sub(forget_after))],
+        )?;
+        tx.execute(
+            "DELETE FROM peers WHERE url NOT IN
+               (SELECT url FROM peers ORDER BY last_seen DESC, url LIMIT ?1)",
+            [i(cap as u64)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Up to `max` remembered peers, the most recently seen first. Rows
+    /// whose addresses do not parse keep the ones that do.
+    pub fn remembered_peers(&self, max: usize) -> Result<Vec<RememberedPeer>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT url, name, node_key, addresses FROM peers
+                 ORDER BY last_seen DESC, url LIMIT ?1",
+            )?;
+            let rows = st.query_map([i(max as u64)], |r| {
+                let addrs: String = r.get(3)?;
+                Ok(RememberedPeer {
+                    url: r.get(0)?,
+                    name: r.get(1)?,
+                    key: r.get(2)?,
+                    addresses: addrs
+                        .split_ascii_whitespace()
+                        .filter_map(|a| a.parse().ok())
+                        .collect(),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     /// Number of blobs in the index.
     pub fn blob_count(&self) -> Result<u64, DbError> {
         self.with(|c| {
@@ -293,6 +375,39 @@ mod tests {
             files: vec![],
             zone: None,
         }
+    }
+
+    #[test]
+    fn remembered_peers_round_trip_expire_and_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("p.db")).unwrap();
+        let p = |n: u32, addrs: &str| RememberedPeer {
+            url: format!("https://n{n}.test"),
+            name: format!("n{n}.test"),
+            key: format!("key{n}"),
+            addresses: addrs
+                .split_ascii_whitespace()
+                .map(|a| a.parse().unwrap())
+                .collect(),
+        };
+        db.remember_peers(&[p(1, "10.0.0.1 ::1"), p(2, "10.0.0.2")], 100, 1000, 10)
+            .unwrap();
+        // Seen again later with no addresses known: the old ones stay.
+        db.remember_peers(&[p(2, "")], 200, 1000, 10).unwrap();
+        let got = db.remembered_peers(10).unwrap();
+        assert_eq!(
+            got,
+            vec![p(2, "10.0.0.2"), p(1, "10.0.0.1 ::1")],
+            "newest first"
+        );
+        assert_eq!(db.remembered_peers(1).unwrap().len(), 1);
+        // Not seen for longer than forget_after: forgotten.
+        db.remember_peers(&[], 1150, 1000, 10).unwrap();
+        assert_eq!(db.remembered_peers(10).unwrap(), vec![p(2, "10.0.0.2")]);
+        // The cap keeps the most recently seen.
+        let many: Vec<_> = (10..20).map(|n| p(n, "10.0.0.9")).collect();
+        db.remember_peers(&many, 1200, 1000, 4).unwrap();
+        assert_eq!(db.remembered_peers(100).unwrap().len(), 4);
     }
 
     #[test]

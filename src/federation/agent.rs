@@ -18,6 +18,7 @@ pub fn spawn(fed: Arc<Federation>, tasks: &mut JoinSet<()>, shutdown: watch::Rec
     tasks.spawn(report_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(gossip_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(probe_loop(fed.clone(), shutdown.clone()));
+    tasks.spawn(super::memory::run(fed.clone(), shutdown.clone()));
     tasks.spawn(replicate::scrub_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(replicate::run(fed, shutdown));
 }

@@ -1,7 +1,11 @@
 //! The queue of URLs waiting to be bound (pure: values in, values out).
 //!
 //! Bootstrap peers from the config are *pinned*: retried every round until
-//! bound. URLs learned from reports are attacker-controlled, so:
+//! bound. Peers *remembered* from an earlier run (the `peers` table) are
+//! retried until bound too, with pauses doubling up to
+//! [`REMEMBERED_MAX_PAUSE`]: after a restart they are the way back in when
+//! the bootstrap peers are down. URLs learned from reports are
+//! attacker-controlled, so:
 //! - the queue holds at most [`LEARNED_CAP`] of them (further offers are
 //!   refused until entries leave);
 //! - a learned URL whose host is an IP literal is refused (a binding needs a
@@ -28,6 +32,8 @@ pub const MAX_ATTEMPTS: u32 = 3;
 pub const LEARNED_TTL: Duration = Duration::from_secs(120);
 /// Longest pause between attempts to bind a bootstrap peer.
 pub const PINNED_MAX_PAUSE: Duration = Duration::from_secs(4);
+/// Longest pause between attempts to bind a remembered peer.
+pub const REMEMBERED_MAX_PAUSE: Duration = Duration::from_secs(30);
 
 /// What became of an offered URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +48,20 @@ pub enum Offer {
     IpLiteral,
 }
 
+/// Where a queued URL came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// A configured bootstrap peer.
+    Bootstrap,
+    /// A peer bound in an earlier run.
+    Remembered,
+    /// Named in a report.
+    Learned,
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
-    pinned: bool,
+    kind: Kind,
     added_ms: u64,
     attempts: u32,
     next_ms: u64,
@@ -71,7 +88,7 @@ impl BindQueue {
             .into_iter()
             .map(|u| {
                 let e = Entry {
-                    pinned: true,
+                    kind: Kind::Bootstrap,
                     added_ms: 0,
                     attempts: 0,
                     next_ms: 0,
@@ -83,7 +100,21 @@ impl BindQueue {
     }
 
     fn learned(&self) -> usize {
-        self.entries.values().filter(|e| !e.pinned).count()
+        self.entries
+            .values()
+            .filter(|e| e.kind == Kind::Learned)
+            .count()
+    }
+
+    /// Queues a peer remembered from an earlier run (the caller bounds how
+    /// many); a URL already queued keeps its kind.
+    pub fn remember(&mut self, url: &str, now_ms: u64) {
+        self.entries.entry(url.to_string()).or_insert(Entry {
+            kind: Kind::Remembered,
+            added_ms: now_ms,
+            attempts: 0,
+            next_ms: now_ms,
+        });
     }
 
     /// Offers a URL learned from a report; `host` is its host part.
@@ -101,7 +132,7 @@ impl BindQueue {
         self.entries.insert(
             url.to_string(),
             Entry {
-                pinned: false,
+                kind: Kind::Learned,
                 added_ms: now_ms,
                 attempts: 0,
                 next_ms: now_ms,
@@ -113,11 +144,11 @@ impl BindQueue {
     fn expire(&mut self, now_ms: u64) {
         let ttl = LEARNED_TTL.as_millis() as u64;
         self.entries
-            .retain(|_, e| e.pinned || now_ms.saturating_sub(e.added_ms) < ttl);
+            .retain(|_, e| e.kind != Kind::Learned || now_ms.saturating_sub(e.added_ms) < ttl);
     }
 
     /// The URLs to try this round: due ones, the fewest failed attempts
-    /// first (then pinned ones, then the oldest), at most `max`. Expired
+    /// first (then bootstrap, remembered, learned ones, then the oldest), at most `max`. Expired
     /// entries are dropped first.
     pub fn due(&mut self, now_ms: u64, max: usize) -> Vec<String> {
         self.expire(now_ms);
@@ -126,23 +157,32 @@ impl BindQueue {
             .iter()
             .filter(|(_, e)| e.next_ms <= now_ms)
             .collect();
-        v.sort_by_key(|(u, e)| (e.attempts, !e.pinned, e.added_ms, (*u).clone()));
+        v.sort_by_key(|(u, e)| (e.attempts, e.kind, e.added_ms, (*u).clone()));
         v.into_iter().take(max).map(|(u, _)| u.clone()).collect()
     }
 
     /// Records a failed attempt: pinned URLs are retried after 0.5, 1, 2 …
-    /// s (at most [`PINNED_MAX_PAUSE`]), learned ones after 1, 2, 4 … s and
-    /// dropped after [`MAX_ATTEMPTS`].
+    /// s (at most [`PINNED_MAX_PAUSE`]), remembered ones after 1, 2, 4 … s
+    /// (at most [`REMEMBERED_MAX_PAUSE`]), learned ones after 1, 2, 4 … s
+    /// and dropped after [`MAX_ATTEMPTS`].
     pub fn failed(&mut self, url: &str, now_ms: u64) {
         let Some(e) = self.entries.get_mut(url) else {
             return;
         };
         e.attempts = e.attempts.saturating_add(1);
-        if e.pinned {
-            let pause = (500u64 << e.attempts.saturating_sub(1).min(10))
-                .min(PINNED_MAX_PAUSE.as_millis() as u64);
-            e.next_ms = now_ms.saturating_add(pause);
-            return;
+        let step = e.attempts.saturating_sub(1).min(10);
+        match e.kind {
+            Kind::Bootstrap => {
+                let pause = (500u64 << step).min(PINNED_MAX_PAUSE.as_millis() as u64);
+                e.next_ms = now_ms.saturating_add(pause);
+                return;
+            }
+            Kind::Remembered => {
+                let pause = (1000u64 << step).min(REMEMBERED_MAX_PAUSE.as_millis() as u64);
+                e.next_ms = now_ms.saturating_add(pause);
+                return;
+            }
+            Kind::Learned => {}
         }
         if e.attempts >= MAX_ATTEMPTS {
             self.entries.remove(url);
@@ -225,6 +265,41 @@ mod tests {
             Offer::Queued
         );
         assert_eq!(q.due(later, 1), vec!["https://new.test".to_string()]);
+    }
+
+    #[test]
+    fn remembered_peers_stay_queued_and_back_off_to_a_ceiling() {
+        let mut q = BindQueue::new(["https://boot.test".to_string()]);
+        q.remember("https://old.test", 0);
+        q.remember("https://boot.test", 0);
+        assert_eq!(q.len(), 2, "a bootstrap URL stays a bootstrap entry");
+        assert_eq!(
+            q.due(0, 10),
+            vec![
+                "https://boot.test".to_string(),
+                "https://old.test".to_string()
+            ]
+        );
+        let mut now = 0;
+        for _ in 0..20 {
+            q.failed("https://old.test", now);
+            now += REMEMBERED_MAX_PAUSE.as_millis() as u64;
+            assert!(
+                q.due(now, 10).contains(&"https://old.test".to_string()),
+                "retried at least every REMEMBERED_MAX_PAUSE, never dropped"
+            );
+        }
+        q.failed("https://old.test", now);
+        assert!(!q
+            .due(now + 999, 10)
+            .contains(&"https://old.test".to_string()));
+        // Remembered entries do not count against the learned cap.
+        for i in 0..LEARNED_CAP {
+            assert_eq!(
+                q.offer(&format!("https://n{i}.test"), &format!("n{i}.test"), now),
+                Offer::Queued
+            );
+        }
     }
 
     proptest! {

@@ -22,6 +22,7 @@ pub mod bindq;
 pub mod challenge;
 pub mod failover;
 pub mod holding;
+pub mod memory;
 pub mod plausible;
 pub mod probe;
 pub mod replicate;
@@ -138,6 +139,15 @@ impl PeerResolver {
         if let Ok(mut p) = self.pinned.write() {
             p.insert(host.to_string());
         }
+    }
+
+    /// Addresses known for `host` (configured or learned), if any.
+    fn addresses(&self, host: &str) -> Vec<IpAddr> {
+        self.map
+            .read()
+            .ok()
+            .and_then(|m| m.get(host).cloned())
+            .unwrap_or_default()
     }
 
     fn learn(&self, host: &str, addrs: &[IpAddr]) {
@@ -345,7 +355,25 @@ impl Federation {
             Some(p) => format!("https://{}:{p}", cfg.node.name),
         });
         let (http, resolver) = http_client(&cfg)?;
-        let to_bind = BindQueue::new(cfg.federation.peers.iter().map(|p| p.url.clone()));
+        let mut to_bind = BindQueue::new(cfg.federation.peers.iter().map(|p| p.url.clone()));
+        // Peers bound in an earlier run: the way back in when the
+        // bootstrap peers are down.
+        let remembered = db.remembered_peers(memory::AT_START).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read remembered peers");
+            vec![]
+        });
+        let mut queued = 0;
+        for p in remembered.iter().filter(|p| p.url != url) {
+            resolver.learn(&p.name, &p.addresses);
+            to_bind.remember(&p.url, unix_millis());
+            queued += 1;
+        }
+        if queued > 0 {
+            tracing::info!(
+                peers = queued,
+                "rejoining through peers remembered from the last run (and the configured ones)"
+            );
+        }
         let metrics = Arc::new(crate::metrics::Metrics::new());
         Ok(Self {
             me,
@@ -798,7 +826,10 @@ impl Federation {
             return;
         };
         match result {
-            Ok(_) => {
+            Ok(key) => {
+                if let Ok((url, host)) = normalize_url(url) {
+                    memory::remember(self, &[self.remembered(&url, &host, key)]);
+                }
                 if errors.remove(url).is_some() {
                     tracing::info!(%url, "bound after earlier failures");
                 }
@@ -818,6 +849,16 @@ impl Federation {
                     errors.insert(url.to_string(), e.clone());
                 }
             }
+        }
+    }
+
+    /// The row to remember for a bound peer (its addresses as resolved now).
+    pub fn remembered(&self, url: &str, name: &str, key: &PublicKey) -> crate::db::RememberedPeer {
+        crate::db::RememberedPeer {
+            url: url.to_string(),
+            name: name.to_string(),
+            key: key.to_string(),
+            addresses: self.resolver.addresses(name),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The DNS hot path allocates nothing: a counting global allocator (per
 //! thread) around steered, static, NODATA, NXDOMAIN and REFUSED answers,
 //! over UDP and TCP, with and without Client Subnet, once the zone
-//! snapshot's templates and the steering view's answers are built.
+//! snapshot's templates and the steering view's answers are built. And
+//! memory stays flat however many distinct client prefixes or Client
+//! Subnets ask: the steering answer cache is bounded.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -26,21 +28,30 @@ struct Counting;
 
 thread_local! {
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    /// Bytes allocated minus bytes freed on this thread.
+    static LIVE: Cell<i64> = const { Cell::new(0) };
+}
+
+fn live_add(n: i64) {
+    let _ = LIVE.try_with(|c| c.set(c.get() + n));
 }
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        live_add(l.size() as i64);
         // SAFETY: same layout contract as our caller's.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        live_add(-(l.size() as i64));
         // SAFETY: `p` came from System.alloc with `l`.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        live_add(n as i64 - l.size() as i64);
         // SAFETY: as for realloc's contract.
         unsafe { System.realloc(p, l, n) }
     }
@@ -51,6 +62,10 @@ static A: Counting = Counting;
 
 fn allocs() -> u64 {
     ALLOCS.with(Cell::get)
+}
+
+fn live() -> i64 {
+    LIVE.with(Cell::get)
 }
 
 fn handler() -> Handler {
@@ -176,4 +191,58 @@ fn hot_path_does_not_allocate() {
             assert_eq!(n, 0, "{what} (tcp: {tcp}): {n} allocations in 1000 answers");
         }
     }
+}
+
+/// The steering answer cache holds at most 16,384 answers per view
+/// (docs/BENCHMARKS.md, "Memory"): asking from 20,000 distinct Client
+/// Subnets fills it to at most its bound, and 60,000 more distinct subnets,
+/// and 20,000 distinct resolver addresses without ECS, add nothing that
+/// stays allocated.
+#[test]
+fn memory_is_flat_in_distinct_client_prefixes() {
+    let h = handler();
+    let mut out = vec![0u8; 65535];
+    let src = SocketAddr::from(([127, 3, 0, 9], 5300));
+    // Distinct /24s spread over the test world's networks and beyond.
+    let subnet = |i: u32| -> IpAddr {
+        let a = 1 + (i >> 16) as u8 % 200;
+        IpAddr::from([a, (i >> 8) as u8, i as u8, 0])
+    };
+    let mut ask = |range: std::ops::Range<u32>, ecs: bool| {
+        for i in range {
+            let (req, from) = if ecs {
+                (
+                    request("www.t.test.", RecordType::A, Some((subnet(i), 24))),
+                    src,
+                )
+            } else {
+                let ip = subnet(i);
+                (
+                    request("www.t.test.", RecordType::A, None),
+                    SocketAddr::new(ip, 5300),
+                )
+            };
+            assert!(h.answer_udp_into(&req, from, &mut out).is_some());
+        }
+    };
+    // The request builder allocates and frees per query; only what stays
+    // allocated counts.
+    let base = live();
+    ask(0..20_000, true);
+    let full = live();
+    let per_view_bound = 16_384 * 512;
+    assert!(
+        full - base <= per_view_bound,
+        "the filled cache holds {} bytes, above the {per_view_bound}-byte bound",
+        full - base
+    );
+    assert!(full - base > 0, "the cache was filled at all");
+    ask(20_000..80_000, true);
+    ask(100_000..120_000, false);
+    let after = live();
+    assert!(
+        after - full <= 64 * 1024,
+        "{} bytes stayed allocated after 80,000 more distinct clients",
+        after - full
+    );
 }

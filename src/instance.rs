@@ -69,9 +69,64 @@ pub enum StartError {
     Geo(#[from] crate::geo::GeoError),
 }
 
+/// Problems found while building the DNS data, each logged at WARN once
+/// until it goes away (the data is rebuilt at every catalog change).
+#[derive(Debug, Default)]
+struct DnsWarnings {
+    warned: HashSet<String>,
+}
+
+impl DnsWarnings {
+    /// The problems in `now` not reported since they last appeared; the
+    /// ones gone are forgotten, so they are reported again if they return.
+    fn fresh(&mut self, now: Vec<DnsProblem>) -> Vec<DnsProblem> {
+        let keys: HashSet<String> = now.iter().map(DnsProblem::key).collect();
+        let fresh = now
+            .into_iter()
+            .filter(|p| !self.warned.contains(&p.key()))
+            .collect();
+        self.warned = keys;
+        fresh
+    }
+
+    /// Logs the fresh problems of `now` at WARN.
+    fn log(&mut self, now: Vec<DnsProblem>) {
+        for p in self.fresh(now) {
+            match &p {
+                DnsProblem::ZoneDoesNotLoad { zone, error } => {
+                    tracing::warn!(%zone, %error, "owner-signed zone does not load")
+                }
+                DnsProblem::NoZone { site, zone } => {
+                    tracing::warn!(%site, %zone, "no zone file and no owner-signed zone yet: not answering for this site")
+                }
+            }
+        }
+    }
+}
+
+/// Why part of the configuration is not answered in DNS.
+#[derive(Debug)]
+enum DnsProblem {
+    /// An owner-signed zone from a manifest failed to parse.
+    ZoneDoesNotLoad { zone: String, error: String },
+    /// A site's zone is neither a zone file nor an owner-signed zone.
+    NoZone { site: String, zone: String },
+}
+
+impl DnsProblem {
+    fn key(&self) -> String {
+        match self {
+            Self::ZoneDoesNotLoad { zone, error } => format!("zone {zone}: {error}"),
+            Self::NoZone { site, zone } => format!("site {site} in {zone}"),
+        }
+    }
+}
+
 /// Zones (local files first, then owner-signed zones from manifests) and the
-/// steered names. A site whose zone is in neither is logged and not answered.
-fn build_dns_data(cfg: &Config, local: &ZoneSet, catalog: &Catalog) -> DnsData {
+/// steered names, with what could not be answered (a site whose zone is in
+/// neither, an owner-signed zone that does not parse).
+fn build_dns_data(cfg: &Config, local: &ZoneSet, catalog: &Catalog) -> (DnsData, Vec<DnsProblem>) {
+    let mut problems = vec![];
     let mut zones: Vec<Zone> = local.zones().to_vec();
     for live in catalog.sites() {
         let Some(doc) = live.newest.as_ref().and_then(|m| m.manifest.zone.clone()) else {
@@ -92,9 +147,10 @@ fn build_dns_data(cfg: &Config, local: &ZoneSet, catalog: &Catalog) -> DnsData {
             std::path::Path::new(&format!("<manifest of {}>", live.config.hostname)),
         ) {
             Ok(z) => zones.push(z),
-            Err(e) => {
-                tracing::warn!(zone = %doc.origin, error = %e, "owner-signed zone does not load")
-            }
+            Err(e) => problems.push(DnsProblem::ZoneDoesNotLoad {
+                zone: doc.origin.clone(),
+                error: e.to_string(),
+            }),
         }
     }
     let mut set = ZoneSet::new(zones);
@@ -112,15 +168,19 @@ fn build_dns_data(cfg: &Config, local: &ZoneSet, catalog: &Catalog) -> DnsData {
                 z.add_name(&lname);
                 steered.insert(lname);
             }
-            _ => {
-                tracing::warn!(site = %s.hostname, zone = %s.zone, "no zone file and no owner-signed zone yet: not answering for this site")
-            }
+            _ => problems.push(DnsProblem::NoZone {
+                site: s.hostname.clone(),
+                zone: s.zone.clone(),
+            }),
         }
     }
-    DnsData {
-        zones: set,
-        steered,
-    }
+    (
+        DnsData {
+            zones: set,
+            steered,
+        },
+        problems,
+    )
 }
 
 /// A running instance.
@@ -178,11 +238,10 @@ impl Instance {
             params.explore_every,
         );
         let steering = Arc::new(steering);
-        let dns_data: SharedDnsData = Arc::new(ArcSwap::from_pointee(build_dns_data(
-            &cfg,
-            &local_zones,
-            &catalog.load(),
-        )));
+        let mut dns_warnings = DnsWarnings::default();
+        let (data, problems) = build_dns_data(&cfg, &local_zones, &catalog.load());
+        dns_warnings.log(problems);
+        let dns_data: SharedDnsData = Arc::new(ArcSwap::from_pointee(data));
         let local_zones = Arc::new(ArcSwap::from_pointee(local_zones));
         let shared_cfg: crate::reload::SharedConfig = Arc::new(ArcSwap::from_pointee(cfg.clone()));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -395,7 +454,8 @@ impl Instance {
                             );
                             metrics.set_expiry(&expiries);
                             crate::expiry::warn_once(&expiries, &mut expiry_warned);
-                            let data = build_dns_data(&cfg, &local_zones.load(), &new);
+                            let (data, problems) = build_dns_data(&cfg, &local_zones.load(), &new);
+                            dns_warnings.log(problems);
                             catalog.store(Arc::new(new));
                             dns_data.store(Arc::new(data));
                         }
@@ -511,4 +571,37 @@ fn warn_unauthorized(cat: &Catalog, me: &crate::keys::PublicKey, warned: &mut Ha
         }
     }
     warned.retain(|s| now.iter().any(|(n, _)| n == s));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_zone(site: &str) -> DnsProblem {
+        DnsProblem::NoZone {
+            site: site.into(),
+            zone: "t.test".into(),
+        }
+    }
+
+    #[test]
+    fn a_dns_problem_is_warned_once_until_it_goes_away() {
+        let keys = |v: Vec<DnsProblem>| v.iter().map(DnsProblem::key).collect::<Vec<_>>();
+        let mut w = DnsWarnings::default();
+        assert_eq!(keys(w.fresh(vec![no_zone("a.t.test")])).len(), 1);
+        // Still there: only the new one is reported.
+        assert_eq!(
+            keys(w.fresh(vec![no_zone("a.t.test"), no_zone("b.t.test")])),
+            [no_zone("b.t.test").key()]
+        );
+        assert!(w
+            .fresh(vec![no_zone("a.t.test"), no_zone("b.t.test")])
+            .is_empty());
+        // Gone, then back: reported again.
+        assert!(w.fresh(vec![no_zone("b.t.test")]).is_empty());
+        assert_eq!(
+            keys(w.fresh(vec![no_zone("a.t.test"), no_zone("b.t.test")])),
+            [no_zone("a.t.test").key()]
+        );
+    }
 }

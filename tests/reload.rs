@@ -8,84 +8,19 @@ mod common;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, fed, query};
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
+use common::served::{a_records, Served};
+use common::{eventually, fed};
 
 /// The instances of this test live on 127.N.0.50.
 const HOST_BYTE: u8 = 50;
 /// Bounds of the load: requests per kind, and time.
 const MAX_REQUESTS: usize = 2_000;
 const LOAD_BOUND: Duration = Duration::from_secs(60);
-
-/// A `p2pcdn serve` child process, killed (by its pid) when dropped.
-struct Served {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Served {
-    fn start(config: &Path, log: PathBuf) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_p2pcdn"))
-            .args(["--log", "info", "serve", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start p2pcdn serve");
-        Self { child, log }
-    }
-
-    fn hup(&self) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on the pid of a child this test started and has
-        // not reaped (it is still running: `Drop` reaps it).
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log holds `n` lines containing `needle`.
-    async fn logged(&self, needle: &str, n: usize) -> bool {
-        eventually(15, async || self.log().matches(needle).count() >= n).await
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The A addresses of `name` at `dns`, asked as from `client`'s /24 (ECS);
-/// None when no answer came or the response code is not NOERROR.
-async fn a_records(dns: SocketAddr, name: &str, client: Option<IpAddr>) -> Option<Vec<IpAddr>> {
-    let q = query(name, RecordType::A, Some(1232), client.map(|c| (c, 24)));
-    let bytes = common::udp_raw(dns, &q.to_vec().ok()?).await?;
-    let r = Message::from_vec(&bytes).ok()?;
-    if r.id() != q.id() || r.response_code() != ResponseCode::NoError {
-        return None;
-    }
-    Some(
-        r.answers()
-            .iter()
-            .filter_map(|rr| match rr.data() {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                _ => None,
-            })
-            .collect(),
-    )
-}
 
 fn write_site(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();

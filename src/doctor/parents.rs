@@ -36,7 +36,10 @@ fn finding(level: Level, zone: &LowerName, message: String, fix: &str) -> Findin
 fn group(referrals: &[Referral]) -> (Vec<(NsSet, Vec<String>)>, Vec<String>) {
     let mut groups: Vec<(NsSet, Vec<String>)> = vec![];
     let mut silent = vec![];
-    for r in referrals {
+    // Resolvers rotate the parent's NS set: report in a stable order.
+    let mut sorted: Vec<&Referral> = referrals.iter().collect();
+    sorted.sort_by(|a, b| (&a.server, a.addr).cmp(&(&b.server, b.addr)));
+    for r in sorted {
         let at = format!("{} at {}", r.server, r.addr);
         match &r.answer {
             Ok(set) if !set.0.is_empty() => match groups.iter_mut().find(|(s, _)| s == set) {

@@ -205,6 +205,8 @@ pub struct Instance {
 impl Instance {
     /// Starts everything described by `cfg`.
     pub async fn start(mut cfg: Config) -> Result<Self, StartError> {
+        // First: from here on a SIGHUP reloads instead of ending the process.
+        let hup = crate::reload::hangup();
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
             source,
@@ -367,7 +369,7 @@ impl Instance {
                 certs: cert_store.clone(),
                 refresh: refresh.clone(),
             }
-            .run(shutdown_rx.clone()),
+            .run(hup, shutdown_rx.clone()),
         );
         if let Some((tls, store)) = tls {
             if let Some(acme) = cfg.acme.clone() {

@@ -113,6 +113,18 @@ pub fn ttl_policy(cfg: &Config) -> crate::steer::ttl::TtlPolicy {
     }
 }
 
+/// Takes over SIGHUP (whose default action ends the process) for
+/// [`Reloader::run`]. Call it early: a SIGHUP before it terminates.
+pub fn hangup() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP: no configuration reload");
+            None
+        }
+    }
+}
+
 /// Everything a reload swaps.
 pub struct Reloader {
     /// The configuration in effect.
@@ -168,9 +180,14 @@ impl Reloader {
         Ok(changes)
     }
 
-    /// Reloads on every SIGHUP, and reloads the certificates alone when one
-    /// of their files changes (checked every 5 s), until `stop`.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Reloads on every SIGHUP received by `hup` (see [`hangup`]), and
+    /// reloads the certificates alone when one of their files changes
+    /// (checked every 5 s), until `stop`.
+    pub async fn run(
+        self,
+        mut hup: Option<tokio::signal::unix::Signal>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let stamp = |cfg: &Config| -> Vec<Option<std::time::SystemTime>> {
             crate::http::tls::operator_files(cfg)
                 .iter()
@@ -178,13 +195,6 @@ impl Reloader {
                 .collect()
         };
         let mut last = stamp(&self.cfg.load());
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot handle SIGHUP: no configuration reload");
-                None
-            }
-        };
         loop {
             let signalled = tokio::select! {
                 _ = async {

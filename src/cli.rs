@@ -658,6 +658,11 @@ fn print_remote(
     if let Some(out) = out {
         std::fs::write(out, &r.envelope).with_context(|| format!("writing {}", out.display()))?;
     }
+    if r.rotated {
+        eprintln!(
+            "note: the version the instance held is signed by another owner key (a key rotation): nothing was carried forward from it; list every mirror with --mirror and the zone with --zone-file"
+        );
+    }
     let mirrors: Vec<String> = r.mirrors.iter().map(|k| k.to_string()).collect();
     println!(
         "authorized mirrors ({}): {}",

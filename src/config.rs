@@ -338,7 +338,7 @@ fn d_tcp_max() -> Spanned<usize> {
 }
 
 /// This instance's identity and public face.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
     /// The instance's DNS name (e.g. `m1.mirrors.example.net`).
     pub name: String,
@@ -368,7 +368,7 @@ pub struct PeerConfig {
 }
 
 /// Federation settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FederationConfig {
     /// Bootstrap peers.
     pub peers: Vec<PeerConfig>,
@@ -390,7 +390,7 @@ pub struct FederationConfig {
 }
 
 /// Steering policy knobs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SteeringConfig {
     /// Addresses per answer (k).
     pub answers: usize,
@@ -407,7 +407,7 @@ pub struct SteeringConfig {
 
 /// ACME certificates (`[acme]`): where to order them and how to check the
 /// DNS-01 challenge before asking for validation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AcmeConfig {
     /// The CA's ACME directory URL.
     pub directory: String,
@@ -424,7 +424,7 @@ pub struct AcmeConfig {
 }
 
 /// An operator's prefix → location override.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GeoOverrideConfig {
     /// Network address.
     pub network: IpAddr,
@@ -439,7 +439,7 @@ pub struct GeoOverrideConfig {
 }
 
 /// DNS server settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DnsConfig {
     /// UDP and TCP listen addresses.
     pub listen: Vec<SocketAddr>,
@@ -467,7 +467,7 @@ pub struct DnsConfig {
 }
 
 /// One site this instance serves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SiteConfig {
     /// Steered hostname, lowercase, no trailing dot.
     pub hostname: String,
@@ -487,7 +487,7 @@ pub struct SiteConfig {
 
 /// A site whose owner key is discovered from the owner's domain
 /// (`https://<owner_domain>/.well-known/p2pcdn/<site>.key`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PendingSite {
     /// Steered hostname.
     pub hostname: String,
@@ -521,7 +521,7 @@ impl PendingSite {
 }
 
 /// Connection limits for the HTTP and HTTPS listeners.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HttpLimitsConfig {
     /// Concurrent connections per listener.
     pub max_connections: usize,

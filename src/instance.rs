@@ -19,7 +19,6 @@ use crate::db::Db;
 use crate::dns::server::{DnsData, DnsServer, DnsSettings, Handler, SharedDnsData};
 use crate::dns::zone::{Zone, ZoneSet};
 use crate::federation::{self, Federation};
-use crate::geo::Geo;
 use crate::http::{self, listen, AppState};
 use crate::store::BlobStore;
 
@@ -70,9 +69,64 @@ pub enum StartError {
     Geo(#[from] crate::geo::GeoError),
 }
 
+/// Problems found while building the DNS data, each logged at WARN once
+/// until it goes away (the data is rebuilt at every catalog change).
+#[derive(Debug, Default)]
+struct DnsWarnings {
+    warned: HashSet<String>,
+}
+
+impl DnsWarnings {
+    /// The problems in `now` not reported since they last appeared; the
+    /// ones gone are forgotten, so they are reported again if they return.
+    fn fresh(&mut self, now: Vec<DnsProblem>) -> Vec<DnsProblem> {
+        let keys: HashSet<String> = now.iter().map(DnsProblem::key).collect();
+        let fresh = now
+            .into_iter()
+            .filter(|p| !self.warned.contains(&p.key()))
+            .collect();
+        self.warned = keys;
+        fresh
+    }
+
+    /// Logs the fresh problems of `now` at WARN.
+    fn log(&mut self, now: Vec<DnsProblem>) {
+        for p in self.fresh(now) {
+            match &p {
+                DnsProblem::ZoneDoesNotLoad { zone, error } => {
+                    tracing::warn!(%zone, %error, "owner-signed zone does not load")
+                }
+                DnsProblem::NoZone { site, zone } => {
+                    tracing::warn!(%site, %zone, "no zone file and no owner-signed zone yet: not answering for this site")
+                }
+            }
+        }
+    }
+}
+
+/// Why part of the configuration is not answered in DNS.
+#[derive(Debug)]
+enum DnsProblem {
+    /// An owner-signed zone from a manifest failed to parse.
+    ZoneDoesNotLoad { zone: String, error: String },
+    /// A site's zone is neither a zone file nor an owner-signed zone.
+    NoZone { site: String, zone: String },
+}
+
+impl DnsProblem {
+    fn key(&self) -> String {
+        match self {
+            Self::ZoneDoesNotLoad { zone, error } => format!("zone {zone}: {error}"),
+            Self::NoZone { site, zone } => format!("site {site} in {zone}"),
+        }
+    }
+}
+
 /// Zones (local files first, then owner-signed zones from manifests) and the
-/// steered names. A site whose zone is in neither is logged and not answered.
-fn build_dns_data(cfg: &Config, local: &ZoneSet, catalog: &Catalog) -> DnsData {
+/// steered names, with what could not be answered (a site whose zone is in
+/// neither, an owner-signed zone that does not parse).
+fn build_dns_data(cfg: &Config, local: &ZoneSet, catalog: &Catalog) -> (DnsData, Vec<DnsProblem>) {
+    let mut problems = vec![];
     let mut zones: Vec<Zone> = local.zones().to_vec();
     for live in catalog.sites() {
         let Some(doc) = live.newest.as_ref().and_then(|m| m.manifest.zone.clone()) else {
@@ -93,9 +147,10 @@ fn build_dns_data(cfg: &Config, local: &ZoneSet, catalog: &Catalog) -> DnsData {
             std::path::Path::new(&format!("<manifest of {}>", live.config.hostname)),
         ) {
             Ok(z) => zones.push(z),
-            Err(e) => {
-                tracing::warn!(zone = %doc.origin, error = %e, "owner-signed zone does not load")
-            }
+            Err(e) => problems.push(DnsProblem::ZoneDoesNotLoad {
+                zone: doc.origin.clone(),
+                error: e.to_string(),
+            }),
         }
     }
     let mut set = ZoneSet::new(zones);
@@ -113,15 +168,19 @@ fn build_dns_data(cfg: &Config, local: &ZoneSet, catalog: &Catalog) -> DnsData {
                 z.add_name(&lname);
                 steered.insert(lname);
             }
-            _ => {
-                tracing::warn!(site = %s.hostname, zone = %s.zone, "no zone file and no owner-signed zone yet: not answering for this site")
-            }
+            _ => problems.push(DnsProblem::NoZone {
+                site: s.hostname.clone(),
+                zone: s.zone.clone(),
+            }),
         }
     }
-    DnsData {
-        zones: set,
-        steered,
-    }
+    (
+        DnsData {
+            zones: set,
+            steered,
+        },
+        problems,
+    )
 }
 
 /// A running instance.
@@ -146,6 +205,8 @@ pub struct Instance {
 impl Instance {
     /// Starts everything described by `cfg`.
     pub async fn start(mut cfg: Config) -> Result<Self, StartError> {
+        // First: from here on a SIGHUP reloads instead of ending the process.
+        let hup = crate::reload::hangup();
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
             source,
@@ -153,12 +214,7 @@ impl Instance {
         crate::owner::resolve(&mut cfg).await?;
         let store = BlobStore::open(&cfg.data_dir)?;
         let db = Arc::new(Db::open(&cfg.data_dir.join("p2pcdn.db"))?);
-        let local_zones = if cfg.zones_dir.is_dir() {
-            ZoneSet::load_dir(&cfg.zones_dir)?
-        } else {
-            tracing::warn!(dir = %cfg.zones_dir.display(), "zones directory missing: only owner-signed zones will be served");
-            ZoneSet::default()
-        };
+        let local_zones = crate::reload::load_zones(&cfg)?;
         for z in local_zones.zones() {
             tracing::info!(zone = %z.origin(), "loaded zone file");
         }
@@ -175,51 +231,21 @@ impl Instance {
         for (site, version) in catalog.load().versions() {
             tracing::info!(%site, version, "serving site");
         }
-        let geo = match &cfg.geodata {
-            Some(path) => {
-                let overrides = cfg
-                    .geo_overrides
-                    .iter()
-                    .map(|o| crate::geo::PrefixOverride {
-                        network: o.network,
-                        prefix_len: o.prefix_len,
-                        location: crate::geo::Location {
-                            point: Some(crate::geo::GeoPoint {
-                                lat: o.latitude,
-                                lon: o.longitude,
-                            }),
-                            country: o.country.clone(),
-                            continent: None,
-                        },
-                    })
-                    .collect();
-                let g = Geo::open(path, overrides)?;
-                tracing::info!(database = %path.display(), kind = g.database_type(), "loaded geolocation database");
-                Some(Arc::new(g))
-            }
-            None => {
-                tracing::warn!("no geodata configured: steering cannot tell where clients are");
-                None
-            }
-        };
-        let policy = crate::steer::Policy {
-            k: cfg.steering.answers,
-            spill_threshold: cfg.steering.spill_threshold,
-            band_ms: cfg.steering.band_ms,
-            ..Default::default()
-        };
-        let ttl_policy = ttl_policy(&cfg);
+        let params = crate::reload::steer_params(&cfg)?;
+        let ttl_policy = params.ttl;
         let (steering, steer_view) = federation::view::FederatedSteering::new(
-            geo,
-            policy,
-            ttl_policy,
-            cfg.steering.explore_every,
+            params.geo,
+            params.policy,
+            params.ttl,
+            params.explore_every,
         );
-        let dns_data: SharedDnsData = Arc::new(ArcSwap::from_pointee(build_dns_data(
-            &cfg,
-            &local_zones,
-            &catalog.load(),
-        )));
+        let steering = Arc::new(steering);
+        let mut dns_warnings = DnsWarnings::default();
+        let (data, problems) = build_dns_data(&cfg, &local_zones, &catalog.load());
+        dns_warnings.log(problems);
+        let dns_data: SharedDnsData = Arc::new(ArcSwap::from_pointee(data));
+        let local_zones = Arc::new(ArcSwap::from_pointee(local_zones));
+        let shared_cfg: crate::reload::SharedConfig = Arc::new(ArcSwap::from_pointee(cfg.clone()));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
@@ -267,7 +293,7 @@ impl Instance {
                     max_total: cfg.max_upload_bytes,
                     ..Default::default()
                 }),
-                cfg: Arc::new(cfg.clone()),
+                cfg: shared_cfg.clone(),
                 db: db.clone(),
                 store: store.clone(),
                 refresh: refresh.clone(),
@@ -279,7 +305,7 @@ impl Instance {
         // DNS.
         let handler = Handler::new(
             dns_data.clone(),
-            Arc::new(steering),
+            steering.clone(),
             DnsSettings {
                 fallback_ttl: ttl_policy.fallback().secs,
                 max_udp_payload: cfg.dns.max_udp_payload,
@@ -332,12 +358,19 @@ impl Instance {
                 shutdown_rx.clone(),
             ));
         }
-        // SIGHUP reloads certificates; it never stops the process.
-        tasks.spawn(reload_certificates(
-            cfg.clone(),
-            tls.as_ref().map(|(_, store)| store.clone()),
-            shutdown_rx.clone(),
-        ));
+        // SIGHUP reloads the configuration, zones, geodata and
+        // certificates; it never stops the process.
+        tasks.spawn(
+            crate::reload::Reloader {
+                cfg: shared_cfg.clone(),
+                zones: local_zones.clone(),
+                steering,
+                fed: fed.clone(),
+                certs: cert_store.clone(),
+                refresh: refresh.clone(),
+            }
+            .run(hup, shutdown_rx.clone()),
+        );
         if let Some((tls, store)) = tls {
             if let Some(acme) = cfg.acme.clone() {
                 match crate::acme::AcmeClient::new(fed.clone(), acme, store) {
@@ -369,7 +402,8 @@ impl Instance {
         {
             let catalog = catalog.clone();
             let db = db.clone();
-            let cfg = cfg.clone();
+            let shared_cfg = shared_cfg.clone();
+            let local_zones = local_zones.clone();
             let mut rx = shutdown_rx.clone();
             let refresh = refresh.clone();
             let dns_data = dns_data.clone();
@@ -381,9 +415,12 @@ impl Instance {
                 let mut ticks = 0u32;
                 let mut warned = HashSet::new();
                 warn_unauthorized(&catalog.load(), &node_key, &mut warned);
-                let warn_days = cfg.expiry_warning_days;
                 let mut expiry_warned = HashSet::new();
-                let expiries = crate::expiry::of_catalog(&catalog.load(), unix_now(), warn_days);
+                let expiries = crate::expiry::of_catalog(
+                    &catalog.load(),
+                    unix_now(),
+                    shared_cfg.load().expiry_warning_days,
+                );
                 metrics.set_expiry(&expiries);
                 crate::expiry::warn_once(&expiries, &mut expiry_warned);
                 loop {
@@ -398,6 +435,7 @@ impl Instance {
                     if forced || dv != last || ticks % 120 == 0 {
                         last = dv;
                         let db2 = db.clone();
+                        let cfg = shared_cfg.load_full();
                         let cfg2 = cfg.clone();
                         let built = tokio::task::spawn_blocking(move || {
                             Catalog::build(&cfg2, &db2, unix_now(), Some(&me))
@@ -411,10 +449,15 @@ impl Instance {
                                 metrics.set_served(&now);
                             }
                             warn_unauthorized(&new, &node_key, &mut warned);
-                            let expiries = crate::expiry::of_catalog(&new, unix_now(), warn_days);
+                            let expiries = crate::expiry::of_catalog(
+                                &new,
+                                unix_now(),
+                                cfg.expiry_warning_days,
+                            );
                             metrics.set_expiry(&expiries);
                             crate::expiry::warn_once(&expiries, &mut expiry_warned);
-                            let data = build_dns_data(&cfg, &local_zones, &new);
+                            let (data, problems) = build_dns_data(&cfg, &local_zones.load(), &new);
+                            dns_warnings.log(problems);
                             catalog.store(Arc::new(new));
                             dns_data.store(Arc::new(data));
                         }
@@ -490,52 +533,6 @@ impl Instance {
     }
 }
 
-/// Reloads the operator's PEM files on SIGHUP and when one of them changes
-/// (checked every 5 s); a file that does not load keeps the old certificate.
-/// Without HTTPS (`store` is `None`) a SIGHUP is only logged.
-async fn reload_certificates(
-    cfg: Config,
-    store: Option<Arc<http::tls::CertStore>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let files = http::tls::operator_files(&cfg);
-    let stamp = || -> Vec<Option<std::time::SystemTime>> {
-        files
-            .iter()
-            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-            .collect()
-    };
-    let mut last = stamp();
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        let signalled = tokio::select! {
-            _ = async {
-                match hup.as_mut() {
-                    Some(h) => { h.recv().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => true,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => false,
-            _ = stop.changed() => return,
-        };
-        let now = stamp();
-        if !signalled && now == last {
-            continue;
-        }
-        last = now;
-        let Some(store) = &store else {
-            tracing::info!("SIGHUP: no HTTPS certificates to reload");
-            continue;
-        };
-        match store.reload_operator(&cfg) {
-            Ok(()) => tracing::info!(signalled, "reloaded the operator's certificates"),
-            Err(e) => {
-                tracing::error!(error = %e, "certificate reload failed; keeping the old ones")
-            }
-        }
-    }
-}
-
 /// Binds a TCP listener on each address; returns them with the addresses
 /// actually bound (port 0 resolved).
 async fn bind_tcp(
@@ -560,17 +557,6 @@ async fn bind_tcp(
     Ok((listeners, bound))
 }
 
-/// The answer-TTL policy from the configuration.
-fn ttl_policy(cfg: &Config) -> crate::steer::ttl::TtlPolicy {
-    crate::steer::ttl::TtlPolicy {
-        standard: cfg.dns.answer_ttl,
-        short: cfg.dns.short_ttl,
-        min: cfg.dns.min_ttl,
-        max: cfg.dns.max_ttl,
-        ..Default::default()
-    }
-}
-
 /// Warns once (per site, until it changes) that the owner does not
 /// authorize this node: it then serves the site to nobody, and only the
 /// owner can change that.
@@ -587,4 +573,37 @@ fn warn_unauthorized(cat: &Catalog, me: &crate::keys::PublicKey, warned: &mut Ha
         }
     }
     warned.retain(|s| now.iter().any(|(n, _)| n == s));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_zone(site: &str) -> DnsProblem {
+        DnsProblem::NoZone {
+            site: site.into(),
+            zone: "t.test".into(),
+        }
+    }
+
+    #[test]
+    fn a_dns_problem_is_warned_once_until_it_goes_away() {
+        let keys = |v: Vec<DnsProblem>| v.iter().map(DnsProblem::key).collect::<Vec<_>>();
+        let mut w = DnsWarnings::default();
+        assert_eq!(keys(w.fresh(vec![no_zone("a.t.test")])).len(), 1);
+        // Still there: only the new one is reported.
+        assert_eq!(
+            keys(w.fresh(vec![no_zone("a.t.test"), no_zone("b.t.test")])),
+            [no_zone("b.t.test").key()]
+        );
+        assert!(w
+            .fresh(vec![no_zone("a.t.test"), no_zone("b.t.test")])
+            .is_empty());
+        // Gone, then back: reported again.
+        assert!(w.fresh(vec![no_zone("b.t.test")]).is_empty());
+        assert_eq!(
+            keys(w.fresh(vec![no_zone("a.t.test"), no_zone("b.t.test")])),
+            [no_zone("a.t.test").key()]
+        );
+    }
 }

@@ -15,7 +15,7 @@
 //! - [`latency`]: client RTTs aggregated per client network (pure).
 //! - [`acme`], [`challenge`]: certificates by ACME DNS-01, challenges
 //!   answered by the federation's authorities.
-//! - [`instance`]: starting and stopping everything.
+//! - [`instance`]: starting and stopping everything; [`reload`]: what SIGHUP may change live.
 //! - [`doctor`]: checks delegation, authorities, certificates and clocks from the outside.
 //! - [`devca`], [`demo`], [`cli`]: development CA, the demo, the command line.
 
@@ -46,6 +46,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod owner;
 pub mod publish;
+pub mod reload;
 pub mod remote_publish;
 pub mod report;
 pub mod status;

@@ -67,6 +67,10 @@ pub struct Metrics {
     pub client_rtt_seconds: Histogram,
     /// Client networks with enough samples to be reported (last snapshot).
     pub client_rtt_networks: Gauge,
+    /// Configuration reloads (SIGHUP), by outcome ("applied", "rejected").
+    pub config_reloads: Family<Outcome, Counter>,
+    /// 1 when the last reload was applied (or none was asked), 0 when it was rejected.
+    pub config_last_reload_ok: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,7 +98,10 @@ impl Metrics {
             // 0.25 ms .. 1 s.
             client_rtt_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 13)),
             client_rtt_networks: Gauge::default(),
+            config_reloads: Family::default(),
+            config_last_reload_ok: Gauge::default(),
         };
+        m.config_last_reload_ok.set(1);
         let r = &mut m.registry;
         r.register(
             "dns_responses",
@@ -157,7 +164,26 @@ impl Metrics {
             "Client networks with enough RTT samples to be reported (as of the last report)",
             m.client_rtt_networks.clone(),
         );
+        r.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by outcome (applied, rejected)",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "config_last_reload_ok",
+            "1 if the last configuration reload was applied (or none was asked), 0 if it was rejected",
+            m.config_last_reload_ok.clone(),
+        );
         m
+    }
+
+    /// Records the outcome of a configuration reload.
+    pub fn reloaded(&self, applied: bool) {
+        Self::count(
+            &self.config_reloads,
+            if applied { "applied" } else { "rejected" },
+        );
+        self.config_last_reload_ok.set(i64::from(applied));
     }
 
     /// Counts one DNS response.

@@ -124,6 +124,9 @@ pub struct RemoteReport {
     pub mirrors: Vec<PublicKey>,
     /// What happened to the owner-signed zone.
     pub zone: ZoneOutcome,
+    /// The version the instance held was signed by another owner key (a
+    /// key rotation): its zone and mirrors were not carried forward.
+    pub rotated: bool,
     /// The signed envelope.
     pub envelope: Vec<u8>,
 }
@@ -293,7 +296,13 @@ pub async fn publish(
 ) -> Result<RemoteReport, RemoteError> {
     let site = manifest::normalize_site(&opts.site);
     let info = remote.info(&site).await?;
-    let prev = previous(&info, key)?;
+    // A held version signed by another owner key (the instance re-pinned
+    // after a key rotation) cannot be checked against ours: nothing of it
+    // is carried forward.
+    let (prev, rotated) = match previous(&info, key) {
+        Err(RemoteError::Manifest(ManifestError::WrongKey { .. })) => (None, true),
+        other => (other?, false),
+    };
 
     let hash_bar = if opts.progress {
         indicatif::ProgressBar::new_spinner()
@@ -350,7 +359,7 @@ pub async fn publish(
         files: files.iter().map(|f| f.entry.clone()).collect(),
         zone,
     };
-    send(
+    let mut report = send(
         remote,
         key,
         &m,
@@ -359,7 +368,9 @@ pub async fn publish(
         opts.max_rate,
         zone_outcome,
     )
-    .await
+    .await?;
+    report.rotated = rotated;
+    Ok(report)
 }
 
 /// Re-signs the newest version the instance holds with a new version number
@@ -465,6 +476,7 @@ async fn send(
         complete,
         mirrors: m.mirrors.clone(),
         zone,
+        rotated: false,
         envelope,
     })
 }

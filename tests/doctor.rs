@@ -1,8 +1,9 @@
 //! `p2pcdn doctor` against a real delegation, on loopback (127.77.0.0/24):
 //!
 //! - an NSD test root on 127.77.0.99 (serving "." as a.root.) and
-//!   127.77.0.98 (serving "example." as a.nic.example.), which delegates
-//!   doctor.example to ns1..ns3 with glue;
+//!   127.77.0.98 (serving "example." as a.nic.example.), and a second NSD
+//!   on 127.77.0.97 (b.nic.example.), which delegate doctor.example to
+//!   ns1..ns3 with glue;
 //! - three real instances (`p2pcdn serve`), ns1..ns3.doctor.example on
 //!   127.77.0.1..3: DNS on port 53, HTTPS on 443, peers of each other;
 //! - unbound on 127.77.0.53:53 at its default settings, resolving
@@ -10,9 +11,12 @@
 //!   only: addresses, who may ask, loopback authorities, root hints).
 //!
 //! `doctor --config m1.toml --resolver 127.77.0.53:53` must exit 0 with every
-//! line ok; after the parent is changed to list only ns1 and ns2, with ns2's
-//! glue pointing at 127.77.0.50, it must exit non-zero with FAIL lines naming
-//! the wrong glue and the missing NS, and their fixes.
+//! line ok; after a.nic is changed to list only ns1 and ns2, with ns2's glue
+//! pointing at 127.77.0.50 (b.nic keeps the correct delegation), and m1's
+//! zone file gains an NS the running authorities do not serve, it must exit
+//! non-zero with FAIL lines naming the wrong glue and the missing NS at
+//! a.nic, the parent servers' disagreement, and the resolver's NS set
+//! against the zone file, with their fixes.
 //!
 //! Needs root (ports 53/443), nsd and unbound. Without them the test is
 //! skipped (it says why), unless `P2PCDN_E2E=require`, which turns a missing
@@ -158,7 +162,9 @@ fn root_zone() -> String {
          . IN NS a.root.\n\
          a.root. IN A {NET}.99\n\
          example. 172800 IN NS a.nic.example.\n\
-         a.nic.example. 172800 IN A {NET}.98\n"
+         example. 172800 IN NS b.nic.example.\n\
+         a.nic.example. 172800 IN A {NET}.98\n\
+         b.nic.example. 172800 IN A {NET}.97\n"
     )
 }
 
@@ -168,7 +174,9 @@ fn tld_zone(ns: &[(&str, &str)]) -> String {
         "$TTL 86400\n\
          example. IN SOA a.nic.example. hostmaster.nic.example. ( 2026113001 1800 900 604800 3600 )\n\
          example. IN NS a.nic.example.\n\
-         a.nic.example. IN A {NET}.98\n"
+         example. IN NS b.nic.example.\n\
+         a.nic.example. IN A {NET}.98\n\
+         b.nic.example. IN A {NET}.97\n"
     );
     for (n, a) in ns {
         z.push_str(&format!("{ZONE}. 3600 IN NS {n}.{ZONE}.\n"));
@@ -177,12 +185,23 @@ fn tld_zone(ns: &[(&str, &str)]) -> String {
     z
 }
 
-fn nsd_conf(d: &Path) -> String {
+/// The first NSD: the root and the TLD's a.nic (`tld2` instead: only the
+/// TLD's second server, b.nic).
+fn nsd_conf(d: &Path, tld2: bool) -> String {
+    let addrs = if tld2 {
+        format!("\x20   ip-address: {NET}.97\n")
+    } else {
+        format!("\x20   ip-address: {NET}.99\n\x20   ip-address: {NET}.98\n")
+    };
+    let root = if tld2 {
+        ""
+    } else {
+        "zone:\n\x20   name: \".\"\n\x20   zonefile: \"root.zone\"\n"
+    };
     let d = d.display();
     format!(
         "server:\n\
-         \x20   ip-address: {NET}.99\n\
-         \x20   ip-address: {NET}.98\n\
+         {addrs}\
          \x20   port: 53\n\
          \x20   username: \"\"\n\
          \x20   chroot: \"\"\n\
@@ -194,9 +213,7 @@ fn nsd_conf(d: &Path) -> String {
          \x20   pidfile: \"{d}/nsd.pid\"\n\
          remote-control:\n\
          \x20   control-enable: no\n\
-         zone:\n\
-         \x20   name: \".\"\n\
-         \x20   zonefile: \"root.zone\"\n\
+         {root}\
          zone:\n\
          \x20   name: \"example.\"\n\
          \x20   zonefile: \"example.zone\"\n"
@@ -344,7 +361,7 @@ fn doctor_finds_wrong_glue_and_a_missing_ns() {
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    for d in ["root", "unbound", "zones", "log"] {
+    for d in ["root", "tld2", "unbound", "zones", "log"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     let mut procs = Procs {
@@ -361,7 +378,7 @@ fn doctor_finds_wrong_glue_and_a_missing_ns() {
         ("ns3", "127.77.0.3"),
     ];
     std::fs::write(root.join("example.zone"), tld_zone(&good)).unwrap();
-    std::fs::write(root.join("nsd.conf"), nsd_conf(&root)).unwrap();
+    std::fs::write(root.join("nsd.conf"), nsd_conf(&root, false)).unwrap();
     let nsd = |procs: &mut Procs| {
         procs.start(
             "nsd",
@@ -372,6 +389,18 @@ fn doctor_finds_wrong_glue_and_a_missing_ns() {
         )
     };
     nsd(&mut procs);
+    // The TLD's second server, b.nic, on its own: it keeps the correct
+    // delegation when a.nic's goes wrong.
+    let tld2 = dir.join("tld2");
+    std::fs::write(tld2.join("example.zone"), tld_zone(&good)).unwrap();
+    std::fs::write(tld2.join("nsd.conf"), nsd_conf(&tld2, true)).unwrap();
+    procs.start(
+        "nsd-b",
+        Command::new("nsd")
+            .env("PATH", &path)
+            .args(["-d", "-c"])
+            .arg(tld2.join("nsd.conf")),
+    );
 
     // Three instances, the zone's authorities.
     fresh_geodata(&dir.join("geo.mmdb"));
@@ -420,6 +449,7 @@ fn doctor_finds_wrong_glue_and_a_missing_ns() {
     wait_until("NSD answers the test root and TLD", bound, &procs, || {
         answers("127.77.0.99", ".", RecordType::SOA, false)
             && answers("127.77.0.98", "example.", RecordType::SOA, false)
+            && answers("127.77.0.97", "example.", RecordType::SOA, false)
     });
     for i in 1..=3 {
         wait_until(&format!("instance {i} answers DNS"), bound, &procs, || {
@@ -473,7 +503,17 @@ fn doctor_finds_wrong_glue_and_a_missing_ns() {
     );
     assert_eq!(lines.iter().filter(|l| l.contains(" clock ")).count(), 2);
 
-    // 2. Broken at the parent: only ns1 and ns2 listed, ns2's glue wrong.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ok   delegation ")
+                && l.contains("answers the zone file's NS set")),
+        "no ok line for the resolver's NS set"
+    );
+
+    // 2. Broken at the parent's a.nic (b.nic stays correct): only ns1 and
+    // ns2 listed, ns2's glue wrong. And m1's zone file gains an NS the
+    // running authorities do not serve.
     procs.stop("nsd");
     let broken = [("ns1", "127.77.0.1"), ("ns2", "127.77.0.50")];
     std::fs::write(root.join("example.zone"), tld_zone(&broken)).unwrap();
@@ -482,6 +522,12 @@ fn doctor_finds_wrong_glue_and_a_missing_ns() {
         ask("127.77.0.98", "doctor.example.", RecordType::NS, false)
             .is_some_and(|m| m.name_servers().len() == 2)
     });
+    let zone_path = dir.join("zones").join(format!("{ZONE}.zone"));
+    std::fs::write(
+        &zone_path,
+        zone_file() + &format!("@ IN NS ns4\nns4 IN A {NET}.4\n"),
+    )
+    .unwrap();
     let out = doctor(dir, &path);
     let text = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -490,14 +536,25 @@ fn doctor_finds_wrong_glue_and_a_missing_ns() {
     assert!(err.contains("checks failed"), "{err}");
     let has = |s: &str| text.lines().any(|l| l.starts_with("FAIL") && l.contains(s));
     assert!(
-        has("the parent example. has wrong glue for ns2.doctor.example.: A 127.77.0.50; the zone says A 127.77.0.2; \
+        has("the parent example. has wrong glue for ns2.doctor.example.: A 127.77.0.50; the zone says A 127.77.0.2 \
+             (as a.nic.example. at 127.77.0.98 answer); \
              fix: at your registrar/parent (example.), set the glue of ns2.doctor.example. to A 127.77.0.2"),
         "no FAIL line for the wrong glue"
     );
     assert!(
-        has("the parent example. does not list NS ns3.doctor.example., which the zone has; \
+        has("the parent example. does not list NS ns3.doctor.example., which the zone has \
+             (as a.nic.example. at 127.77.0.98 answer); \
              fix: at your registrar/parent (example.), add NS ns3.doctor.example. with glue A 127.77.0.3"),
         "no FAIL line for the missing NS"
+    );
+    assert!(
+        has("the servers of the parent example. give 2 different delegations"),
+        "no FAIL line for the parent servers' disagreement"
+    );
+    assert!(
+        has("answers NS ns1.doctor.example., ns2.doctor.example., ns3.doctor.example. for the zone; \
+             the zone file has ns1.doctor.example., ns2.doctor.example., ns3.doctor.example., ns4.doctor.example."),
+        "no FAIL line for the resolver's NS set against the zone file"
     );
     assert!(
         has("ns2.doctor.example. at 127.77.0.50 did not answer"),

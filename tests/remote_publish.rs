@@ -358,3 +358,34 @@ async fn short_validity_warns_and_resign_extends_without_upload() {
     assert!(home(&c, &inst).await.contains("home one"));
     inst.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_key_rotation_the_new_key_publishes_over_the_old_keys_version() {
+    let w = World::new();
+    let inst = w.start().await;
+    publish_to(&w, &inst, &w.site_dir("one"), &[]).await;
+    inst.shutdown().await;
+    // The owner made a new key; the operator pins it instead of the old one.
+    let new = SecretKey::generate().unwrap();
+    let new_key = w.path().join("owner2.key");
+    new.write_new(&new_key).unwrap();
+    let cfg = std::fs::read_to_string(&w.config_path)
+        .unwrap()
+        .replace(&w.owner.public().to_string(), &new.public().to_string());
+    std::fs::write(&w.config_path, cfg).unwrap();
+    let inst = w.start().await;
+    let c = https_client(&w, &inst);
+
+    let mut a = vec!["publish".to_string()];
+    a.extend(remote_args(&w, &inst));
+    let k = a.iter().position(|s| s == "--key").unwrap() + 1;
+    a[k] = new_key.display().to_string();
+    a.push("--quiet".into());
+    a.push(w.site_dir("two").display().to_string());
+    let (ok, out, err) = run(a).await;
+    assert!(ok, "publish with the new key failed:\n{out}\n{err}");
+    assert!(err.contains("key rotation"), "{err}");
+    assert!(out.contains("complete, now served"), "{out}");
+    assert!(eventually(5, async || home(&c, &inst).await.contains("home two")).await);
+    inst.shutdown().await;
+}

@@ -13,6 +13,7 @@
 pub mod dns;
 pub mod findings;
 pub mod net;
+pub mod parents;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -253,18 +254,17 @@ async fn check_zone(
             NsSet::default()
         }
     };
-    // The parent's view: its NS set and glue, asked of its authorities directly.
-    let at_parent = match parent_referral(res, zone, timeout).await {
-        Ok((parent, set)) => {
-            if !in_zone.0.is_empty() {
-                out.extend(findings::delegation(
-                    &lz,
-                    &LowerName::new(&parent),
-                    &set,
-                    &in_zone,
-                ));
-            }
-            set
+    // The parent's view: its NS set and glue, asked of every one of its
+    // authorities directly.
+    let at_parent = match parent_referrals(res, zone, timeout).await {
+        Ok((parent, referrals)) => {
+            out.extend(parents::delegations(
+                &lz,
+                &LowerName::new(&parent),
+                &in_zone,
+                &referrals,
+            ));
+            parents::union(&referrals)
         }
         Err(why) => {
             out.push(fail(
@@ -276,6 +276,12 @@ async fn check_zone(
             NsSet::default()
         }
     };
+    // The zone's NS set as resolvers get it from the authorities, against
+    // the zone file.
+    if local.is_some() && !in_zone.0.is_empty() {
+        let answered = res.ns(zone).await.map_err(|e| e.to_string());
+        out.push(parents::resolver_view(&lz, &res.label, &answered, &in_zone));
+    }
     // Every address of every authority either side names.
     let mut auths: BTreeMap<LowerName, BTreeSet<IpAddr>> = BTreeMap::new();
     for (ns, a) in in_zone.0.iter().chain(&at_parent.0) {
@@ -366,45 +372,39 @@ async fn resolver_ns(res: &Resolver, zone: &Name) -> Result<NsSet, dns::DnsError
     Ok(set)
 }
 
-/// Finds the parent zone through the resolver, then asks its authorities
-/// (RD=0, one address after another) for the zone's NS: the referral.
-async fn parent_referral(
+/// Finds the parent zone through the resolver, then asks every address of
+/// every one of its authorities (RD=0, concurrently) for the zone's NS: the
+/// referrals.
+async fn parent_referrals(
     res: &Resolver,
     zone: &Name,
     timeout: Duration,
-) -> Result<(Name, NsSet), String> {
+) -> Result<(Name, Vec<parents::Referral>), String> {
     let (parent, ns) = res
         .parent_of(zone)
         .await
         .map_err(|e| format!("cannot find the parent zone through {}: {e}", res.label))?;
-    let mut tried = vec![];
-    for target in &ns {
+    let mut targets = vec![];
+    for server in &ns {
         let addrs = res
-            .addrs(&Name::from(target.clone()))
+            .addrs(&Name::from(server.clone()))
             .await
             .unwrap_or_default();
-        for a in addrs {
-            match dns::ask(dns_addr(a), zone, RecordType::NS, timeout).await {
-                Ok(m) => {
-                    let set = dns::referral(zone, &m);
-                    if set.0.is_empty() {
-                        tried.push(format!("{target} at {a}: no NS for the zone in its answer"));
-                        continue;
-                    }
-                    return Ok((parent, set));
-                }
-                Err(e) => tried.push(format!("{target} at {a}: {e}")),
-            }
-        }
+        targets.extend(addrs.into_iter().map(|a| (server.clone(), a)));
     }
-    Err(if tried.is_empty() {
-        format!("the parent {parent} has no reachable name server")
-    } else {
-        format!(
-            "no authority of the parent {parent} delegates the zone ({})",
-            tried.join("; ")
-        )
-    })
+    let referrals = join_all(targets.into_iter().map(|(server, addr)| async move {
+        let answer = dns::ask(dns_addr(addr), zone, RecordType::NS, timeout)
+            .await
+            .map(|m| dns::referral(zone, &m))
+            .map_err(|e| e.to_string());
+        parents::Referral {
+            server,
+            addr,
+            answer,
+        }
+    }))
+    .await;
+    Ok((parent, referrals))
 }
 
 #[cfg(test)]

@@ -191,6 +191,18 @@ impl BindQueue {
         e.next_ms = now_ms.saturating_add(1000u64 << e.attempts.saturating_sub(1).min(10));
     }
 
+    /// Adds a bootstrap URL (pinned: never expires, retried forever), due
+    /// now; a URL already queued becomes pinned.
+    pub fn add_pinned(&mut self, url: &str) {
+        let e = self.entries.entry(url.to_string()).or_insert(Entry {
+            pinned: true,
+            added_ms: 0,
+            attempts: 0,
+            next_ms: 0,
+        });
+        e.pinned = true;
+    }
+
     /// Removes a URL (bound, or bound already).
     pub fn done(&mut self, url: &str) {
         self.entries.remove(url);
@@ -211,6 +223,19 @@ impl BindQueue {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_bootstrap_url_added_later_is_due_at_once_and_kept() {
+        let mut q = BindQueue::default();
+        assert_eq!(q.offer("https://a.test", "a.test", 0), Offer::Queued);
+        q.add_pinned("https://a.test");
+        q.add_pinned("https://b.test");
+        assert_eq!(q.len(), 2);
+        let later = LEARNED_TTL.as_millis() as u64 * 2;
+        let due = q.due(later, BINDS_PER_ROUND);
+        assert!(due.contains(&"https://a.test".to_string()), "{due:?}");
+        assert!(due.contains(&"https://b.test".to_string()), "{due:?}");
+    }
 
     #[test]
     fn ip_literals_are_refused_and_names_queued_once() {

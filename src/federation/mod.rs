@@ -278,7 +278,7 @@ pub struct Federation {
     pub name: String,
     /// This node's HTTPS base URL.
     pub url: String,
-    cfg: Arc<Config>,
+    cfg: arc_swap::ArcSwap<Config>,
     http: reqwest::Client,
     resolver: Arc<PeerResolver>,
     peers: RwLock<HashMap<PublicKey, Peer>>,
@@ -380,7 +380,7 @@ impl Federation {
             key,
             name: cfg.node.name.clone(),
             url,
-            cfg,
+            cfg: arc_swap::ArcSwap::new(cfg),
             http,
             resolver,
             peers: RwLock::new(HashMap::new()),
@@ -469,9 +469,28 @@ impl Federation {
         self.own_report.read().ok().and_then(|r| r.clone())
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.cfg
+    /// The configuration in effect.
+    pub fn config(&self) -> Arc<Config> {
+        self.cfg.load_full()
+    }
+
+    /// Runs with `cfg` from now on (a configuration reload; keys that need
+    /// a restart were already kept at their running values). Bootstrap
+    /// peers new in `cfg` are queued for binding; removed ones stay bound
+    /// if they are, as peers learned from reports do.
+    pub fn set_config(&self, cfg: Arc<Config>) {
+        let old = self.cfg.swap(cfg.clone());
+        for p in &cfg.federation.peers {
+            if old.federation.peers.contains(p) {
+                continue;
+            }
+            if let Some(a) = p.address {
+                self.resolver.pin(&p.host, a);
+            }
+            if let Ok(mut q) = self.to_bind.lock() {
+                q.add_pinned(&p.url);
+            }
+        }
     }
 
     /// Binds `url`'s host to the node key served there over verified TLS,
@@ -623,7 +642,7 @@ impl Federation {
     /// Our digest: newest manifest per configured site, newest report seq per node.
     pub fn digest(&self) -> Digest {
         let mut d = Digest::default();
-        for s in &self.cfg.sites {
+        for s in &self.cfg.load().sites {
             let v = self
                 .db
                 .held_version(&s.hostname)
@@ -647,7 +666,7 @@ impl Federation {
     pub fn newer_than(&self, theirs: &Digest) -> Bundle {
         let mut b = Bundle::default();
         for (site, their_v) in &theirs.manifests {
-            if self.cfg.site(site).is_none() {
+            if self.cfg.load().site(site).is_none() {
                 continue;
             }
             if let Ok(Some(row)) = self.db.newest_manifest(site) {
@@ -754,10 +773,10 @@ impl Federation {
     /// Verifies and stores one manifest envelope. `Ok(None)`: not newer (ignored) or unknown site.
     pub fn ingest_manifest(&self, envelope: &[u8]) -> Result<Option<Imported>, IngestError> {
         let site = manifest::peek_site(envelope).map_err(IngestError::Manifest)?;
-        let Some(sc) = self.cfg.site(&site) else {
+        let Some(sc) = self.cfg.load().site(&site).cloned() else {
             return Ok(None);
         };
-        match ingest::import_manifest(&self.db, &self.store, sc, envelope, unix_now()) {
+        match ingest::import_manifest(&self.db, &self.store, &sc, envelope, unix_now()) {
             Ok(i) => {
                 tracing::info!(site = %site, outcome = ?i, "accepted manifest from the federation");
                 Ok(Some(i))
@@ -821,7 +840,13 @@ impl Federation {
                 q.failed(url, unix_millis());
             }
         }
-        let bootstrap = self.cfg.federation.peers.iter().any(|p| p.url == url);
+        let bootstrap = self
+            .cfg
+            .load()
+            .federation
+            .peers
+            .iter()
+            .any(|p| p.url == url);
         let Ok(mut errors) = self.bind_errors.lock() else {
             return;
         };
@@ -889,6 +914,7 @@ impl Federation {
             .map(|e| e.clone())
             .unwrap_or_default();
         self.cfg
+            .load()
             .federation
             .peers
             .iter()
@@ -960,6 +986,7 @@ impl Federation {
     pub fn location_plausible(&self, p: &Peer) -> Option<bool> {
         let own = self
             .cfg
+            .load()
             .node
             .location
             .map(|(lat, lon)| crate::geo::GeoPoint { lat, lon });
@@ -977,7 +1004,7 @@ impl Federation {
     /// The location steering uses for `p`: its claim, unless
     /// `location_check` is on and the claim is impossible.
     pub fn peer_location(&self, p: &Peer) -> Option<crate::geo::GeoPoint> {
-        if self.cfg.federation.location_check && self.location_plausible(p) == Some(false) {
+        if self.cfg.load().federation.location_check && self.location_plausible(p) == Some(false) {
             return None;
         }
         p.report
@@ -1041,7 +1068,7 @@ impl Federation {
                 .and_then(|c| c.get(&(sni.to_string(), sa)).cloned());
             match cached {
                 Some(c) => Some(c),
-                None => client_builder(&self.cfg)
+                None => client_builder(&self.cfg.load())
                     .ok()
                     .and_then(|b| b.resolve(sni, sa).build().ok())
                     .inspect(|c| {

@@ -254,13 +254,25 @@ impl SteerView {
     }
 }
 
+/// What steering decides with besides the view: the geolocation database
+/// (with the operator's prefix overrides) and the policy knobs. Swapped
+/// whole by a configuration reload.
+#[derive(Clone)]
+pub struct SteerParams {
+    /// Geolocation database, if configured.
+    pub geo: Option<Arc<Geo>>,
+    /// Ranking policy.
+    pub policy: Policy,
+    /// Answer TTL policy.
+    pub ttl: TtlPolicy,
+    /// One answer slot in this many per client network explores (0: never).
+    pub explore_every: u32,
+}
+
 /// DNS steering backed by the view and the geolocation database.
 pub struct FederatedSteering {
     view: Arc<ArcSwap<SteerView>>,
-    geo: Option<Arc<Geo>>,
-    policy: Policy,
-    ttl: TtlPolicy,
-    explore_every: u32,
+    params: ArcSwap<SteerParams>,
 }
 
 impl FederatedSteering {
@@ -277,13 +289,21 @@ impl FederatedSteering {
         (
             Self {
                 view: view.clone(),
-                geo,
-                policy,
-                ttl,
-                explore_every,
+                params: ArcSwap::from_pointee(SteerParams {
+                    geo,
+                    policy,
+                    ttl,
+                    explore_every,
+                }),
             },
             view,
         )
+    }
+
+    /// Steers with `params` from now on. Answers already computed from the
+    /// current view (at most 250 ms old) stay until the next view.
+    pub fn set_params(&self, params: SteerParams) {
+        self.params.store(Arc::new(params));
     }
 
     /// The steering decision and its TTL for a client located at `ip`.
@@ -295,22 +315,23 @@ impl FederatedSteering {
         v6: bool,
         now: u64,
     ) -> (Vec<IpAddr>, u32) {
-        let point = self
+        let p = self.params.load();
+        let point = p
             .geo
             .as_ref()
             .and_then(|g| g.lookup(ip))
             .and_then(|l| l.point);
         let prefix_key = prefix_key(ip);
-        let slot = now / u64::from(self.ttl.standard.max(1));
+        let slot = now / u64::from(p.ttl.standard.max(1));
         let ci = ClientInfo {
             point,
             prefix_key,
-            explore: steer::explore_seed(prefix_key, slot, self.explore_every),
+            explore: steer::explore_seed(prefix_key, slot, p.explore_every),
         };
         let family = if v6 { Family::V6 } else { Family::V4 };
         let candidates = view.measured(sv, ip);
-        let d = steer::decide(&ci, &candidates, sv.target, &self.policy, family);
-        let ttl = ttl::choose(&self.ttl, &d, &candidates);
+        let d = steer::decide(&ci, &candidates, sv.target, &p.policy, family);
+        let ttl = ttl::choose(&p.ttl, &d, &candidates);
         (d.addrs(), ttl.secs)
     }
 }

@@ -37,8 +37,8 @@ use crate::upload::{UploadError, Uploads};
 pub struct UploadService {
     /// Open sessions and admission rules.
     pub uploads: Uploads,
-    /// Sites and their pinned owner keys.
-    pub cfg: Arc<Config>,
+    /// Sites and their pinned owner keys (swapped by a configuration reload).
+    pub cfg: Arc<arc_swap::ArcSwap<Config>>,
     /// Manifest rows.
     pub db: Arc<Db>,
     /// Blobs.
@@ -109,12 +109,13 @@ fn internal(e: impl std::fmt::Display) -> UploadError {
 }
 
 impl UploadService {
-    fn site(&self, site: &str) -> Result<&crate::config::SiteConfig, UploadError> {
-        if !self.cfg.remote_publish {
+    fn site(&self, site: &str) -> Result<crate::config::SiteConfig, UploadError> {
+        let cfg = self.cfg.load();
+        if !cfg.remote_publish {
             return Err(UploadError::Disabled);
         }
-        self.cfg
-            .site(site)
+        cfg.site(site)
+            .cloned()
             .ok_or_else(|| UploadError::UnknownSite(site.to_string()))
     }
 
@@ -174,7 +175,7 @@ impl UploadService {
 
     fn import(&self, site: &str, envelope: &[u8]) -> Result<(), UploadError> {
         let sc = self.site(site)?;
-        match ingest::import_manifest(&self.db, &self.store, sc, envelope, unix_now()) {
+        match ingest::import_manifest(&self.db, &self.store, &sc, envelope, unix_now()) {
             Ok(Imported::Complete { version }) => {
                 tracing::info!(%site, version, "remote publish complete; now served");
             }

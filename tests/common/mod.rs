@@ -17,6 +17,7 @@ use p2pcdn::publish::{self, PublishOptions, PublishReport};
 
 pub mod acme;
 pub mod fed;
+pub mod served;
 pub mod system;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};

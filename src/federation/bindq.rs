@@ -195,12 +195,12 @@ impl BindQueue {
     /// now; a URL already queued becomes pinned.
     pub fn add_pinned(&mut self, url: &str) {
         let e = self.entries.entry(url.to_string()).or_insert(Entry {
-            pinned: true,
+            kind: Kind::Bootstrap,
             added_ms: 0,
             attempts: 0,
             next_ms: 0,
         });
-        e.pinned = true;
+        e.kind = Kind::Bootstrap;
     }
 
     /// Removes a URL (bound, or bound already).

@@ -45,7 +45,7 @@ pub struct Fed {
 /// resolvers bind `(ip, 0)`) between the check here and the instance's bind,
 /// or when an instance restarts; ports below it are only ever handed out
 /// by explicit binds, and each test uses its own 127.N.0.x addresses.
-fn free_port(ip: IpAddr) -> u16 {
+pub fn free_port(ip: IpAddr) -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     loop {

@@ -290,9 +290,10 @@ async fn poll_peers(
     }
 }
 
-/// How long a new version's replicators wait before asking an origin:
-/// two gossip intervals (at least 1 s), so the others have the manifest and
-/// answer availability polls, and the first-fetcher split is shared.
+/// For how long after a new version appears every authorized peer without
+/// it is presumed to replicate it (two gossip intervals, at least 1 s: time
+/// for the manifest to reach them and for them to answer polls); after
+/// that only peers seen replicating and progressing count.
 fn settle(fed: &Federation) -> Duration {
     Duration::from_millis(fed.config().federation.gossip_interval_ms.saturating_mul(2))
         .max(Duration::from_secs(1))
@@ -322,34 +323,41 @@ async fn swarm_pass(
     poll_peers(fed, track, &to_poll, site, version, blobs.len()).await;
     let at = Instant::now();
     let settled = track.settled(at, settle(fed));
+    let mut presumed: Vec<PublicKey> = vec![];
     let all: Vec<Candidate> = peers
         .iter()
         .filter_map(|p| {
             let held = p.holds(site, now);
-            let holding = if held == Some(version) {
+            let bitmap = track.holding(&p.key, at);
+            let full = held == Some(version) || bitmap.is_some_and(Bitmap::complete);
+            // Until the replicators had time to get the manifest and answer,
+            // every authorized peer still without the version is presumed to
+            // replicate it, so the first-fetcher split is right from the
+            // start and nobody waits to ask an origin.
+            if !settled && !full && authorized(&vm.manifest.mirrors, &p.key) {
+                presumed.push(p.key);
+            }
+            let holding = if full {
                 Holding::All
-            } else if let Some(b) = track.holding(&p.key, at) {
+            } else if let Some(b) = bitmap {
                 Holding::Some(b.clone())
             } else if held.is_some() {
                 Holding::Maybe
             } else {
                 return None;
             };
-            let origin = matches!(holding, Holding::All) && !track.seen_replicating(&p.key);
             let load = p
                 .report
                 .as_ref()
                 .map_or(1.0, |r| r.report.load.fraction(&r.report.capacity));
             Some(Candidate {
                 key: p.key,
-                origin,
+                origin: full && !track.seen_replicating(&p.key),
                 rtt_ms: p.probe.rtt_ms(),
                 load,
                 holding,
             })
         })
-        // Until the split is known, no origin is asked.
-        .filter(|c| settled || !c.origin)
         .collect();
     // Sources backed off after misbehaving are left out, unless every
     // candidate is (a slow machine must not lock itself out of its only
@@ -362,7 +370,12 @@ async fn swarm_pass(
     let candidates = if usable.is_empty() { all } else { usable };
     let sized: Vec<(usize, u64)> = missing.iter().map(|&i| (i, blobs[i].1)).collect();
     let overdue = track.overdue(&sized, at);
-    let replicators = track.replicators(at);
+    let mut replicators = track.replicators(at);
+    for k in presumed {
+        if !replicators.contains(&k) {
+            replicators.push(k);
+        }
+    }
     let hashes: Vec<BlobHash> = blobs.iter().map(|(h, _)| *h).collect();
     let plan = plan::plan(&plan::Input {
         me: fed.me,

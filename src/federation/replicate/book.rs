@@ -93,9 +93,8 @@ impl Track {
         })
     }
 
-    /// Whether the track began at least `settle` ago (origins are asked
-    /// only then: the other replicators had time to receive the manifest and
-    /// answer, so the first-fetcher split is known).
+    /// Whether the track began at least `settle` ago (the other
+    /// replicators had time to receive the manifest and answer polls).
     pub fn settled(&self, now: Instant, settle: Duration) -> bool {
         now.saturating_duration_since(self.started) >= settle
     }

@@ -267,6 +267,16 @@ async fn origin_sends_each_byte_about_once() {
     for i in 1..5 {
         check_mirror(&f, i, &dir).await;
     }
+    // The availability endpoint: every blob (129: the files and the page)
+    // of the version, bit 0 first, padding clear; nothing for other versions.
+    let blobs = FILES + 1;
+    let mut full = vec![0xffu8; blobs / 8];
+    full.push(0xff << (8 - blobs % 8));
+    for i in 0..5 {
+        assert_eq!(have(&f, i, v).await, Some(full.clone()), "node {i}");
+        assert_eq!(have(&f, i, v + 1).await, None);
+        assert_eq!(have(&f, i, v - 1).await, None);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

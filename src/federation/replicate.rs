@@ -246,13 +246,16 @@ async fn poll_have(
         reqwest::StatusCode::NOT_FOUND => return Ok(None),
         s => return Err(format!("HTTP {s}")),
     }
-    if resp
-        .content_length()
-        .is_some_and(|n| n > blobs.div_ceil(8) as u64)
-    {
-        return Err("availability answer too long".into());
+    // Read at most the bitmap's length (a peer cannot make us buffer more).
+    let limit = blobs.div_ceil(8);
+    let mut resp = resp;
+    let mut body: Vec<u8> = Vec::with_capacity(limit);
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err("availability answer too long".into());
+        }
+        body.extend_from_slice(&chunk);
     }
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
     Bitmap::parse(&body, blobs)
         .map(Some)
         .ok_or_else(|| "malformed availability bitmap".into())
@@ -334,7 +337,11 @@ async fn swarm_pass(
             // every authorized peer still without the version is presumed to
             // replicate it, so the first-fetcher split is right from the
             // start and nobody waits to ask an origin.
-            if !settled && !full && authorized(&vm.manifest.mirrors, &p.key) {
+            if !settled
+                && !full
+                && authorized(&vm.manifest.mirrors, &p.key)
+                && fed.source_usable(&p.key)
+            {
                 presumed.push(p.key);
             }
             let holding = if full {
@@ -370,7 +377,13 @@ async fn swarm_pass(
     let candidates = if usable.is_empty() { all } else { usable };
     let sized: Vec<(usize, u64)> = missing.iter().map(|&i| (i, blobs[i].1)).collect();
     let overdue = track.overdue(&sized, at);
-    let mut replicators = track.replicators(at);
+    // A replicator backed off after misbehaving as a source loses its
+    // share of first fetches (its blobs would otherwise wait for it).
+    let mut replicators: Vec<PublicKey> = track
+        .replicators(at)
+        .into_iter()
+        .filter(|k| fed.source_usable(k))
+        .collect();
     for k in presumed {
         if !replicators.contains(&k) {
             replicators.push(k);

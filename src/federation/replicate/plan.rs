@@ -6,7 +6,9 @@
 //!   replicating it (the publishing instance, or a mirror that finished
 //!   before this node started);
 //! - **replicators**: this node and the peers that answered the availability
-//!   endpoint with an incomplete bitmap recently and are making progress;
+//!   endpoint with an incomplete bitmap recently and are making progress
+//!   (and, while a version is new, every authorized peer without it: the
+//!   caller presumes them, so the split holds from the first round);
 //! - **helpers**: non-origin peers known to hold a blob (a replicator that
 //!   has it, or a mirror that finished).
 //!

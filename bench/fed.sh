@@ -11,7 +11,7 @@ METRICS_PORT=9464 # the origin's (frankfurt's) Prometheus endpoint
 # A counter of the origin's metrics (0 when absent).
 origin_metric() {
     curl -s --max-time 2 "http://$(city_ip 0):$METRICS_PORT/metrics" \
-        | awk -v m="$1" '$1 == m { printf "%d\n", $2; found = 1 } END { if (!found) print 0 }'
+        | awk -v m="$1" '$1 == m { printf "%.0f\n", $2; found = 1 } END { if (!found) print 0 }'
 }
 
 fed_prepare() {

@@ -79,7 +79,7 @@ section_replication() {
         local t1n
         t1n=$(now)
         local ngbytes
-        ngbytes=$(cat "$s"/nginx-*.out | awk '{s+=$1} END {print s}')
+        ngbytes=$(cat "$s"/nginx-*.out | awk '{s+=$1} END {printf "%.0f\n", s}')
         [ "$ngbytes" = "$((4 * bytes))" ] || die "replication: nginx streams got $ngbytes bytes, expected $((4 * bytes))"
         local ngsecs
         ngsecs=$(calc "$t1n - $t0")

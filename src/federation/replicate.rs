@@ -44,11 +44,12 @@ pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let mut round: u64 = 0;
     let mut notified = true;
     let mut book = SwarmBook::default();
+    let blobs = blob_client(&fed);
     loop {
         // Served (complete) versions are checked for missing blobs only when
         // something reported a problem, and every 30 s: that costs one stat()
         // per blob.
-        let waiting = replicate_once(&fed, &mut book, notified, round % 30 == 0).await;
+        let waiting = replicate_once(&fed, &blobs, &mut book, notified, round % 30 == 0).await;
         round = round.wrapping_add(1);
         notified = false;
         let pause = if waiting {
@@ -60,6 +61,25 @@ pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(pause) => {}
             _ = fed.replicate_now.notified() => notified = true,
             _ = stop.changed() => break,
+        }
+    }
+}
+
+/// The client for blob pulls: the peer client's settings over HTTP/1.1, so
+/// parallel pulls from one peer run on separate connections (and cores)
+/// instead of sharing one HTTP/2 connection's frames and flow control. Falls
+/// back to the shared peer client.
+fn blob_client(fed: &Federation) -> reqwest::Client {
+    match super::client_builder(fed.config()).and_then(|b| {
+        b.http1_only()
+            .dns_resolver(fed.resolver.clone())
+            .build()
+            .map_err(|e| super::FederationError::Client(e.to_string()))
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "blob client: using the shared peer client");
+            fed.http.clone()
         }
     }
 }
@@ -152,6 +172,7 @@ fn complete_version(fed: &Federation, site: &str, version: u64, vm: &VerifiedMan
 /// waiting for another replicator (poll again soon).
 async fn replicate_once(
     fed: &Arc<Federation>,
+    blobs_client: &reqwest::Client,
     book: &mut SwarmBook,
     notified: bool,
     slow_round: bool,
@@ -185,9 +206,9 @@ async fn replicate_once(
         if !missing.is_empty() {
             let pass = swarm_pass(
                 fed,
+                blobs_client,
                 book,
                 &site.hostname,
-                row.version,
                 &vm,
                 &blobs,
                 &missing,
@@ -302,18 +323,20 @@ fn settle(fed: &Federation) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-/// One swarming pass over the missing blobs of `site@version`: poll
-/// availability, plan, pull. Returns whether blobs wait for another
-/// replicator or failed (try again soon).
+/// One swarming pass over the missing blobs (indexes into `blobs`, the
+/// manifest's blob order) of `site` at `vm`'s version: poll availability,
+/// plan, pull. Returns whether blobs wait for another replicator or failed
+/// (try again soon).
 async fn swarm_pass(
     fed: &Arc<Federation>,
+    blobs_client: &reqwest::Client,
     book: &mut SwarmBook,
     site: &str,
-    version: u64,
     vm: &VerifiedManifest,
     blobs: &[(BlobHash, u64)],
     missing: &[usize],
 ) -> bool {
+    let version = vm.manifest.version;
     let now = unix_now();
     let track = book.track(site, version, Instant::now());
     let peers = eligible_peers(fed, site, &vm.manifest.mirrors, now);
@@ -434,8 +457,9 @@ async fn swarm_pass(
                 })
                 .collect();
             let fed = fed.clone();
+            let client = blobs_client.clone();
             let site = site.to_string();
-            async move { pull_one(&fed, &site, h, size, &sources).await }
+            async move { pull_one(&fed, &client, &site, h, size, &sources).await }
         })
         .collect();
     let results = futures_util::stream::iter(jobs)
@@ -449,6 +473,7 @@ async fn swarm_pass(
 /// a source that misbehaves is blamed and backed off.
 async fn pull_one(
     fed: &Federation,
+    client: &reqwest::Client,
     site: &str,
     h: BlobHash,
     size: u64,
@@ -460,7 +485,7 @@ async fn pull_one(
         if !fed.source_usable(key) && sources.iter().any(|o| fed.source_usable(&o.0)) {
             continue;
         }
-        let pulled = fetch_blob(&fed.http, &fed.store, url, &key.to_string(), h, size).await;
+        let pulled = fetch_blob(client, &fed.store, url, &key.to_string(), h, size).await;
         crate::metrics::Metrics::count(
             &fed.metrics.blob_pulls,
             if pulled.is_ok() { "ok" } else { "failed" },

@@ -342,7 +342,7 @@ pub async fn blob(
     }
     // Counted as the bytes leave for the connection (never more than the
     // socket writes: TLS framing only adds).
-    let stream = ReaderStream::with_capacity(file.take(len), 128 * 1024).inspect(move |chunk| {
+    let stream = ReaderStream::with_capacity(file.take(len), 1 << 20).inspect(move |chunk| {
         if let Ok(b) = chunk {
             uploaded.inc_by(b.len() as u64);
         }

@@ -6,6 +6,13 @@ SITE=www.demo.p2pcdn.test
 declare -A FED_PID
 
 city_ip() { echo "127.$(($1 + 1)).0.1"; } # city index 0..4
+METRICS_PORT=9464 # the origin's (frankfurt's) Prometheus endpoint
+
+# A counter of the origin's metrics (0 when absent).
+origin_metric() {
+    curl -s --max-time 2 "http://$(city_ip 0):$METRICS_PORT/metrics" \
+        | awk -v m="$1" '$1 == m { printf "%.0f\n", $2; found = 1 } END { if (!found) print 0 }'
+}
 
 fed_prepare() {
     FED=$WORK/fed
@@ -17,6 +24,8 @@ fed_prepare() {
     gen_file "$FED/site/files/1k.bin.tmp" 1 onek && head -c 1024 "$FED/site/files/1k.bin.tmp" > "$FED/site/files/1k.bin"
     rm -f "$FED/site/files/1k.bin.tmp"
     gen_file "$FED/site/files/100m.bin" 100 hundred
+    # The origin's metrics (its peer upload bytes, for the replication section).
+    printf '\n[metrics]\nlisten = ["%s:%s"]\n' "$(city_ip 0)" "$METRICS_PORT" >> "$FED/frankfurt/p2pcdn.toml"
     fed_publish "$FED/site"
 }
 

@@ -54,7 +54,7 @@ for s in $SECTIONS; do
         dns) need+=(dnsperf gdnsd knotd) ;;
         https | flash) need+=(nginx wrk) ;;
         hash) need+=(b3sum) ;;
-        replication) need+=(nc) ;;
+        replication) need+=(nc nginx) ;;
         failover) ;;
         *) die "unknown section '$s' (dns https hash flash failover replication)" ;;
     esac

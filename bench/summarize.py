@@ -27,7 +27,9 @@ TARGETS = {
     ("https-100m", "throughput", "nginx"): (">=", 1.0),
     ("hash", "throughput", "b3sum"): (">=", 0.8),
     ("failover", "time to removal", "p2pcdn"): ("max<=", 2.0),
-    ("replication", "transfer time", "curl, 1 HTTPS stream"): ("<=", 1.5),
+    # Issue 11: 4 mirrors x DATA_MIB against the same bytes to 4 parallel
+    # curl streams from one nginx (the machine's own bound).
+    ("replication", "transfer time", "nginx, 4 parallel curl streams (bound)"): ("<=", 1.5),
 }
 
 

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub http_responses: Family<Outcome, Counter>,
     /// Blobs pulled from peers, by outcome ("ok", "failed").
     pub blob_pulls: Family<Outcome, Counter>,
+    /// Blob payload bytes served to peers (`/blob/{hash}` bodies).
+    pub peer_upload_bytes: Counter,
     /// Gossip exchanges, by outcome ("ok", "failed").
     pub gossip_exchanges: Family<Outcome, Counter>,
     /// Bound peers the health probes see up.
@@ -89,6 +91,7 @@ impl Metrics {
             dns_tcp_refused: Counter::default(),
             http_responses: Family::default(),
             blob_pulls: Family::default(),
+            peer_upload_bytes: Counter::default(),
             gossip_exchanges: Family::default(),
             peers_up: Gauge::default(),
             peers: Gauge::default(),
@@ -127,6 +130,11 @@ impl Metrics {
             "blob_pulls",
             "Blobs pulled from peers, by outcome",
             m.blob_pulls.clone(),
+        );
+        r.register(
+            "peer_upload_bytes",
+            "Blob payload bytes served to peers (replication uploads)",
+            m.peer_upload_bytes.clone(),
         );
         r.register(
             "gossip_exchanges",

@@ -200,8 +200,9 @@ async fn interrupted_download_resumes_and_verifies() {
     // Half of the blob arrived before a crash: the download resumes from there.
     let half = big.len() / 2;
     let src = "the-peer";
-    std::fs::write(mirror.partial_path(&h), &big[..half]).unwrap();
-    mirror.set_partial_source(&h, src).unwrap();
+    let mut w = mirror.partial(h, size, src).unwrap();
+    w.append(&big[..half]).unwrap();
+    drop(w);
     p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, src, h, size)
         .await
         .unwrap();
@@ -213,8 +214,9 @@ async fn interrupted_download_resumes_and_verifies() {
     std::fs::remove_file(mirror.blob_path(&h)).unwrap();
     let mut wrong = big[..half].to_vec();
     wrong[10] ^= 1;
-    std::fs::write(mirror.partial_path(&h), &wrong).unwrap();
-    mirror.set_partial_source(&h, src).unwrap();
+    let mut w = mirror.partial(h, size, src).unwrap();
+    w.append(&wrong).unwrap();
+    drop(w);
     let err = p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, src, h, size)
         .await
         .unwrap_err()
@@ -231,8 +233,9 @@ async fn interrupted_download_resumes_and_verifies() {
     // A partial written by another source is never resumed: it is
     // discarded and the download starts over from this source.
     std::fs::remove_file(mirror.blob_path(&h)).unwrap();
-    std::fs::write(mirror.partial_path(&h), &big[..half]).unwrap();
-    mirror.set_partial_source(&h, "another-peer").unwrap();
+    let mut w = mirror.partial(h, size, "another-peer").unwrap();
+    w.append(&big[..half]).unwrap();
+    drop(w);
     p2pcdn::federation::replicate::fetch_blob(&http, &mirror, &url, src, h, size)
         .await
         .unwrap();

@@ -1,43 +1,85 @@
 //! Replication: a mirror that holds a newer valid manifest it is authorized
-//! for pulls the missing blobs from peers that hold the site (healthy ones
-//! first, those holding the newest version first, then by RTT and load),
-//! several in parallel, resuming partial downloads, hashing while it
-//! streams; only a complete, verified set switches the served version
-//! (`Db::complete`, one transaction).
+//! for pulls the missing blobs from its peers by swarming: it polls the
+//! availability (`have`) of the peers replicating the same version, and a
+//! pure planner ([`plan`]) decides who fetches which blob from whom so the
+//! origin sends each byte about once; several blobs are pulled in parallel
+//! from different peers. Each pull streams into the store's resumable
+//! [`crate::store::PartialWriter`], which verifies every byte; only a
+//! complete, verified set switches the served version (`Db::complete`, one
+//! transaction). Reports still say "holds" only for complete versions, so a
+//! partially replicated version is never steered to.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use super::{Federation, Peer};
+use super::Federation;
 use crate::catalog::unix_now;
-use crate::db::ManifestState;
+use crate::db::{ManifestState, StoredManifest};
 use crate::hash::BlobHash;
-use crate::manifest;
+use crate::keys::PublicKey;
+use crate::manifest::{self, VerifiedManifest};
+
+pub mod book;
+pub mod fetch;
+pub mod have;
+pub mod plan;
+
+pub use fetch::{fetch_blob, PullError, HEADERS_TIMEOUT};
+
+use book::{SwarmBook, Track};
+use have::Bitmap;
+use plan::{Candidate, Holding};
 
 /// Blobs fetched at once.
 const PARALLEL: usize = 4;
-/// Longest wait for a peer's response headers to a blob request.
-const HEADERS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a peer's availability answer.
+const HAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs until shutdown: on every manifest arrival and every second.
+/// Runs until shutdown: on every manifest arrival, every second, and every
+/// 250 ms while blobs wait for another replicator.
 pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let mut round: u64 = 0;
     let mut notified = true;
+    let mut book = SwarmBook::default();
+    let blobs = blob_client(&fed);
     loop {
         // Served (complete) versions are checked for missing blobs only when
         // something reported a problem, and every 30 s: that costs one stat()
         // per blob.
-        replicate_once(&fed, notified, round % 30 == 0).await;
+        let waiting = replicate_once(&fed, &blobs, &mut book, notified, round % 30 == 0).await;
         round = round.wrapping_add(1);
         notified = false;
+        let pause = if waiting {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = fed.replicate_now.notified() => notified = true,
             _ = stop.changed() => break,
+        }
+    }
+}
+
+/// The client for blob pulls: the peer client's settings over HTTP/1.1, so
+/// parallel pulls from one peer run on separate connections (and cores)
+/// instead of sharing one HTTP/2 connection's frames and flow control. Falls
+/// back to the shared peer client.
+fn blob_client(fed: &Federation) -> reqwest::Client {
+    match super::client_builder(fed.config()).and_then(|b| {
+        b.http1_only()
+            .dns_resolver(fed.resolver.clone())
+            .build()
+            .map_err(|e| super::FederationError::Client(e.to_string()))
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "blob client: using the shared peer client");
+            fed.http.clone()
         }
     }
 }
@@ -80,13 +122,64 @@ pub fn authorized(mirrors: &[crate::keys::PublicKey], me: &crate::keys::PublicKe
     mirrors.is_empty() || mirrors.contains(me)
 }
 
+/// The verified manifest of a stored row, or why it no longer counts.
+// Seam for `sites` (issue 11 part 1): the envelope is verified here on
+// every pass until the lifecycle module keeps it verified in memory.
+fn verified_row(
+    row: &StoredManifest,
+    site: &crate::config::SiteConfig,
+    now: u64,
+) -> Option<VerifiedManifest> {
+    match manifest::verify_signature(&row.envelope, &site.hostname, &site.owner_key)
+        .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm))
+    {
+        Ok(vm) => Some(vm),
+        Err(e) => {
+            tracing::warn!(site = %site.hostname, version = row.version, error = %e, "pending manifest no longer valid");
+            None
+        }
+    }
+}
+
+/// Marks a fully stored version complete (now served), then collects
+/// garbage.
+// Seam for `sites` (issue 11 part 1): "complete, then collect garbage".
+fn complete_version(fed: &Federation, site: &str, version: u64, vm: &VerifiedManifest, now: u64) {
+    for (h, s) in vm.blobs() {
+        let _ = fed.db.record_blob(&h, s, now);
+    }
+    match fed.db.complete(site, version) {
+        Ok(()) => {
+            tracing::info!(site = %site, version, "replicated and verified; now serving");
+            fed.refresh.notify_one();
+            match crate::ingest::collect_garbage(&fed.db, &fed.store) {
+                Ok((0, _)) => {}
+                Ok((n, b)) => tracing::info!(
+                    removed = n,
+                    bytes = b,
+                    "garbage-collected blobs no held version references"
+                ),
+                Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not mark version complete"),
+    }
+}
+
 /// One replication pass. `notified`: something asked for it (a manifest
 /// arrived, a blob went missing); `slow_round`: the ~30 s round, which also
-/// checks served versions for missing blobs and asks peers that do not
-/// report the version being replicated.
-async fn replicate_once(fed: &Arc<Federation>, notified: bool, slow_round: bool) {
+/// checks served versions for missing blobs. Returns whether blobs are
+/// waiting for another replicator (poll again soon).
+async fn replicate_once(
+    fed: &Arc<Federation>,
+    blobs_client: &reqwest::Client,
+    book: &mut SwarmBook,
+    notified: bool,
+    slow_round: bool,
+) -> bool {
     let now = unix_now();
     let check_complete = notified || slow_round;
+    let mut waiting = false;
     for site in fed.config().sites.iter().filter(|s| s.mirror) {
         let row = match fed.db.newest_manifest(&site.hostname) {
             // Pending: still replicating. Complete: repair blobs that went
@@ -99,400 +192,318 @@ async fn replicate_once(fed: &Arc<Federation>, notified: bool, slow_round: bool)
             }
             _ => continue,
         };
-        let vm = match manifest::verify_signature(&row.envelope, &site.hostname, &site.owner_key)
-            .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm))
-        {
-            Ok(vm) => vm,
-            Err(e) => {
-                tracing::warn!(site = %site.hostname, version = row.version, error = %e, "pending manifest no longer valid");
-                continue;
-            }
+        let Some(vm) = verified_row(&row, site, now) else {
+            continue;
         };
         if !authorized(&vm.manifest.mirrors, &fed.me) {
             tracing::debug!(site = %site.hostname, version = row.version, "not authorized by the owner to mirror this version");
             continue;
         }
-        let missing: Vec<(BlobHash, u64)> = vm
-            .blobs()
-            .into_iter()
-            .filter(|(h, s)| !fed.store.contains(h, *s))
+        let blobs = vm.blobs();
+        let missing: Vec<usize> = (0..blobs.len())
+            .filter(|&i| !fed.store.contains(&blobs[i].0, blobs[i].1))
             .collect();
         if !missing.is_empty() {
-            let sources = sources_for(fed, &site.hostname, row.version, &vm.manifest.mirrors, now);
-            if sources.0.is_empty() {
-                tracing::debug!(site = %site.hostname, "no healthy peer holds this site yet");
-                continue;
-            }
-            // Nobody reports this version yet (the manifest travels ahead of
-            // its holders' next reports): wait for a report rather than ask
-            // peers that most likely lack the new blobs; on the slow rounds
-            // try them anyway (blobs shared with older versions).
-            if sources.1 == 0 && !slow_round {
-                tracing::debug!(site = %site.hostname, version = row.version, "no peer reports this version yet");
-                continue;
-            }
-            tracing::info!(site = %site.hostname, version = row.version, blobs = missing.len(), sources = sources.0.len(), with_version = sources.1, "replicating");
-            let sources = Arc::new(sources);
-            let jobs: Vec<_> = missing
-                .iter()
-                .copied()
-                .enumerate()
-                .map(|(i, (h, size))| {
-                let fed = fed.clone();
-                let sources = sources.clone();
-                let site = site.hostname.clone();
-                async move {
-                    for k in source_order(sources.0.len(), sources.1, i) {
-                        let Some(p) = sources.0.get(k) else { continue };
-                        // Another job may have caught this source misbehaving
-                        // (skipped only while another source is usable).
-                        if !fed.source_usable(&p.key)
-                            && sources.0.iter().any(|o| fed.source_usable(&o.key))
-                        {
-                            continue;
-                        }
-                        let pulled =
-                            fetch_blob(&fed.http, &fed.store, &p.url, &p.key.to_string(), h, size)
-                                .await;
-                        crate::metrics::Metrics::count(
-                            &fed.metrics.blob_pulls,
-                            if pulled.is_ok() { "ok" } else { "failed" },
-                        );
-                        match pulled {
-                            Ok(()) => {
-                                fed.source_succeeded(&p.key, &site);
-                                return true;
-                            }
-                            Err(e) if e.blames_source() => {
-                                let backoff = fed.source_failed(&p.key);
-                                tracing::warn!(blob = %h.short(), peer = %p.name, error = %e, backoff_s = backoff.as_secs(), "blob pull failed: source misbehaved; skipping it for a while");
-                            }
-                            Err(e) => tracing::warn!(blob = %h.short(), peer = %p.name, error = %e, "blob pull failed; trying another peer"),
-                        }
-                    }
-                    false
-                }
-            })
-            .collect();
-            let results = futures_util::stream::iter(jobs)
-                .buffer_unordered(PARALLEL)
-                .collect::<Vec<bool>>()
-                .await;
-            if results.iter().any(|ok| !ok) {
-                continue;
-            }
+            let pass = swarm_pass(
+                fed,
+                blobs_client,
+                book,
+                &site.hostname,
+                &vm,
+                &blobs,
+                &missing,
+            )
+            .await;
+            waiting |= pass;
         }
-        let still_missing = vm.blobs().iter().any(|(h, s)| !fed.store.contains(h, *s));
+        let still_missing = blobs.iter().any(|(h, s)| !fed.store.contains(h, *s));
         if still_missing || row.state == ManifestState::Complete {
             if row.state == ManifestState::Complete && !missing.is_empty() && !still_missing {
                 tracing::info!(site = %site.hostname, blobs = missing.len(), "repaired missing or corrupt blobs from peers");
             }
             continue;
         }
-        for (h, s) in vm.blobs() {
-            let _ = fed.db.record_blob(&h, s, now);
-        }
-        match fed.db.complete(&site.hostname, row.version) {
-            Ok(()) => {
-                tracing::info!(site = %site.hostname, version = row.version, "replicated and verified; now serving");
-                fed.refresh.notify_one();
-                match crate::ingest::collect_garbage(&fed.db, &fed.store) {
-                    Ok((0, _)) => {}
-                    Ok((n, b)) => tracing::info!(
-                        removed = n,
-                        bytes = b,
-                        "garbage-collected blobs no held version references"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not mark version complete"),
-        }
+        book.done(&site.hostname);
+        complete_version(fed, &site.hostname, row.version, &vm, now);
     }
+    waiting
 }
 
-/// The order in which blob job `job` tries `n` sources whose first `m`
-/// hold exactly the version being replicated: those first, then the others
-/// (which may hold the blob through an older version); each group rotated
-/// by the job number so parallel pulls spread over peers.
-pub fn source_order(n: usize, m: usize, job: usize) -> impl Iterator<Item = usize> {
-    let m = m.min(n);
-    let rest = n - m;
-    (0..m)
-        .map(move |k| (job + k) % m)
-        .chain((0..rest).map(move |k| m + (job + k) % rest))
-}
-
-/// Healthy peers (last probe answered) that report holding the site and
-/// may be asked for it (authorized by `mirrors`, the manifest being
-/// replicated, or already delivered verified bytes of the site; not backed
-/// off after a failed pull, see [`super::sources`]), best first, and how many
-/// of them (a prefix) hold exactly `version`. Order: holders of `version`
-/// first, then by measured RTT, then by self-reported load (a claim, so it
-/// only breaks ties). When every eligible source is backed off, they are
-/// all returned anyway (a slow machine must not lock itself out of its only
-/// source); a misbehaving source among good ones stays skipped.
-fn sources_for(
+/// Healthy peers (last probe answered) that may be asked for a site's blobs
+/// (authorized by `mirrors`, the manifest being replicated, or already
+/// delivered verified bytes of the site; see [`super::sources`]).
+fn eligible_peers(
     fed: &Federation,
     site: &str,
-    version: u64,
-    mirrors: &[crate::keys::PublicKey],
+    mirrors: &[PublicKey],
     now: u64,
-) -> (Vec<Peer>, usize) {
-    let usable = sources_among(fed, site, version, mirrors, now, true);
-    if usable.0.is_empty() {
-        return sources_among(fed, site, version, mirrors, now, false);
-    }
-    usable
-}
-
-fn sources_among(
-    fed: &Federation,
-    site: &str,
-    version: u64,
-    mirrors: &[crate::keys::PublicKey],
-    now: u64,
-    only_usable: bool,
-) -> (Vec<Peer>, usize) {
-    let mut v: Vec<(bool, f64, f64, Peer)> = fed
-        .peers()
+) -> Vec<super::Peer> {
+    fed.peers()
         .into_iter()
         // A peer whose last probe missed is skipped even while it still
-        // counts as up: its blob requests would wait for HEADERS_TIMEOUT.
+        // counts as up: its requests would wait for the timeouts.
         .filter(|p| p.healthy(now) && !p.probe.last_missed())
-        .filter(|p| {
-            super::sources::eligible(mirrors, &p.key, fed.source_delivered(&p.key, site))
-                && (!only_usable || fed.source_usable(&p.key))
-        })
+        .filter(|p| super::sources::eligible(mirrors, &p.key, fed.source_delivered(&p.key, site)))
+        .collect()
+}
+
+/// `GET /have/{site}/{version}` from one peer: Ok(Some) a bitmap, Ok(None)
+/// the peer does not replicate this version, Err a failure.
+async fn poll_have(
+    http: &reqwest::Client,
+    url: &str,
+    site: &str,
+    version: u64,
+    blobs: usize,
+) -> Result<Option<Bitmap>, String> {
+    let resp = http
+        .get(format!("{url}/.well-known/p2pcdn/v1/have/{site}/{version}"))
+        .timeout(HAVE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    match resp.status() {
+        reqwest::StatusCode::OK => {}
+        reqwest::StatusCode::NOT_FOUND => return Ok(None),
+        s => return Err(format!("HTTP {s}")),
+    }
+    // Read at most the bitmap's length (a peer cannot make us buffer more).
+    let limit = blobs.div_ceil(8);
+    let mut resp = resp;
+    let mut body: Vec<u8> = Vec::with_capacity(limit);
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err("availability answer too long".into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Bitmap::parse(&body, blobs)
+        .map(Some)
+        .ok_or_else(|| "malformed availability bitmap".into())
+}
+
+/// Polls the availability of `peers` that are due, in parallel.
+async fn poll_peers(
+    fed: &Federation,
+    track: &mut Track,
+    peers: &[&super::Peer],
+    site: &str,
+    version: u64,
+    blobs: usize,
+) {
+    let at = Instant::now();
+    let due: Vec<&super::Peer> = peers
+        .iter()
+        .copied()
+        .filter(|p| track.poll_due(&p.key, at))
+        .collect();
+    let answers = futures_util::future::join_all(
+        due.iter()
+            .map(|p| poll_have(&fed.http, &p.url, site, version, blobs)),
+    )
+    .await;
+    let now = Instant::now();
+    for (p, a) in due.iter().zip(answers) {
+        match a {
+            Ok(h) => track.answered(&p.key, h, now),
+            Err(e) => {
+                tracing::debug!(peer = %p.name, error = %e, "availability poll failed");
+                track.poll_failed(&p.key, now);
+            }
+        }
+    }
+}
+
+/// For how long after a new version appears every authorized peer without
+/// it is presumed to replicate it (two gossip intervals, at least 1 s: time
+/// for the manifest to reach them and for them to answer polls); after
+/// that only peers seen replicating and progressing count.
+fn settle(fed: &Federation) -> Duration {
+    Duration::from_millis(fed.config().federation.gossip_interval_ms.saturating_mul(2))
+        .max(Duration::from_secs(1))
+}
+
+/// One swarming pass over the missing blobs (indexes into `blobs`, the
+/// manifest's blob order) of `site` at `vm`'s version: poll availability,
+/// plan, pull. Returns whether blobs wait for another replicator or failed
+/// (try again soon).
+async fn swarm_pass(
+    fed: &Arc<Federation>,
+    blobs_client: &reqwest::Client,
+    book: &mut SwarmBook,
+    site: &str,
+    vm: &VerifiedManifest,
+    blobs: &[(BlobHash, u64)],
+    missing: &[usize],
+) -> bool {
+    let version = vm.manifest.version;
+    let now = unix_now();
+    let track = book.track(site, version, Instant::now());
+    let peers = eligible_peers(fed, site, &vm.manifest.mirrors, now);
+    // Peers whose report holds this version hold every blob; the others are
+    // asked what they hold.
+    let to_poll: Vec<&super::Peer> = peers
+        .iter()
+        .filter(|p| p.holds(site, now) != Some(version))
+        .collect();
+    poll_peers(fed, track, &to_poll, site, version, blobs.len()).await;
+    let at = Instant::now();
+    let settled = track.settled(at, settle(fed));
+    let mut presumed: Vec<PublicKey> = vec![];
+    let all: Vec<Candidate> = peers
+        .iter()
         .filter_map(|p| {
-            let r = p.report.as_ref()?;
-            let held = p.holds(site, now)?;
-            let load = r.report.load.fraction(&r.report.capacity);
-            Some((held != version, p.probe.rtt_ms().unwrap_or(1e6), load, p))
+            let held = p.holds(site, now);
+            let bitmap = track.holding(&p.key, at);
+            let full = held == Some(version) || bitmap.is_some_and(Bitmap::complete);
+            // Until the replicators had time to get the manifest and answer,
+            // every authorized peer still without the version is presumed to
+            // replicate it, so the first-fetcher split is right from the
+            // start and nobody waits to ask an origin.
+            if !settled
+                && !full
+                && authorized(&vm.manifest.mirrors, &p.key)
+                && fed.source_usable(&p.key)
+            {
+                presumed.push(p.key);
+            }
+            let holding = if full {
+                Holding::All
+            } else if let Some(b) = bitmap {
+                Holding::Some(b.clone())
+            } else if held.is_some() {
+                Holding::Maybe
+            } else {
+                return None;
+            };
+            let load = p
+                .report
+                .as_ref()
+                .map_or(1.0, |r| r.report.load.fraction(&r.report.capacity));
+            Some(Candidate {
+                key: p.key,
+                origin: full && !track.seen_replicating(&p.key),
+                rtt_ms: p.probe.rtt_ms(),
+                load,
+                holding,
+            })
         })
         .collect();
-    v.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then(a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)))
-    });
-    let m = v.iter().take_while(|x| !x.0).count();
-    (v.into_iter().map(|x| x.3).collect(), m)
-}
-
-/// Why a blob pull failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PullError {
-    /// No response headers within the deadline.
-    #[error("no response within {0} s")]
-    NoResponse(u64),
-    /// Connection or protocol failure.
-    #[error("{0}")]
-    Transport(String),
-    /// The source answered with an error status (404: it lacks the blob).
-    #[error("HTTP {0}")]
-    Status(u16),
-    /// The source sent slower than the minimum rate (a stall or a trickle).
-    #[error("source too slow: {bytes} bytes in {millis} ms (minimum {min} B/s after the first {grace_ms} ms)", min = super::sources::MIN_PULL_RATE, grace_ms = super::sources::PULL_GRACE.as_millis())]
-    TooSlow {
-        /// Bytes received in this response.
-        bytes: u64,
-        /// Time since the request was sent.
-        millis: u64,
-    },
-    /// More bytes than the manifest's size.
-    #[error("peer sent more than {0} bytes")]
-    TooLong(u64),
-    /// The body ended early (the partial file is kept for the same source).
-    #[error("truncated: {have} of {size} bytes (will resume from the same source)")]
-    Truncated {
-        /// Bytes held.
-        have: u64,
-        /// Expected size.
-        size: u64,
-    },
-    /// The bytes do not hash to the blob's hash.
-    #[error("peer sent wrong bytes: hash {got} instead of {want}")]
-    WrongBytes {
-        /// Hash of what arrived (short form).
-        got: String,
-        /// Expected hash (short form).
-        want: String,
-    },
-    /// A local file-system failure (not the source's fault).
-    #[error("{0}")]
-    Local(String),
-}
-
-impl PullError {
-    /// Whether the failure is the source's doing (stall, trickle, bad or
-    /// extra bytes, no answer, connection failure) and it should be backed
-    /// off. A 404 is not: peers holding an older version are asked for shared
-    /// blobs and may lack new ones (lying holders are caught by spot-checks).
-    pub fn blames_source(&self) -> bool {
-        match self {
-            Self::Local(_) => false,
-            Self::Status(s) => *s != 404,
-            _ => true,
+    // Sources backed off after misbehaving are left out, unless every
+    // candidate is (a slow machine must not lock itself out of its only
+    // source).
+    let usable: Vec<Candidate> = all
+        .iter()
+        .filter(|c| fed.source_usable(&c.key))
+        .cloned()
+        .collect();
+    let candidates = if usable.is_empty() { all } else { usable };
+    let sized: Vec<(usize, u64)> = missing.iter().map(|&i| (i, blobs[i].1)).collect();
+    let overdue = track.overdue(&sized, at);
+    // A replicator backed off after misbehaving as a source loses its
+    // share of first fetches (its blobs would otherwise wait for it).
+    let mut replicators: Vec<PublicKey> = track
+        .replicators(at)
+        .into_iter()
+        .filter(|k| fed.source_usable(k))
+        .collect();
+    for k in presumed {
+        if !replicators.contains(&k) {
+            replicators.push(k);
         }
     }
+    let hashes: Vec<BlobHash> = blobs.iter().map(|(h, _)| *h).collect();
+    let plan = plan::plan(&plan::Input {
+        me: fed.me,
+        blobs: &hashes,
+        missing,
+        candidates: &candidates,
+        replicators: &replicators,
+        origin_open: &overdue,
+    });
+    if plan.fetch.is_empty() {
+        tracing::debug!(
+            site,
+            version,
+            waiting = plan.waiting.len(),
+            candidates = candidates.len(),
+            "replication: nothing to fetch yet"
+        );
+        return true;
+    }
+    tracing::info!(
+        site,
+        version,
+        fetch = plan.fetch.len(),
+        waiting = plan.waiting.len(),
+        candidates = candidates.len(),
+        replicators = replicators.len(),
+        "replicating"
+    );
+    let peers_by_key: std::collections::HashMap<PublicKey, &super::Peer> =
+        peers.iter().map(|p| (p.key, p)).collect();
+    let jobs: Vec<_> = plan
+        .fetch
+        .iter()
+        .map(|f| {
+            let (h, size) = blobs[f.blob];
+            let sources: Vec<(PublicKey, String, String, bool)> = f
+                .sources
+                .iter()
+                .filter_map(|&k| {
+                    let c = candidates.get(k)?;
+                    let p = peers_by_key.get(&c.key)?;
+                    Some((c.key, p.url.clone(), p.name.clone(), c.origin))
+                })
+                .collect();
+            let fed = fed.clone();
+            let client = blobs_client.clone();
+            let site = site.to_string();
+            async move { pull_one(&fed, &client, &site, h, size, &sources).await }
+        })
+        .collect();
+    let results = futures_util::stream::iter(jobs)
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<bool>>()
+        .await;
+    !plan.waiting.is_empty() || results.iter().any(|ok| !ok)
 }
 
-/// Downloads one blob from `url`, resuming a partial file only if `source`
-/// (the peer's key) wrote it, hashing while streaming; commits it to the
-/// store only if size and BLAKE3 match. The transfer must keep an average of
-/// [`super::sources::MIN_PULL_RATE`] after [`super::sources::PULL_GRACE`],
-/// which also bounds its total time.
-pub async fn fetch_blob(
-    http: &reqwest::Client,
-    store: &crate::store::BlobStore,
-    url: &str,
-    source: &str,
+/// Pulls one blob, trying `sources` (key, URL, name, is-origin) in order;
+/// a source that misbehaves is blamed and backed off.
+async fn pull_one(
+    fed: &Federation,
+    client: &reqwest::Client,
+    site: &str,
     h: BlobHash,
     size: u64,
-) -> Result<(), PullError> {
-    use super::sources::too_slow;
-    let part = store.partial_path(&h);
-    let store = store.clone();
-    let part2 = part.clone();
-    let store2 = store.clone();
-    let source2 = source.to_string();
-    // Re-hash what an interrupted download from the same source left
-    // behind; bytes another source wrote are discarded, so a bad source can
-    // never make a good one look bad.
-    let (hasher, have) = tokio::task::spawn_blocking(move || -> (blake3::Hasher, u64) {
-        let mut hasher = blake3::Hasher::new();
-        if store2.partial_source(&h).as_deref() != Some(source2.as_str()) {
-            if part2.exists() {
-                tracing::info!(blob = %h.short(), "discarding a partial download written by another source");
+    sources: &[(PublicKey, String, String, bool)],
+) -> bool {
+    for (key, url, name, origin) in sources {
+        // Another job may have caught this source misbehaving (skipped only
+        // while another source is usable).
+        if !fed.source_usable(key) && sources.iter().any(|o| fed.source_usable(&o.0)) {
+            continue;
+        }
+        let pulled = fetch_blob(client, &fed.store, url, &key.to_string(), h, size).await;
+        crate::metrics::Metrics::count(
+            &fed.metrics.blob_pulls,
+            if pulled.is_ok() { "ok" } else { "failed" },
+        );
+        match pulled {
+            Ok(bytes) => {
+                tracing::debug!(blob = %h.short(), peer = %name, origin, bytes, "blob pulled");
+                fed.source_succeeded(key, site);
+                return true;
             }
-            store2.discard_partial(&h);
-            return (hasher, 0);
-        }
-        match std::fs::File::open(&part2) {
-            Ok(f) => match hasher.update_reader(f).map(|h| h.count()) {
-                Ok(n) if n <= size => (hasher, n),
-                _ => {
-                    store2.discard_partial(&h);
-                    (blake3::Hasher::new(), 0)
-                }
-            },
-            Err(_) => (hasher, 0),
-        }
-    })
-    .await
-    .map_err(|e| PullError::Local(e.to_string()))?;
-    let mut hasher = hasher;
-    let mut have = have;
-    let started = tokio::time::Instant::now();
-    let mut req = http
-        .get(format!("{url}/.well-known/p2pcdn/v1/blob/{h}"))
-        .timeout(Duration::from_secs(3600));
-    if have > 0 && have < size {
-        req = req.header("range", format!("bytes={have}-"));
-    }
-    // Response headers come quickly from a live peer; a pooled connection
-    // into a partition would otherwise wait for the whole-request timeout.
-    let resp = tokio::time::timeout(HEADERS_TIMEOUT, req.send())
-        .await
-        .map_err(|_| PullError::NoResponse(HEADERS_TIMEOUT.as_secs()))?
-        .map_err(|e| PullError::Transport(e.to_string()))?;
-    let status = resp.status();
-    let local = |e: std::io::Error| PullError::Local(format!("{}: {e}", part.display()));
-    let file = if status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0 {
-        tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(&part)
-            .await
-            .map_err(local)?
-    } else if status.is_success() {
-        hasher = blake3::Hasher::new();
-        have = 0;
-        let f = tokio::fs::File::create(&part).await.map_err(local)?;
-        let (st, src, hh) = (store.clone(), source.to_string(), h);
-        tokio::task::spawn_blocking(move || st.set_partial_source(&hh, &src))
-            .await
-            .map_err(|e| PullError::Local(e.to_string()))?
-            .map_err(|e| PullError::Local(e.to_string()))?;
-        f
-    } else {
-        return Err(PullError::Status(status.as_u16()));
-    };
-    if have > 0 {
-        tracing::info!(blob = %h.short(), resumed_at = have, "resuming partial download");
-    }
-    // Each tokio::fs write is a round trip to the blocking pool; batch the
-    // network's small chunks into 1 MiB writes. A partial file stays a prefix
-    // of the blob whatever is lost unflushed, so resuming remains correct.
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
-    let mut stream = resp.bytes_stream();
-    let mut received: u64 = 0;
-    loop {
-        // Wake at least every 250 ms, so a source that sends nothing is
-        // measured against the minimum rate too.
-        let next = tokio::time::timeout(Duration::from_millis(250), stream.next()).await;
-        match next {
-            Ok(None) => break,
-            Ok(Some(chunk)) => {
-                let chunk = chunk.map_err(|e| PullError::Transport(e.to_string()))?;
-                have += chunk.len() as u64;
-                received += chunk.len() as u64;
-                if have > size {
-                    drop(file);
-                    store.discard_partial(&h);
-                    return Err(PullError::TooLong(size));
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk).await.map_err(local)?;
+            Err(e) if e.blames_source() => {
+                let backoff = fed.source_failed(key);
+                tracing::warn!(blob = %h.short(), peer = %name, error = %e, backoff_s = backoff.as_secs(), "blob pull failed: source misbehaved; skipping it for a while");
             }
-            Err(_) => {}
-        }
-        let elapsed = started.elapsed();
-        if have < size && too_slow(received, elapsed) {
-            let _ = file.flush().await;
-            return Err(PullError::TooSlow {
-                bytes: received,
-                millis: elapsed.as_millis() as u64,
-            });
+            Err(e) => {
+                tracing::warn!(blob = %h.short(), peer = %name, error = %e, "blob pull failed; trying another peer")
+            }
         }
     }
-    file.flush().await.map_err(local)?;
-    drop(file);
-    if have < size {
-        return Err(PullError::Truncated { have, size });
-    }
-    let got = BlobHash::from(hasher.finalize());
-    if got != h {
-        store.discard_partial(&h);
-        return Err(PullError::WrongBytes {
-            got: got.short().to_string(),
-            want: h.short().to_string(),
-        });
-    }
-    tokio::task::spawn_blocking(move || store.commit_partial(&h, &part))
-        .await
-        .map_err(|e| PullError::Local(e.to_string()))?
-        .map_err(|e| PullError::Local(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::source_order;
-
-    #[test]
-    fn sources_holding_the_version_are_tried_first_and_rotated() {
-        // 5 sources, the first 2 hold the version.
-        for job in 0..10 {
-            let order: Vec<usize> = source_order(5, 2, job).collect();
-            let mut sorted = order.clone();
-            sorted.sort();
-            assert_eq!(sorted, vec![0, 1, 2, 3, 4], "each source once");
-            assert!(order[..2].iter().all(|&k| k < 2), "{order:?}");
-            assert_eq!(order[0], job % 2);
-            assert_eq!(order[2], 2 + job % 3);
-        }
-        assert_eq!(source_order(3, 0, 1).collect::<Vec<_>>(), vec![1, 2, 0]);
-        assert_eq!(source_order(2, 5, 1).collect::<Vec<_>>(), vec![1, 0]);
-        assert_eq!(source_order(0, 0, 3).count(), 0);
-    }
+    false
 }

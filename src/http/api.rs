@@ -1,5 +1,6 @@
 //! The node API under `/.well-known/p2pcdn/v1/`: identity, health, status,
-//! anti-entropy (`sync`, `push`) and blob transfer between peers.
+//! anti-entropy (`sync`, `push`), blob transfer and per-blob availability
+//! (`have`) between peers.
 //! Handlers translate; verification happens in `federation`.
 
 use std::io::SeekFrom;
@@ -11,6 +12,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
@@ -323,6 +325,7 @@ pub async fn blob(
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     st.load.record(len);
+    let uploaded = st.metrics.peer_upload_bytes.clone();
     let mut hm = HeaderMap::new();
     hm.insert(
         header::CONTENT_TYPE,
@@ -337,6 +340,57 @@ pub async fn blob(
     if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
         hm.insert(header::CONTENT_RANGE, cr);
     }
-    let stream = ReaderStream::with_capacity(file.take(len), 128 * 1024);
+    // Counted as the bytes leave for the connection (never more than the
+    // socket writes: TLS framing only adds).
+    let stream = ReaderStream::with_capacity(file.take(len), 1 << 20).inspect(move |chunk| {
+        if let Ok(b) = chunk {
+            uploaded.inc_by(b.len() as u64);
+        }
+    });
     (status, hm, Body::from_stream(stream)).into_response()
+}
+
+/// `GET /have/{site}/{version}`: which blobs of a version this node holds
+/// verified, as a bitmap over the manifest's blob order
+/// ([`crate::federation::replicate::have`]), for peers replicating the same
+/// version. 404 unless this node mirrors the site, is authorized for that
+/// version and it is the newest it knows; bounded by
+/// [`crate::federation::replicate::have::MAX_BLOBS`] blobs (8 KiB).
+pub async fn have(
+    State(st): State<AppState>,
+    Path((site, version)): Path<(String, u64)>,
+) -> Response {
+    use crate::federation::replicate::have::{Bitmap, MAX_BLOBS};
+    if st.fed.is_none() {
+        return no_federation();
+    }
+    let not_here = || (StatusCode::NOT_FOUND, "not replicating this version\n").into_response();
+    let cat = st.catalog.load();
+    let Some(s) = cat.site(&crate::manifest::normalize_site(&site)) else {
+        return not_here();
+    };
+    let manifest = match &s.newest {
+        Some(m) if s.config.mirror && s.authorized && m.manifest.version == version => m.clone(),
+        _ => return not_here(),
+    };
+    let blobs = manifest.blobs();
+    if blobs.len() > MAX_BLOBS {
+        return not_here();
+    }
+    let store = st.store.clone();
+    let bits = tokio::task::spawn_blocking(move || {
+        Bitmap::from_flags(blobs.iter().map(|(h, size)| store.contains(h, *size)))
+    })
+    .await;
+    match bits {
+        Ok(b) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            b.as_bytes().to_vec(),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }

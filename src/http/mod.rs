@@ -75,6 +75,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/.well-known/p2pcdn/v1/blob/{hash}", get(api::blob))
         .route(
+            "/.well-known/p2pcdn/v1/have/{site}/{version}",
+            get(api::have),
+        )
+        .route(
             crate::federation::challenge::PATH,
             axum::routing::post(acme::challenge),
         )

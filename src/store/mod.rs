@@ -13,6 +13,9 @@
 //!
 //! Crash safety: a crash leaves at most stray files in `tmp/` (removed at open);
 //! `blobs/` never holds a partial file.
+//!
+//! Downloads from peers go through [`PartialWriter`] (`store::partial`): the
+//! only code that creates, resumes, verifies or removes `.partial` files.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -23,6 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::hash::BlobHash;
+
+mod partial;
+pub use partial::PartialWriter;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -258,49 +264,11 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Where a resumable download of `h` keeps its bytes.
-    pub fn partial_path(&self, h: &BlobHash) -> PathBuf {
-        self.inner.tmp.join(format!("{}.partial", h.to_hex()))
-    }
-
-    /// Moves a fully downloaded and already hash-checked partial file into
-    /// place (fsync, rename). The caller verified the hash while streaming.
+    /// Moves a fully written and already hash-checked temp file into place
+    /// (fsync, rename). The caller verified the hash while streaming.
     pub fn commit_partial(&self, h: &BlobHash, part: &Path) -> Result<(), StoreError> {
         let f = File::open(part).map_err(io_err(part))?;
-        self.commit(f, part, h)?;
-        let _ = fs::remove_file(self.partial_source_path(h));
-        Ok(())
-    }
-
-    fn partial_source_path(&self, h: &BlobHash) -> PathBuf {
-        self.inner
-            .tmp
-            .join(format!("{}.partial.source", h.to_hex()))
-    }
-
-    /// Who wrote the bytes of the partial download of `h` (recorded by
-    /// [`Self::set_partial_source`]); None if unknown. A partial is only
-    /// ever resumed from the source that wrote it.
-    pub fn partial_source(&self, h: &BlobHash) -> Option<String> {
-        let mut s = String::new();
-        File::open(self.partial_source_path(h))
-            .ok()?
-            .take(512)
-            .read_to_string(&mut s)
-            .ok()?;
-        Some(s)
-    }
-
-    /// Records who writes the partial download of `h`.
-    pub fn set_partial_source(&self, h: &BlobHash, source: &str) -> Result<(), StoreError> {
-        let p = self.partial_source_path(h);
-        fs::write(&p, source).map_err(io_err(&p))
-    }
-
-    /// Removes the partial download of `h` and its source record.
-    pub fn discard_partial(&self, h: &BlobHash) {
-        let _ = fs::remove_file(self.partial_path(h));
-        let _ = fs::remove_file(self.partial_source_path(h));
+        self.commit(f, part, h)
     }
 
     /// Opens a verified blob of unknown size (its file length is checked by hashing).

@@ -1,0 +1,389 @@
+//! Resumable, verified downloads into the store: [`PartialWriter`].
+//!
+//! A download of blob `h` keeps its bytes in `<data>/tmp/<hex>.partial` and
+//! the peer that wrote them in `<hex>.partial.source`. The writer hashes
+//! every byte as it is appended; [`PartialWriter::finish`] renames the file
+//! into `blobs/` only when the size and BLAKE3 match, so nothing unverified
+//! is ever served. A writer dropped without `finish` or `abandon` (a crash,
+//! a cut connection) leaves its prefix behind; [`BlobStore::partial`] resumes
+//! it only for the same source (re-hashing it), so bytes a bad source wrote
+//! can never make a good source look bad.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use super::{io_err, BlobStore, StoreError};
+use crate::hash::BlobHash;
+
+/// Writes are batched into buffers of this size.
+const WRITE_BUFFER: usize = 1 << 20;
+/// Longest source name recorded.
+const MAX_SOURCE_LEN: u64 = 512;
+
+/// A resumable download of one blob into the store (blocking I/O: call it
+/// from a blocking thread). See the module documentation.
+pub struct PartialWriter {
+    store: BlobStore,
+    hash: BlobHash,
+    size: u64,
+    path: PathBuf,
+    file: BufWriter<File>,
+    hasher: blake3::Hasher,
+    have: u64,
+}
+
+impl std::fmt::Debug for PartialWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartialWriter")
+            .field("hash", &self.hash)
+            .field("size", &self.size)
+            .field("have", &self.have)
+            .finish()
+    }
+}
+
+impl BlobStore {
+    /// Where a resumable download of `h` keeps its bytes (for inspection;
+    /// only [`PartialWriter`] writes it).
+    pub fn partial_path(&self, h: &BlobHash) -> PathBuf {
+        self.inner.tmp.join(format!("{}.partial", h.to_hex()))
+    }
+
+    fn partial_source_path(&self, h: &BlobHash) -> PathBuf {
+        self.inner
+            .tmp
+            .join(format!("{}.partial.source", h.to_hex()))
+    }
+
+    fn partial_source(&self, h: &BlobHash) -> Option<String> {
+        let mut s = String::new();
+        File::open(self.partial_source_path(h))
+            .ok()?
+            .take(MAX_SOURCE_LEN)
+            .read_to_string(&mut s)
+            .ok()?;
+        Some(s)
+    }
+
+    fn discard_partial(&self, h: &BlobHash) {
+        let _ = fs::remove_file(self.partial_path(h));
+        let _ = fs::remove_file(self.partial_source_path(h));
+    }
+
+    /// Opens the download of blob `h` (`size` bytes) from `source` (a peer's
+    /// key): resumes what an interrupted download from the same source left
+    /// (re-hashing it), else starts empty, discarding another source's bytes.
+    pub fn partial(
+        &self,
+        h: BlobHash,
+        size: u64,
+        source: &str,
+    ) -> Result<PartialWriter, StoreError> {
+        let path = self.partial_path(&h);
+        let mut hasher = blake3::Hasher::new();
+        let mut have = 0;
+        let resumable = self.partial_source(&h).as_deref() == Some(source);
+        if resumable {
+            if let Ok(f) = File::open(&path) {
+                // Never read more than a blob can hold (the file may be
+                // anything, even a device).
+                let n = hasher
+                    .update_reader(f.take(size.saturating_add(1)))
+                    .map(|h| h.count())
+                    .map_err(io_err(&path))?;
+                if n <= size {
+                    have = n;
+                } else {
+                    hasher = blake3::Hasher::new();
+                }
+            }
+        } else if path.exists() {
+            tracing::info!(blob = %h.short(), "discarding a partial download written by another source");
+        }
+        let file = if have > 0 {
+            OpenOptions::new().append(true).open(&path)
+        } else {
+            self.discard_partial(&h);
+            File::create(&path)
+        }
+        .map_err(io_err(&path))?;
+        if have == 0 {
+            let sp = self.partial_source_path(&h);
+            fs::write(&sp, source).map_err(io_err(&sp))?;
+        }
+        Ok(PartialWriter {
+            store: self.clone(),
+            hash: h,
+            size,
+            path,
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            hasher,
+            have,
+        })
+    }
+}
+
+impl PartialWriter {
+    /// Bytes held so far (where a range request resumes).
+    pub fn offset(&self) -> u64 {
+        self.have
+    }
+
+    /// The blob's expected size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Drops the bytes held and starts over (the source answered with the
+    /// whole blob instead of the requested range).
+    pub fn restart(&mut self) -> Result<(), StoreError> {
+        self.file.flush().map_err(io_err(&self.path))?;
+        self.file.get_ref().set_len(0).map_err(io_err(&self.path))?;
+        // A file opened for resuming appends anyway; a fresh one must write
+        // from the start again.
+        self.file
+            .get_mut()
+            .seek(SeekFrom::Start(0))
+            .map_err(io_err(&self.path))?;
+        self.hasher = blake3::Hasher::new();
+        self.have = 0;
+        Ok(())
+    }
+
+    /// Appends `data`, hashing it. More bytes than the blob's size abandon
+    /// the download ([`StoreError::SizeMismatch`]; drop the writer then).
+    pub fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let total = self.have.saturating_add(data.len() as u64);
+        if total > self.size {
+            // Nothing of this download is kept (the writer is dead: the
+            // caller drops it).
+            self.store.discard_partial(&self.hash);
+            return Err(StoreError::SizeMismatch {
+                hash: self.hash,
+                expected: self.size,
+                actual: total,
+            });
+        }
+        self.hasher.update(data);
+        self.file.write_all(data).map_err(io_err(&self.path))?;
+        self.have = total;
+        Ok(())
+    }
+
+    /// Flushes what was appended, keeping the download resumable.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.file.flush().map_err(io_err(&self.path))
+    }
+
+    /// Completes the download: with every byte present and the BLAKE3
+    /// matching, the file is fsync'd and renamed into `blobs/`. A short
+    /// file stays resumable ([`StoreError::SizeMismatch`]); wrong bytes are
+    /// removed ([`StoreError::HashMismatch`]).
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        if self.have < self.size {
+            return Err(StoreError::SizeMismatch {
+                hash: self.hash,
+                expected: self.size,
+                actual: self.have,
+            });
+        }
+        let actual = BlobHash::from(self.hasher.finalize());
+        if actual != self.hash {
+            let expected = self.hash;
+            self.abandon();
+            return Err(StoreError::HashMismatch { expected, actual });
+        }
+        let Self {
+            store,
+            hash,
+            path,
+            file,
+            ..
+        } = self;
+        let file = file.into_inner().map_err(|e| StoreError::Io {
+            path: path.display().to_string(),
+            source: e.into_error(),
+        })?;
+        store.commit(file, &path, &hash)?;
+        let _ = fs::remove_file(store.partial_source_path(&hash));
+        Ok(())
+    }
+
+    /// Gives the download up: its bytes and source record are removed.
+    pub fn abandon(self) {
+        let (store, hash) = (self.store.clone(), self.hash);
+        drop(self);
+        store.discard_partial(&hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn store() -> (tempfile::TempDir, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = BlobStore::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn complete_download_is_verified_and_renamed() {
+        let (_d, s) = store();
+        let b = data(300_000);
+        let h = BlobHash::of(&b);
+        let mut w = s.partial(h, b.len() as u64, "peer").unwrap();
+        assert_eq!(w.offset(), 0);
+        for c in b.chunks(7_000) {
+            w.append(c).unwrap();
+        }
+        w.finish().unwrap();
+        assert_eq!(fs::read(s.blob_path(&h)).unwrap(), b);
+        assert!(!s.partial_path(&h).exists());
+        assert!(s.partial_source(&h).is_none());
+        assert!(s.open_verified(&h, b.len() as u64).is_ok());
+    }
+
+    #[test]
+    fn interrupted_download_resumes_only_for_the_same_source() {
+        let (_d, s) = store();
+        let b = data(100_000);
+        let (h, size) = (BlobHash::of(&b), b.len() as u64);
+        let mut w = s.partial(h, size, "a").unwrap();
+        w.append(&b[..40_000]).unwrap();
+        drop(w); // a cut connection or a crash
+        let mut w = s.partial(h, size, "a").unwrap();
+        assert_eq!(w.offset(), 40_000, "resumed from the same source");
+        w.append(&b[40_000..60_000]).unwrap();
+        drop(w);
+        let w = s.partial(h, size, "b").unwrap();
+        assert_eq!(w.offset(), 0, "another source starts over");
+        drop(w);
+        let mut w = s.partial(h, size, "b").unwrap();
+        w.append(&b).unwrap();
+        w.finish().unwrap();
+        assert!(s.contains(&h, size));
+    }
+
+    #[test]
+    fn tampered_bytes_are_refused_and_removed() {
+        let (_d, s) = store();
+        let b = data(50_000);
+        let (h, size) = (BlobHash::of(&b), b.len() as u64);
+        let mut bad = b.clone();
+        bad[1234] ^= 0x40;
+        let mut w = s.partial(h, size, "a").unwrap();
+        w.append(&bad).unwrap();
+        assert!(matches!(w.finish(), Err(StoreError::HashMismatch { .. })));
+        assert!(!s.contains(&h, size));
+        assert!(!s.partial_path(&h).exists(), "bad bytes are not resumed");
+        // A torn partial on disk (bytes changed after they were written).
+        let mut w = s.partial(h, size, "a").unwrap();
+        w.append(&b[..20_000]).unwrap();
+        drop(w);
+        let mut torn = fs::read(s.partial_path(&h)).unwrap();
+        torn[5] ^= 1;
+        fs::write(s.partial_path(&h), &torn).unwrap();
+        let mut w = s.partial(h, size, "a").unwrap();
+        assert_eq!(w.offset(), 20_000);
+        w.append(&b[20_000..]).unwrap();
+        assert!(matches!(w.finish(), Err(StoreError::HashMismatch { .. })));
+        assert!(!s.contains(&h, size));
+    }
+
+    #[test]
+    fn truncated_download_stays_resumable() {
+        let (_d, s) = store();
+        let b = data(10_000);
+        let (h, size) = (BlobHash::of(&b), b.len() as u64);
+        let mut w = s.partial(h, size, "a").unwrap();
+        w.append(&b[..9_999]).unwrap();
+        assert!(matches!(
+            w.finish(),
+            Err(StoreError::SizeMismatch { actual: 9_999, .. })
+        ));
+        assert!(!s.contains(&h, size));
+        let mut w = s.partial(h, size, "a").unwrap();
+        assert_eq!(w.offset(), 9_999);
+        w.append(&b[9_999..]).unwrap();
+        w.finish().unwrap();
+        assert!(s.contains(&h, size));
+    }
+
+    #[test]
+    fn oversize_input_is_cut_and_an_oversize_partial_discarded() {
+        let (_d, s) = store();
+        let b = data(1_000);
+        let (h, size) = (BlobHash::of(&b), b.len() as u64);
+        let mut w = s.partial(h, size, "a").unwrap();
+        w.append(&b).unwrap();
+        assert!(matches!(
+            w.append(b"x"),
+            Err(StoreError::SizeMismatch { actual: 1_001, .. })
+        ));
+        assert!(!s.partial_path(&h).exists());
+        // A partial file longer than the blob (left by anything) restarts.
+        let mut w = s.partial(h, size, "a").unwrap();
+        w.append(&b[..10]).unwrap();
+        drop(w);
+        fs::write(s.partial_path(&h), data(5_000)).unwrap();
+        let mut w = s.partial(h, size, "a").unwrap();
+        assert_eq!(w.offset(), 0);
+        w.append(&b).unwrap();
+        w.finish().unwrap();
+        assert!(s.contains(&h, size));
+    }
+
+    #[test]
+    fn restart_drops_held_bytes() {
+        let (_d, s) = store();
+        let b = data(4_000);
+        let (h, size) = (BlobHash::of(&b), b.len() as u64);
+        for resumed in [false, true] {
+            let mut w = s.partial(h, size, "a").unwrap();
+            w.append(&[9u8; 3_000]).unwrap();
+            if resumed {
+                drop(w);
+                w = s.partial(h, size, "a").unwrap();
+                assert_eq!(w.offset(), 3_000);
+            }
+            w.restart().unwrap();
+            assert_eq!(w.offset(), 0);
+            w.append(&b).unwrap();
+            w.finish().unwrap();
+            assert_eq!(fs::read(s.blob_path(&h)).unwrap(), b, "resumed: {resumed}");
+            fs::remove_file(s.blob_path(&h)).unwrap();
+        }
+    }
+
+    #[test]
+    fn disk_errors_name_the_path_and_commit_nothing() {
+        let (d, s) = store();
+        let b = data(2_000);
+        let (h, size) = (BlobHash::of(&b), b.len() as u64);
+        // The temp directory is gone: the download cannot start.
+        fs::remove_dir_all(d.path().join("tmp")).unwrap();
+        let e = s.partial(h, size, "a").unwrap_err().to_string();
+        assert!(e.contains(".partial"), "{e}");
+        fs::create_dir_all(d.path().join("tmp")).unwrap();
+        // The blob's shard cannot be created (a file is in the way): the
+        // rename fails, nothing is served, the bytes stay resumable.
+        let shard = s.blob_path(&h).parent().unwrap().to_path_buf();
+        fs::write(&shard, b"in the way").unwrap();
+        let mut w = s.partial(h, size, "a").unwrap();
+        w.append(&b).unwrap();
+        assert!(matches!(w.finish(), Err(StoreError::Io { .. })));
+        assert!(!s.contains(&h, size));
+        fs::remove_file(&shard).unwrap();
+        let w = s.partial(h, size, "a").unwrap();
+        assert_eq!(w.offset(), size, "verified bytes kept for a retry");
+        w.finish().unwrap();
+        assert!(s.contains(&h, size));
+    }
+}

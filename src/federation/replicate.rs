@@ -70,7 +70,7 @@ pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
 /// instead of sharing one HTTP/2 connection's frames and flow control. Falls
 /// back to the shared peer client.
 fn blob_client(fed: &Federation) -> reqwest::Client {
-    match super::client_builder(fed.config()).and_then(|b| {
+    match super::client_builder(&fed.config()).and_then(|b| {
         b.http1_only()
             .dns_resolver(fed.resolver.clone())
             .build()

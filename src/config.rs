@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::geo::GeoPoint;
 use crate::keys::PublicKey;
 use crate::manifest::normalize_site;
 
@@ -332,8 +333,8 @@ pub struct NodeConfig {
     pub key: PathBuf,
     /// Public addresses that steered answers point clients to.
     pub addresses: Vec<IpAddr>,
-    /// Location (latitude, longitude) in degrees, if declared.
-    pub location: Option<(f64, f64)>,
+    /// Location, if declared.
+    pub location: Option<GeoPoint>,
     /// Public HTTPS base URL peers use (`https://<name>[:port]`), if set.
     pub url: Option<String>,
     /// Declared capacity, requests per second.
@@ -416,10 +417,8 @@ pub struct GeoOverrideConfig {
     pub network: IpAddr,
     /// Prefix length.
     pub prefix_len: u8,
-    /// Latitude.
-    pub latitude: f64,
-    /// Longitude.
-    pub longitude: f64,
+    /// Location of every address in the network.
+    pub point: GeoPoint,
     /// ISO country code.
     pub country: Option<String>,
 }
@@ -834,11 +833,11 @@ impl Checker<'_> {
         lat: &Spanned<f64>,
         lon: &Spanned<f64>,
         (lat_key, lon_key): (&str, &str),
-    ) -> Result<(f64, f64), ConfigError> {
-        Ok((
-            self.within(lat, lat_key, limits::LATITUDE, "")?,
-            self.within(lon, lon_key, limits::LONGITUDE, "")?,
-        ))
+    ) -> Result<GeoPoint, ConfigError> {
+        Ok(GeoPoint {
+            lat: self.within(lat, lat_key, limits::LATITUDE, "")?,
+            lon: self.within(lon, lon_key, limits::LONGITUDE, "")?,
+        })
     }
 
     fn node(&self, n: RawNode) -> Result<NodeConfig, ConfigError> {
@@ -979,7 +978,7 @@ impl Checker<'_> {
         let key = |k: &str| format!("geo_override[{n}].{k}");
         let (network, prefix_len) = crate::geo::parse_prefix(o.prefix.get_ref())
             .map_err(|e| self.invalid(o.prefix.span(), &key("prefix"), e.to_string()))?;
-        let (latitude, longitude) = self.point(
+        let point = self.point(
             &o.latitude,
             &o.longitude,
             (&key("latitude"), &key("longitude")),
@@ -987,8 +986,7 @@ impl Checker<'_> {
         Ok(GeoOverrideConfig {
             network,
             prefix_len,
-            latitude,
-            longitude,
+            point,
             country: o.country,
         })
     }

@@ -184,10 +184,7 @@ impl Instance {
                         network: o.network,
                         prefix_len: o.prefix_len,
                         location: crate::geo::Location {
-                            point: Some(crate::geo::GeoPoint {
-                                lat: o.latitude,
-                                lon: o.longitude,
-                            }),
+                            point: Some(o.point),
                             country: o.country.clone(),
                             continent: None,
                         },

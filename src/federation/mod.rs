@@ -917,11 +917,7 @@ impl Federation {
     /// Whether `p`'s claimed location is possible given the RTT measured to
     /// it ([`plausible`]); None when unknown.
     pub fn location_plausible(&self, p: &Peer) -> Option<bool> {
-        let own = self
-            .cfg
-            .node
-            .location
-            .map(|(lat, lon)| crate::geo::GeoPoint { lat, lon });
+        let own = self.cfg.node.location;
         let claimed =
             p.report
                 .as_ref()

@@ -17,7 +17,7 @@ use tokio_util::io::ReaderStream;
 use super::decide::{self, RangeDecision};
 use super::intake::Admitted;
 use super::listen::ConnInfo;
-use super::AppState;
+use super::{AppState, HttpError};
 use crate::catalog::unix_now;
 use crate::federation::wire::{
     BundleRef, SyncRequest, SyncResponse, MAX_BUNDLE_BYTES, MAX_SYNC_BYTES,
@@ -46,11 +46,7 @@ async fn admit(
 }
 
 fn no_federation() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        "federation is not enabled on this node\n",
-    )
-        .into_response()
+    HttpError::NotFound("federation is not enabled on this node".into()).into_response()
 }
 
 /// `GET /node[?challenge=<nonce>]`: name, key and URL of this node; with a
@@ -65,7 +61,7 @@ pub async fn node(State(st): State<AppState>, uri: axum::http::Uri) -> Response 
     let nonce = match challenge.map(crate::federation::binding::Nonce::parse) {
         None => None,
         Some(Some(n)) => Some(n),
-        Some(None) => return (StatusCode::BAD_REQUEST, "bad challenge\n").into_response(),
+        Some(None) => return HttpError::BadRequest("bad challenge".into()).into_response(),
     };
     (
         [(header::CACHE_CONTROL, "no-store")],
@@ -78,7 +74,7 @@ pub async fn node(State(st): State<AppState>, uri: axum::http::Uri) -> Response 
 /// site it serves (an owner can point `owner_domain` at an instance they run).
 pub async fn owner_key(State(st): State<AppState>, Path(file): Path<String>) -> Response {
     let Some(site) = file.strip_suffix(".key") else {
-        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+        return HttpError::NotFound("not found".into()).into_response();
     };
     let cat = st.catalog.load();
     match cat.site(&crate::manifest::normalize_site(site)) {
@@ -90,7 +86,7 @@ pub async fn owner_key(State(st): State<AppState>, Path(file): Path<String>) -> 
             format!("{}\n", s.config.owner_key),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "no such site\n").into_response(),
+        None => HttpError::NotFound("no such site".into()).into_response(),
     }
 }
 
@@ -133,7 +129,7 @@ async fn status_page(st: AppState) -> Response {
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "status page task failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            HttpError::Internal.into_response()
         }
     }
 }
@@ -232,7 +228,7 @@ pub async fn sync(
     let req: SyncRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("bad sync request: {e}\n")).into_response()
+            return HttpError::BadRequest(format!("bad sync request: {e}").into()).into_response()
         }
     };
     drop(body);
@@ -244,7 +240,7 @@ pub async fn sync(
     drop(admitted);
     match resp {
         Ok(r) => Json(r).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(_) => HttpError::Internal.into_response(),
     }
 }
 
@@ -273,8 +269,8 @@ pub async fn push(
     .await;
     match parsed {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("bad bundle: {e}\n")).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Ok(Err(e)) => HttpError::BadRequest(format!("bad bundle: {e}").into()).into_response(),
+        Err(_) => HttpError::Internal.into_response(),
     }
 }
 

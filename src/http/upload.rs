@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use super::listen::ConnInfo;
-use super::AppState;
+use super::{AppState, HttpError};
 use crate::catalog::unix_now;
 use crate::config::Config;
 use crate::db::Db;
@@ -96,12 +96,7 @@ fn refuse(e: &UploadError) -> Response {
     } else {
         tracing::info!(error = %e, status = status.as_u16(), "remote publish refused");
     }
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{e}\n"),
-    )
-        .into_response()
+    HttpError::for_status(status.as_u16(), e.to_string()).into_response()
 }
 
 fn internal(e: impl std::fmt::Display) -> UploadError {
@@ -218,14 +213,14 @@ pub async fn open(State(st): State<AppState>, Path(site): Path<String>, body: Bo
     let bytes = match axum::body::to_bytes(body, manifest::MAX_ENVELOPE_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
+            return HttpError::TooLarge(
                 format!(
-                    "manifest envelope larger than {} bytes, or the body broke off\n",
+                    "manifest envelope larger than {} bytes, or the body broke off",
                     manifest::MAX_ENVELOPE_BYTES
-                ),
+                )
+                .into(),
             )
-                .into_response()
+            .into_response()
         }
     };
     let r = tokio::task::spawn_blocking(move || svc.open(&site, &bytes))

@@ -262,9 +262,9 @@ pub async fn push(
     };
     let parsed = tokio::task::spawn_blocking(move || {
         let _admitted = admitted;
-        let b: BundleRef<'_> = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let b: BundleRef<'_> = serde_json::from_slice(&body)?;
         fed.ingest_docs(&b.manifests, &b.reports);
-        Ok::<(), String>(())
+        Ok::<(), serde_json::Error>(())
     })
     .await;
     match parsed {

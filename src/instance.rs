@@ -21,6 +21,7 @@ use crate::dns::zone::{Zone, ZoneSet};
 use crate::federation::{self, Federation};
 use crate::geo::Geo;
 use crate::http::{self, listen, AppState};
+use crate::sites::Sites;
 use crate::store::BlobStore;
 
 /// Startup errors.
@@ -166,12 +167,9 @@ impl Instance {
         let me = crate::keys::SecretKey::read(&cfg.node.key)
             .map_err(crate::federation::FederationError::from)?
             .public();
-        let catalog: SharedCatalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
-            &cfg,
-            &db,
-            unix_now(),
-            Some(&me),
-        )));
+        let sites = Arc::new(Sites::new(&cfg.sites, db.clone(), store.clone(), Some(me)));
+        sites.publish(unix_now());
+        let catalog: SharedCatalog = sites.catalog();
         for (site, version) in catalog.load().versions() {
             tracing::info!(%site, version, "serving site");
         }
@@ -240,7 +238,7 @@ impl Instance {
             cfg_arc,
             db.clone(),
             store.clone(),
-            catalog.clone(),
+            sites.clone(),
             refresh.clone(),
             connections.clone(),
             https_addrs.first().map(|a| a.port()),
@@ -267,7 +265,7 @@ impl Instance {
                 cfg: Arc::new(cfg.clone()),
                 db: db.clone(),
                 store: store.clone(),
-                refresh: refresh.clone(),
+                sites: sites.clone(),
             })),
         });
         // The first steering view is built before DNS answers anything, so a
@@ -365,6 +363,7 @@ impl Instance {
         // and applies expiry every minute.
         {
             let catalog = catalog.clone();
+            let sites = sites.clone();
             let db = db.clone();
             let cfg = cfg.clone();
             let mut rx = shutdown_rx.clone();
@@ -383,39 +382,45 @@ impl Instance {
                 let expiries = crate::expiry::of_catalog(&catalog.load(), unix_now(), warn_days);
                 metrics.set_expiry(&expiries);
                 crate::expiry::warn_once(&expiries, &mut expiry_warned);
+                let mut published = sites.subscribe();
+                let mut served = catalog.load().versions();
                 loop {
                     let mut forced = false;
+                    let mut fresh = false;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                         _ = refresh.notified() => forced = true,
+                        // `sites` published a version that changed state.
+                        r = published.changed() => fresh = r.is_ok(),
                         _ = rx.changed() => break,
                     }
                     ticks = ticks.wrapping_add(1);
                     let dv = db.data_version().ok();
-                    if forced || dv != last || ticks % 120 == 0 {
+                    let new = if forced || dv != last || ticks % 120 == 0 {
                         last = dv;
-                        let db2 = db.clone();
-                        let cfg2 = cfg.clone();
-                        let built = tokio::task::spawn_blocking(move || {
-                            Catalog::build(&cfg2, &db2, unix_now(), Some(&me))
-                        })
-                        .await;
-                        if let Ok(new) = built {
-                            let old = catalog.load().versions();
-                            let now = new.versions();
-                            if old != now {
-                                tracing::info!(versions = ?now, "catalog updated");
-                                metrics.set_served(&now);
-                            }
-                            warn_unauthorized(&new, &node_key, &mut warned);
-                            let expiries = crate::expiry::of_catalog(&new, unix_now(), warn_days);
-                            metrics.set_expiry(&expiries);
-                            crate::expiry::warn_once(&expiries, &mut expiry_warned);
-                            let data = build_dns_data(&cfg, &local_zones, &new);
-                            catalog.store(Arc::new(new));
-                            dns_data.store(Arc::new(data));
+                        let s = sites.clone();
+                        match tokio::task::spawn_blocking(move || s.publish(unix_now()).1).await {
+                            Ok(new) => new,
+                            Err(_) => continue,
                         }
+                    } else if fresh {
+                        catalog.load_full()
+                    } else {
+                        continue;
+                    };
+                    published.mark_unchanged();
+                    let now = new.versions();
+                    if served != now {
+                        tracing::info!(versions = ?now, "catalog updated");
+                        metrics.set_served(&now);
+                        served = now;
                     }
+                    warn_unauthorized(&new, &node_key, &mut warned);
+                    let expiries = crate::expiry::of_catalog(&new, unix_now(), warn_days);
+                    metrics.set_expiry(&expiries);
+                    crate::expiry::warn_once(&expiries, &mut expiry_warned);
+                    let data = build_dns_data(&cfg, &local_zones, &new);
+                    dns_data.store(Arc::new(data));
                 }
             });
         }

@@ -16,7 +16,7 @@ use super::{Federation, Peer};
 use crate::catalog::unix_now;
 use crate::db::ManifestState;
 use crate::hash::BlobHash;
-use crate::manifest;
+use crate::sites::{SiteName, Version};
 
 /// Blobs fetched at once.
 const PARALLEL: usize = 4;
@@ -99,9 +99,7 @@ async fn replicate_once(fed: &Arc<Federation>, notified: bool, slow_round: bool)
             }
             _ => continue,
         };
-        let vm = match manifest::verify_signature(&row.envelope, &site.hostname, &site.owner_key)
-            .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm))
-        {
+        let vm = match fed.sites.verified(&row, now) {
             Ok(vm) => vm,
             Err(e) => {
                 tracing::warn!(site = %site.hostname, version = row.version, error = %e, "pending manifest no longer valid");
@@ -189,24 +187,11 @@ async fn replicate_once(fed: &Arc<Federation>, notified: bool, slow_round: bool)
             }
             continue;
         }
-        for (h, s) in vm.blobs() {
-            let _ = fed.db.record_blob(&h, s, now);
-        }
-        match fed.db.complete(&site.hostname, row.version) {
-            Ok(()) => {
-                tracing::info!(site = %site.hostname, version = row.version, "replicated and verified; now serving");
-                fed.refresh.notify_one();
-                match crate::ingest::collect_garbage(&fed.db, &fed.store) {
-                    Ok((0, _)) => {}
-                    Ok((n, b)) => tracing::info!(
-                        removed = n,
-                        bytes = b,
-                        "garbage-collected blobs no held version references"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not mark version complete"),
+        if let Err(e) =
+            fed.sites
+                .complete(&SiteName::new(&site.hostname), Version(row.version), now)
+        {
+            tracing::error!(error = %e, "could not mark version complete");
         }
     }
 }

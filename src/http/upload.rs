@@ -28,8 +28,8 @@ use crate::catalog::unix_now;
 use crate::config::Config;
 use crate::db::Db;
 use crate::hash::BlobHash;
-use crate::ingest::{self, Imported};
 use crate::manifest::{self, Acceptance};
+use crate::sites::{Imported, IngestError, SiteName, Sites};
 use crate::store::BlobStore;
 use crate::upload::{UploadError, Uploads};
 
@@ -43,8 +43,8 @@ pub struct UploadService {
     pub db: Arc<Db>,
     /// Blobs.
     pub store: BlobStore,
-    /// Wakes the catalog refresher once a version is imported.
-    pub refresh: Arc<tokio::sync::Notify>,
+    /// Where an uploaded version is offered (and then published).
+    pub sites: Arc<Sites>,
 }
 
 /// `GET /upload/{site}`: what this instance holds for the site.
@@ -168,18 +168,20 @@ impl UploadService {
     }
 
     fn import(&self, site: &str, envelope: &[u8]) -> Result<(), UploadError> {
-        let sc = self.site(site)?;
-        match ingest::import_manifest(&self.db, &self.store, sc, envelope, unix_now()) {
+        self.site(site)?;
+        match self
+            .sites
+            .offer_for(&SiteName::new(site), envelope, unix_now())
+        {
             Ok(Imported::Complete { version }) => {
                 tracing::info!(%site, version, "remote publish complete; now served");
             }
             Ok(Imported::Pending { version, missing }) => {
                 tracing::warn!(%site, version, missing = missing.len(), "remote publish imported, but blobs vanished meanwhile; replicating them");
             }
-            Err(ingest::IngestError::Manifest(m)) => return Err(m.into()),
+            Err(IngestError::Manifest(m)) => return Err(m.into()),
             Err(e) => return Err(internal(e)),
         }
-        self.refresh.notify_one();
         Ok(())
     }
 }

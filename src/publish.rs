@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, SiteConfig};
 use crate::db::Db;
 use crate::hash::BlobHash;
 use crate::keys::SecretKey;
@@ -212,17 +212,7 @@ pub fn publish(
     opts: &PublishOptions,
 ) -> Result<PublishReport, PublishError> {
     let site = manifest::normalize_site(&opts.site);
-    let site_cfg = cfg
-        .site(&site)
-        .ok_or_else(|| IngestError::UnknownSite(site.clone()))?
-        .clone();
-    if site_cfg.owner_key != key.public() {
-        return Err(PublishError::NotOwner {
-            site,
-            got: key.public().to_string(),
-            want: site_cfg.owner_key.to_string(),
-        });
-    }
+    let site_cfg = owned_site(cfg, &site, key)?;
     let files = walk(&opts.dir)?;
     if !files.iter().any(|f| f.rel == opts.default_document) {
         return Err(PublishError::NoDefault {
@@ -352,17 +342,7 @@ pub fn resign_local(
     validity_secs: u64,
 ) -> Result<(u64, u64), PublishError> {
     let site = manifest::normalize_site(site);
-    let site_cfg = cfg
-        .site(&site)
-        .ok_or_else(|| IngestError::UnknownSite(site.clone()))?
-        .clone();
-    if site_cfg.owner_key != key.public() {
-        return Err(PublishError::NotOwner {
-            site,
-            got: key.public().to_string(),
-            want: site_cfg.owner_key.to_string(),
-        });
-    }
+    let site_cfg = owned_site(cfg, &site, key)?;
     let store = BlobStore::open(&cfg.data_dir).map_err(|source| PublishError::Store {
         path: cfg.data_dir.display().to_string(),
         source,
@@ -482,4 +462,19 @@ fn authorized_mirrors(
         }
     }
     v
+}
+
+/// The configured site `site` (normalized), if `key` is its owner key.
+fn owned_site(cfg: &Config, site: &str, key: &SecretKey) -> Result<SiteConfig, PublishError> {
+    let site_cfg = cfg
+        .site(site)
+        .ok_or_else(|| IngestError::UnknownSite(site.to_string()))?;
+    if site_cfg.owner_key != key.public() {
+        return Err(PublishError::NotOwner {
+            site: site.to_string(),
+            got: key.public().to_string(),
+            want: site_cfg.owner_key.to_string(),
+        });
+    }
+    Ok(site_cfg.clone())
 }

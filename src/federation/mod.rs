@@ -922,14 +922,7 @@ impl Federation {
     /// it ([`plausible`]); None when unknown.
     pub fn location_plausible(&self, p: &Peer) -> Option<bool> {
         let own = self.cfg.node.location;
-        let claimed =
-            p.report
-                .as_ref()
-                .and_then(|r| r.report.location)
-                .map(|l| crate::geo::GeoPoint {
-                    lat: l.lat,
-                    lon: l.lon,
-                });
+        let claimed = p.report.as_ref().and_then(|r| r.report.location);
         plausible::location_plausible(own, claimed, p.probe.rtt_ms())
     }
 
@@ -939,13 +932,7 @@ impl Federation {
         if self.cfg.federation.location_check && self.location_plausible(p) == Some(false) {
             return None;
         }
-        p.report
-            .as_ref()
-            .and_then(|r| r.report.location)
-            .map(|l| crate::geo::GeoPoint {
-                lat: l.lat,
-                lon: l.lon,
-            })
+        p.report.as_ref().and_then(|r| r.report.location)
     }
 
     /// The addresses of `p`'s report that this node verified reach `p`

@@ -5,6 +5,7 @@
 use std::io::SeekFrom;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
@@ -22,31 +23,38 @@ use crate::catalog::unix_now;
 use crate::federation::wire::{
     BundleRef, SyncRequest, SyncResponse, MAX_BUNDLE_BYTES, MAX_SYNC_BYTES,
 };
+use crate::federation::Federation;
 use crate::hash::BlobHash;
 use crate::store::StoreError;
 
-/// Reads a peer request's body under the intake limits (slot first, then
-/// bytes, then the deadline), or the response refusing it.
+/// A peer request's federation and body, read under the intake limits
+/// (slot first, then bytes, then the deadline), or the refusal.
 async fn admit(
     st: &AppState,
     conn: Option<Extension<ConnInfo>>,
     headers: &HeaderMap,
     body: Body,
     max: usize,
-) -> Result<(Vec<u8>, Admitted), Response> {
+) -> Result<(Arc<Federation>, Vec<u8>, Admitted), HttpError> {
+    let fed = st.fed.clone().ok_or_else(federation_disabled)?;
     let ip = conn.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(c)| c.peer.ip());
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    st.intake.read(ip, declared, body, max).await.map_err(|e| {
+    let (body, admitted) = st.intake.read(ip, declared, body, max).await.map_err(|e| {
         tracing::debug!(%ip, error = %e, "peer request refused by the intake limits");
-        e.into_response()
-    })
+        HttpError::from(e)
+    })?;
+    Ok((fed, body, admitted))
+}
+
+fn federation_disabled() -> HttpError {
+    HttpError::NotFound("federation is not enabled on this node".into())
 }
 
 fn no_federation() -> Response {
-    HttpError::NotFound("federation is not enabled on this node".into()).into_response()
+    federation_disabled().into_response()
 }
 
 /// `GET /node[?challenge=<nonce>]`: name, key and URL of this node; with a
@@ -77,7 +85,7 @@ pub async fn owner_key(State(st): State<AppState>, Path(file): Path<String>) -> 
         return HttpError::NotFound("not found".into()).into_response();
     };
     let cat = st.catalog.load();
-    match cat.site(&crate::manifest::normalize_site(site)) {
+    match cat.site(crate::sites::SiteName::new(site).as_str()) {
         Some(s) => (
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -217,31 +225,19 @@ pub async fn sync(
     conn: Option<Extension<ConnInfo>>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let Some(fed) = st.fed.clone() else {
-        return no_federation();
-    };
-    let (body, admitted) = match admit(&st, conn, &headers, body, MAX_SYNC_BYTES).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let req: SyncRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return HttpError::BadRequest(format!("bad sync request: {e}").into()).into_response()
-        }
-    };
+) -> Result<Response, HttpError> {
+    let (fed, body, admitted) = admit(&st, conn, &headers, body, MAX_SYNC_BYTES).await?;
+    let req: SyncRequest = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::BadRequest(format!("bad sync request: {e}").into()))?;
     drop(body);
     let resp = tokio::task::spawn_blocking(move || SyncResponse {
         bundle: fed.newer_than(&req.digest),
         digest: fed.digest(),
     })
-    .await;
+    .await
+    .map_err(|_| HttpError::Internal)?;
     drop(admitted);
-    match resp {
-        Ok(r) => Json(r).into_response(),
-        Err(_) => HttpError::Internal.into_response(),
-    }
+    Ok(Json(resp).into_response())
 }
 
 /// `POST /push`: documents a peer thinks we lack; each is verified before
@@ -252,26 +248,18 @@ pub async fn push(
     conn: Option<Extension<ConnInfo>>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let Some(fed) = st.fed.clone() else {
-        return no_federation();
-    };
-    let (body, admitted) = match admit(&st, conn, &headers, body, MAX_BUNDLE_BYTES).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let parsed = tokio::task::spawn_blocking(move || {
+) -> Result<StatusCode, HttpError> {
+    let (fed, body, admitted) = admit(&st, conn, &headers, body, MAX_BUNDLE_BYTES).await?;
+    tokio::task::spawn_blocking(move || {
         let _admitted = admitted;
         let b: BundleRef<'_> = serde_json::from_slice(&body)?;
         fed.ingest_docs(&b.manifests, &b.reports);
         Ok::<(), serde_json::Error>(())
     })
-    .await;
-    match parsed {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => HttpError::BadRequest(format!("bad bundle: {e}").into()).into_response(),
-        Err(_) => HttpError::Internal.into_response(),
-    }
+    .await
+    .map_err(|_| HttpError::Internal)?
+    .map_err(|e| HttpError::BadRequest(format!("bad bundle: {e}").into()))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /blob/{blake3}`: a verified blob, with Range support (resumable pulls).

@@ -27,7 +27,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::catalog::SharedCatalog;
 use crate::config::PlainHttp;
-use crate::manifest::normalize_site;
+use crate::sites::SiteName;
 use crate::store::{BlobStore, StoreError};
 use decide::{Precondition, RangeDecision};
 pub use error::HttpError;
@@ -140,8 +140,8 @@ fn redirect(status: StatusCode, location: &str, msg: &'static str) -> Option<Res
 }
 
 /// The request's host: `:authority` (HTTP/2) or `Host`, without port,
-/// lowercase. None when missing, invalid or given more than once.
-fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+/// normalized. None when missing, invalid or given more than once.
+fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<SiteName> {
     if headers.get_all(header::HOST).iter().nth(1).is_some() {
         return None;
     }
@@ -153,7 +153,7 @@ fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
             h.host().to_string()
         }
     };
-    Some(normalize_site(&raw))
+    Some(SiteName::new(&raw))
 }
 
 async fn serve_site(
@@ -173,14 +173,14 @@ async fn serve_site(
         .ok_or(HttpError::BadRequest("missing or invalid Host".into()))?;
     let conn = conn.map(|Extension(c)| c);
     if let Some(sni) = conn.as_ref().and_then(|c| c.sni.as_deref()) {
-        if normalize_site(sni) != host {
+        if SiteName::new(sni) != host {
             return Err(HttpError::Misdirected(
                 "Host does not match the TLS server name".into(),
             ));
         }
     }
     let catalog = st.catalog.load();
-    let site = catalog.site(&host).ok_or(HttpError::Misdirected(
+    let site = catalog.site(host.as_str()).ok_or(HttpError::Misdirected(
         "this server does not serve that host".into(),
     ))?;
     let is_tls = conn.as_ref().is_some_and(|c| c.tls);

@@ -13,7 +13,7 @@ impl SiteName {
     /// Normalizes a name as it arrives (a Host header, a config key, a
     /// manifest field): trailing dots dropped, ASCII lowercased.
     pub fn new(raw: &str) -> Self {
-        Self(raw.trim_end_matches('.').to_ascii_lowercase())
+        Self(crate::manifest::normalize_site(raw))
     }
 
     /// The normalized name.

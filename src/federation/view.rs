@@ -14,13 +14,13 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::LowerName;
 use tokio::sync::watch;
 
-use super::replicate::authorized;
 use super::Federation;
 use crate::catalog::{unix_now, SharedCatalog};
 use crate::dns::server::{Steered, SteeredWire, Steering};
 use crate::dns::template::Template;
 use crate::geo::Geo;
 use crate::latency::ClientNet;
+use crate::sites::authorized;
 use crate::steer::ttl::{self, TtlPolicy};
 use crate::steer::{self, Candidate, ClientInfo, Family, Policy};
 

@@ -132,15 +132,7 @@ impl IntoResponse for HttpError {
             }
             return (status, *headers).into_response();
         }
-        let mut r = (
-            status,
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            format!("{self}\n"),
-        )
-            .into_response();
+        let mut r = text(status, format!("{self}\n"));
         let h = r.headers_mut();
         match self {
             Self::MethodNotAllowed => {
@@ -156,6 +148,20 @@ impl IntoResponse for HttpError {
         }
         r
     }
+}
+
+/// A plain-text response that is never cached: the form of every refusal
+/// and redirect.
+pub fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.into(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -126,15 +126,7 @@ async fn health(State(st): State<AppState>) -> Response {
 /// A redirect (301, 308) to `location`, or None when it is no valid header.
 fn redirect(status: StatusCode, location: &str, msg: &'static str) -> Option<Response> {
     let v = HeaderValue::from_str(location).ok()?;
-    let mut r = (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        msg,
-    )
-        .into_response();
+    let mut r = error::text(status, msg);
     r.headers_mut().insert(header::LOCATION, v);
     Some(r)
 }

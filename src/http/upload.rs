@@ -192,9 +192,9 @@ fn service(st: &AppState) -> Result<Arc<UploadService>, UploadError> {
 
 /// `GET /.well-known/p2pcdn/v1/upload/{site}`.
 pub async fn info(State(st): State<AppState>, Path(site): Path<String>) -> Response {
-    let site = manifest::normalize_site(&site);
+    let site = SiteName::new(&site);
     let r = match service(&st) {
-        Ok(svc) => tokio::task::spawn_blocking(move || svc.info(&site))
+        Ok(svc) => tokio::task::spawn_blocking(move || svc.info(site.as_str()))
             .await
             .unwrap_or_else(|e| Err(internal(e))),
         Err(e) => Err(e),
@@ -207,7 +207,7 @@ pub async fn info(State(st): State<AppState>, Path(site): Path<String>) -> Respo
 
 /// `POST /.well-known/p2pcdn/v1/upload/{site}`: body = signed manifest envelope.
 pub async fn open(State(st): State<AppState>, Path(site): Path<String>, body: Body) -> Response {
-    let site = manifest::normalize_site(&site);
+    let site = SiteName::new(&site);
     let svc = match service(&st) {
         Ok(s) => s,
         Err(e) => return refuse(&e),
@@ -225,7 +225,7 @@ pub async fn open(State(st): State<AppState>, Path(site): Path<String>, body: Bo
             .into_response()
         }
     };
-    let r = tokio::task::spawn_blocking(move || svc.open(&site, &bytes))
+    let r = tokio::task::spawn_blocking(move || svc.open(site.as_str(), &bytes))
         .await
         .unwrap_or_else(|e| Err(internal(e)));
     match r {
@@ -242,8 +242,17 @@ pub async fn put_blob(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let site = manifest::normalize_site(&site);
-    match put_blob_inner(&st, &site, &hash, conn.map(|c| c.peer.ip()), &headers, body).await {
+    let site = SiteName::new(&site);
+    match put_blob_inner(
+        &st,
+        site.as_str(),
+        &hash,
+        conn.map(|c| c.peer.ip()),
+        &headers,
+        body,
+    )
+    .await
+    {
         Ok(s) => Json(s).into_response(),
         Err(e) => refuse(&e),
     }

@@ -1,20 +1,19 @@
 //! The in-memory view of what this instance serves: for each configured site,
 //! its newest complete, verified, unexpired manifest.
 //!
-//! Rebuilt from the database whenever it changes (or every minute, so expiry
-//! takes effect); readers get a lock-free snapshot (`arc_swap`). Rebuilding
-//! re-checks every manifest's signature against the pinned owner key, so a
-//! tampered database row is never served.
+//! Built and published by [`crate::sites::Sites`] whenever a version
+//! changes state (and every minute, so expiry takes effect); readers get a
+//! lock-free snapshot (`arc_swap`). Every manifest in it was verified
+//! against the pinned owner key (once per envelope: a database row whose
+//! bytes changed is verified again), so a tampered row is never served.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, SiteConfig};
-use crate::db::Db;
-use crate::federation::replicate::authorized;
-use crate::keys::PublicKey;
-use crate::manifest::{self, VerifiedManifest};
+use crate::config::SiteConfig;
+use crate::manifest::VerifiedManifest;
+use crate::sites::SiteName;
 
 /// A site and the manifest currently served for it.
 #[derive(Debug, Clone)]
@@ -43,79 +42,12 @@ impl LiveSite {
 /// Snapshot of all sites.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    sites: HashMap<String, LiveSite>,
+    sites: HashMap<SiteName, LiveSite>,
 }
 
 impl Catalog {
-    /// Builds the snapshot from the database. `me` is this node's key: a
-    /// version is served only if its manifest authorizes `me` (or lists no
-    /// mirrors at all) and the newest known manifest still does.
-    pub fn build(cfg: &Config, db: &Db, now: u64, me: Option<&PublicKey>) -> Self {
-        let mut sites: HashMap<String, LiveSite> = cfg
-            .sites
-            .iter()
-            .map(|s| {
-                (
-                    s.hostname.clone(),
-                    LiveSite {
-                        config: s.clone(),
-                        current: None,
-                        newest: None,
-                        authorized: true,
-                    },
-                )
-            })
-            .collect();
-        let rows = match db.current_manifests() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read manifests; serving nothing until the database recovers");
-                return Self { sites };
-            }
-        };
-        let valid = |site: &LiveSite, envelope: &[u8]| {
-            manifest::verify_signature(envelope, &site.config.hostname, &site.config.owner_key)
-                .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm))
-        };
-        let allowed =
-            |vm: &VerifiedManifest| me.is_none_or(|me| authorized(&vm.manifest.mirrors, me));
-        for site in sites.values_mut() {
-            match db.newest_manifest(&site.config.hostname) {
-                Ok(Some(row)) => match valid(site, &row.envelope) {
-                    Ok(vm) => {
-                        site.authorized = allowed(&vm);
-                        site.newest = Some(Arc::new(vm));
-                    }
-                    Err(e) => {
-                        tracing::warn!(site = %row.site, version = row.version, error = %e, "newest stored manifest is not valid")
-                    }
-                },
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "cannot read manifests"),
-            }
-        }
-        for row in rows {
-            let Some(site) = sites.get_mut(&row.site) else {
-                continue;
-            };
-            if !site.config.mirror {
-                continue;
-            }
-            match valid(site, &row.envelope) {
-                Ok(vm) => {
-                    let newest_allows = site.newest.as_ref().is_none_or(|n| allowed(n));
-                    if allowed(&vm) && newest_allows {
-                        site.current = Some(Arc::new(vm));
-                    } else {
-                        // The instance's refresher warns once per change.
-                        tracing::debug!(site = %row.site, version = row.version, "owner does not authorize this node to serve the site");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(site = %row.site, version = row.version, error = %e, "not serving stored manifest")
-                }
-            }
-        }
+    /// The snapshot of these sites (built by [`crate::sites::Sites`]).
+    pub fn from_sites(sites: HashMap<SiteName, LiveSite>) -> Self {
         Self { sites }
     }
 

@@ -463,8 +463,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("writing {}", out.display()))?;
             }
             let state = match &report.imported {
-                crate::ingest::Imported::Complete { .. } => "complete, now served".to_string(),
-                crate::ingest::Imported::Pending { missing, .. } => {
+                crate::sites::Imported::Complete { .. } => "complete, now served".to_string(),
+                crate::sites::Imported::Pending { missing, .. } => {
                     format!("pending: {} blobs missing", missing.len())
                 }
             };

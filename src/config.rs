@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::geo::GeoPoint;
 use crate::keys::PublicKey;
 use crate::manifest::normalize_site;
 
@@ -186,14 +187,14 @@ struct RawNode {
 struct RawDns {
     #[serde(default = "d_dns_listen")]
     listen: Vec<SocketAddr>,
-    #[serde(default = "d_ttl")]
-    answer_ttl: Spanned<u32>,
-    #[serde(default = "d_payload")]
-    max_udp_payload: Spanned<u16>,
-    #[serde(default = "d_tcp_timeout")]
-    tcp_idle_timeout_secs: Spanned<u64>,
-    #[serde(default = "d_tcp_max")]
-    tcp_max_connections: Spanned<usize>,
+    #[serde(default)]
+    answer_ttl: Option<Spanned<u32>>,
+    #[serde(default)]
+    max_udp_payload: Option<Spanned<u16>>,
+    #[serde(default)]
+    tcp_idle_timeout_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    tcp_max_connections: Option<Spanned<usize>>,
     #[serde(default)]
     short_ttl: Option<Spanned<u64>>,
     #[serde(default)]
@@ -212,10 +213,10 @@ impl Default for RawDns {
     fn default() -> Self {
         Self {
             listen: d_dns_listen(),
-            answer_ttl: d_ttl(),
-            max_udp_payload: d_payload(),
-            tcp_idle_timeout_secs: d_tcp_timeout(),
-            tcp_max_connections: d_tcp_max(),
+            answer_ttl: None,
+            max_udp_payload: None,
+            tcp_idle_timeout_secs: None,
+            tcp_max_connections: None,
             short_ttl: None,
             min_ttl: None,
             max_ttl: None,
@@ -323,20 +324,6 @@ fn d_dns_listen() -> Vec<SocketAddr> {
 fn d_http_listen() -> Vec<SocketAddr> {
     vec![SocketAddr::from(([0, 0, 0, 0], 80))]
 }
-fn d_ttl() -> Spanned<u32> {
-    Spanned::new(0..0, 30)
-}
-fn d_payload() -> Spanned<u16> {
-    Spanned::new(0..0, 1232)
-}
-fn d_tcp_timeout() -> Spanned<u64> {
-    Spanned::new(0..0, 10)
-}
-
-fn d_tcp_max() -> Spanned<usize> {
-    Spanned::new(0..0, 512)
-}
-
 /// This instance's identity and public face.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
@@ -346,8 +333,8 @@ pub struct NodeConfig {
     pub key: PathBuf,
     /// Public addresses that steered answers point clients to.
     pub addresses: Vec<IpAddr>,
-    /// Location (latitude, longitude) in degrees, if declared.
-    pub location: Option<(f64, f64)>,
+    /// Location, if declared.
+    pub location: Option<GeoPoint>,
     /// Public HTTPS base URL peers use (`https://<name>[:port]`), if set.
     pub url: Option<String>,
     /// Declared capacity, requests per second.
@@ -430,10 +417,8 @@ pub struct GeoOverrideConfig {
     pub network: IpAddr,
     /// Prefix length.
     pub prefix_len: u8,
-    /// Latitude.
-    pub latitude: f64,
-    /// Longitude.
-    pub longitude: f64,
+    /// Location of every address in the network.
+    pub point: GeoPoint,
     /// ISO country code.
     pub country: Option<String>,
 }
@@ -592,582 +577,72 @@ impl Config {
 
     /// Parses and validates config text; `path` locates relative paths and names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let p = path.display().to_string();
+        let c = Checker {
+            path: path.display().to_string(),
+            text,
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: p.clone(),
+            path: c.path.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let abs = |q: &Path| -> PathBuf {
-            if q.is_absolute() {
-                q.to_path_buf()
-            } else {
-                base.join(q)
-            }
-        };
-        let invalid =
-            |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
-                path: p.clone(),
-                line: line_of(text, span.start),
-                key: key.to_string(),
-                message,
-            };
-
-        let name = normalize_site(raw.node.name.get_ref());
-        if !is_hostname(&name) {
-            return Err(invalid(
-                raw.node.name.span(),
-                "node.name",
-                format!("{name:?} is not a valid DNS name"),
-            ));
-        }
-        let location = match (&raw.node.latitude, &raw.node.longitude) {
-            (Some(lat), Some(lon)) => {
-                if !(-90.0..=90.0).contains(lat.get_ref()) {
-                    return Err(invalid(
-                        lat.span(),
-                        "node.latitude",
-                        "must be within -90..=90".into(),
-                    ));
-                }
-                if !(-180.0..=180.0).contains(lon.get_ref()) {
-                    return Err(invalid(
-                        lon.span(),
-                        "node.longitude",
-                        "must be within -180..=180".into(),
-                    ));
-                }
-                Some((*lat.get_ref(), *lon.get_ref()))
-            }
-            (None, None) => None,
-            (Some(s), None) | (None, Some(s)) => {
-                return Err(invalid(
-                    s.span(),
-                    "node.latitude",
-                    "latitude and longitude must be given together".into(),
-                ))
-            }
-        };
-        let ttl = *raw.dns.answer_ttl.get_ref();
-        if !(1..=86400).contains(&ttl) {
-            return Err(invalid(
-                raw.dns.answer_ttl.span(),
-                "dns.answer_ttl",
-                "must be within 1..=86400 seconds".into(),
-            ));
-        }
-        let payload = *raw.dns.max_udp_payload.get_ref();
-        if !(512..=4096).contains(&payload) {
-            return Err(invalid(
-                raw.dns.max_udp_payload.span(),
-                "dns.max_udp_payload",
-                "must be within 512..=4096 bytes".into(),
-            ));
-        }
-        let tcp_to = *raw.dns.tcp_idle_timeout_secs.get_ref();
-        if !(1..=3600).contains(&tcp_to) {
-            return Err(invalid(
-                raw.dns.tcp_idle_timeout_secs.span(),
-                "dns.tcp_idle_timeout_secs",
-                "must be within 1..=3600".into(),
-            ));
-        }
-        let tcp_max = *raw.dns.tcp_max_connections.get_ref();
-        if !(1..=65_536).contains(&tcp_max) {
-            return Err(invalid(
-                raw.dns.tcp_max_connections.span(),
-                "dns.tcp_max_connections",
-                "must be within 1..=65536".into(),
-            ));
-        }
-        let rrl_rate = match &raw.dns.rrl_rate {
-            Some(x) if *x.get_ref() > 1_000_000 => {
-                return Err(invalid(
-                    x.span(),
-                    "dns.rrl_rate",
-                    "must be within 0..=1000000 (0 disables)".into(),
-                ))
-            }
-            Some(x) => *x.get_ref(),
-            None => 200,
-        };
-        let rrl_slip = match &raw.dns.rrl_slip {
-            Some(x) if *x.get_ref() > 100 => {
-                return Err(invalid(
-                    x.span(),
-                    "dns.rrl_slip",
-                    "must be within 0..=100".into(),
-                ))
-            }
-            Some(x) => *x.get_ref(),
-            None => 2,
-        };
-        let rrl_exempt = match &raw.dns.rrl_exempt {
-            Some(list) => {
-                let mut v = vec![];
-                for (n, e) in list.iter().enumerate() {
-                    v.push(crate::geo::parse_prefix(e.get_ref()).map_err(|err| {
-                        invalid(e.span(), &format!("dns.rrl_exempt[{n}]"), err.to_string())
-                    })?);
-                }
-                v
-            }
-            None => vec![
-                (IpAddr::from([127, 0, 0, 0]), 8),
-                (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128),
-            ],
-        };
-        let validity = match &raw.publish.validity_days {
-            Some(v) if !(1..=3650).contains(v.get_ref()) => {
-                return Err(invalid(
-                    v.span(),
-                    "publish.validity_days",
-                    "must be within 1..=3650".into(),
-                ))
-            }
-            Some(v) => *v.get_ref(),
-            None => 90,
-        };
-        let expiry_warning_days = match &raw.publish.expiry_warning_days {
-            Some(v) if *v.get_ref() > 3650 => {
-                return Err(invalid(
-                    v.span(),
-                    "publish.expiry_warning_days",
-                    "must be within 0..=3650".into(),
-                ))
-            }
-            Some(v) => *v.get_ref(),
-            None => 14,
-        };
-        let max_upload_bytes = match &raw.publish.max_upload_mib {
-            Some(v) if *v.get_ref() == 0 || *v.get_ref() > 1 << 30 => {
-                return Err(invalid(
-                    v.span(),
-                    "publish.max_upload_mib",
-                    "must be within 1..=1073741824".into(),
-                ))
-            }
-            Some(v) => v.get_ref() * 1024 * 1024,
-            None => 16 * 1024 * 1024 * 1024,
-        };
-        let default_cert = match (raw.https.cert, raw.https.key) {
-            (Some(c), Some(k)) => Some((abs(&c), abs(&k))),
-            (None, None) => None,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    path: p.clone(),
-                    line: find_line(text, "[https]"),
-                    key: "https.cert".into(),
-                    message: "https.cert and https.key must be given together".into(),
-                })
-            }
-        };
-
-        let positive =
-            |v: &Option<Spanned<f64>>, key: &str, default: f64| -> Result<f64, ConfigError> {
-                match v {
-                    Some(x) if !(x.get_ref().is_finite() && *x.get_ref() > 0.0) => {
-                        Err(invalid(x.span(), key, "must be a positive number".into()))
-                    }
-                    Some(x) => Ok(*x.get_ref()),
-                    None => Ok(default),
-                }
-            };
-        let capacity_rps = positive(&raw.node.capacity_rps, "node.capacity_rps", 10_000.0)?;
-        let capacity_bps = positive(&raw.node.capacity_bps, "node.capacity_bps", 1.25e9)?;
-        let node_url = match &raw.node.url {
-            Some(u) => Some(
-                normalize_url(u.get_ref())
-                    .map_err(|m| invalid(u.span(), "node.url", m))?
-                    .0,
-            ),
-            None => None,
-        };
-
-        let f = raw.federation;
-        let mut peers = vec![];
-        for (n, p) in f.peers.into_iter().enumerate() {
-            let (url, host) = normalize_url(p.url.get_ref())
-                .map_err(|m| invalid(p.url.span(), &format!("federation.peers[{n}].url"), m))?;
-            peers.push(PeerConfig {
-                url,
-                host,
-                address: p.address,
-            });
-        }
-        let ranged = |v: &Option<Spanned<u64>>,
-                      key: &str,
-                      lo: u64,
-                      hi: u64,
-                      default: u64|
-         -> Result<u64, ConfigError> {
-            match v {
-                Some(x) if !(lo..=hi).contains(x.get_ref()) => Err(invalid(
-                    x.span(),
-                    key,
-                    format!("must be within {lo}..={hi}"),
-                )),
-                Some(x) => Ok(*x.get_ref()),
-                None => Ok(default),
-            }
-        };
-        let fanout = match &f.fanout {
-            Some(x) if !(1..=64).contains(x.get_ref()) => {
-                return Err(invalid(
-                    x.span(),
-                    "federation.fanout",
-                    "must be within 1..=64".into(),
-                ))
-            }
-            Some(x) => *x.get_ref(),
-            None => 3,
-        };
-        let max_connections = match &raw.http.max_connections {
-            Some(x) if !(1..=1_000_000).contains(x.get_ref()) => {
-                return Err(invalid(
-                    x.span(),
-                    "http.max_connections",
-                    "must be within 1..=1000000".into(),
-                ))
-            }
-            Some(x) => *x.get_ref(),
-            None => 10_000,
-        };
+        let node = c.node(raw.node)?;
+        let dns = c.dns(raw.dns)?;
+        let (publish_validity_days, expiry_warning_days, max_upload_bytes) = (
+            c.num(&raw.publish.validity_days, &limits::VALIDITY_DAYS)?,
+            c.num(
+                &raw.publish.expiry_warning_days,
+                &limits::EXPIRY_WARNING_DAYS,
+            )?,
+            c.num(&raw.publish.max_upload_mib, &limits::MAX_UPLOAD_MIB)? * 1024 * 1024,
+        );
+        let https_default_cert = together(raw.https.cert, raw.https.key, |_, _| {
+            c.invalid_at(
+                find_line(text, "[https]"),
+                "https.cert",
+                "https.cert and https.key must be given together",
+            )
+        })?
+        .map(|(cert, key)| (c.abs(&cert), c.abs(&key)));
         let http_limits = HttpLimitsConfig {
-            max_connections,
-            header_timeout_secs: ranged(
-                &raw.http.header_timeout_secs,
-                "http.header_timeout_secs",
-                1,
-                600,
-                10,
-            )?,
-            idle_timeout_secs: ranged(
-                &raw.http.idle_timeout_secs,
-                "http.idle_timeout_secs",
-                1,
-                3600,
-                60,
-            )?,
-            max_connections_per_address: ranged(
+            max_connections: c.num(&raw.http.max_connections, &limits::HTTP_MAX_CONNECTIONS)?,
+            header_timeout_secs: c.num(&raw.http.header_timeout_secs, &limits::HEADER_TIMEOUT)?,
+            idle_timeout_secs: c.num(&raw.http.idle_timeout_secs, &limits::IDLE_TIMEOUT)?,
+            max_connections_per_address: usize::try_from(c.num(
                 &raw.http.max_connections_per_address,
-                "http.max_connections_per_address",
-                1,
-                1_000_000,
-                256,
-            )? as usize,
+                &limits::MAX_CONNECTIONS_PER_ADDRESS,
+            )?)
+            .unwrap_or(usize::MAX),
         };
-        let federation = FederationConfig {
-            peers,
-            ca_file: f.ca_file.as_deref().map(abs),
-            webpki_roots: f.webpki_roots.unwrap_or(true),
-            location_check: f.location_check.unwrap_or(false),
-            gossip_interval_ms: ranged(
-                &f.gossip_interval_ms,
-                "federation.gossip_interval_ms",
-                100,
-                600_000,
-                1000,
-            )?,
-            fanout,
-            probe_interval_ms: ranged(
-                &f.probe_interval_ms,
-                "federation.probe_interval_ms",
-                100,
-                60_000,
-                1000,
-            )?,
-            report_ttl_secs: ranged(
-                &f.report_ttl_secs,
-                "federation.report_ttl_secs",
-                3,
-                3600,
-                15,
-            )?,
+        let federation = c.federation(raw.federation)?;
+        let steering = SteeringConfig {
+            answers: c.num(&raw.steering.answers, &limits::ANSWERS)?,
+            spill_threshold: c.num(&raw.steering.spill_threshold, &limits::SPILL_THRESHOLD)?,
+            band_ms: c.num(&raw.steering.band_ms, &limits::BAND_MS)?,
+            explore_every: u32_of(c.num(&raw.steering.explore_every, &limits::EXPLORE_EVERY)?),
+            cert_margin_secs: c.num(&raw.steering.cert_margin_secs, &limits::CERT_MARGIN)?,
         };
-        let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-        let short_ttl = u32_of(ranged(&raw.dns.short_ttl, "dns.short_ttl", 1, 86400, 5)?).min(ttl);
-        let min_ttl = u32_of(ranged(&raw.dns.min_ttl, "dns.min_ttl", 0, 86400, 1)?);
-        let max_ttl = u32_of(ranged(&raw.dns.max_ttl, "dns.max_ttl", 1, 86400, 3600)?);
-        if min_ttl > max_ttl {
-            let span = raw.dns.min_ttl.as_ref().map_or(0..0, Spanned::span);
-            return Err(invalid(
-                span,
-                "dns.min_ttl",
-                format!("must not exceed dns.max_ttl ({max_ttl})"),
-            ));
-        }
-        let band_ms = match &raw.steering.band_ms {
-            Some(x) if !(0.0..=1000.0).contains(x.get_ref()) => {
-                return Err(invalid(
-                    x.span(),
-                    "steering.band_ms",
-                    "must be within 0..=1000 ms".into(),
-                ))
-            }
-            Some(x) => *x.get_ref(),
-            None => crate::steer::Policy::default().band_ms,
-        };
-        let explore_every = u32_of(ranged(
-            &raw.steering.explore_every,
-            "steering.explore_every",
-            0,
-            1_000_000,
-            32,
-        )?);
-        let answers = match &raw.steering.answers {
-            Some(x) if !(1..=8).contains(x.get_ref()) => {
-                return Err(invalid(
-                    x.span(),
-                    "steering.answers",
-                    "must be within 1..=8".into(),
-                ))
-            }
-            Some(x) => *x.get_ref(),
-            None => 2,
-        };
-        let spill_threshold = match &raw.steering.spill_threshold {
-            Some(x) if !(0.05..=1.0).contains(x.get_ref()) => {
-                return Err(invalid(
-                    x.span(),
-                    "steering.spill_threshold",
-                    "must be within 0.05..=1.0".into(),
-                ))
-            }
-            Some(x) => *x.get_ref(),
-            None => 0.8,
-        };
-        let cert_margin_secs = ranged(
-            &raw.steering.cert_margin_secs,
-            "steering.cert_margin_secs",
-            0,
-            90 * 86400,
-            86400,
-        )?;
-        let acme = match raw.acme {
-            None => None,
-            Some(a) => {
-                let dir = a.directory.get_ref();
-                if !dir.starts_with("https://") {
-                    return Err(invalid(
-                        a.directory.span(),
-                        "acme.directory",
-                        "must be an https:// URL".into(),
-                    ));
-                }
-                let eab = match (a.eab_kid, a.eab_hmac_key) {
-                    (Some(k), Some(h)) => Some((k, h.into_inner())),
-                    (None, None) => None,
-                    (_, h) => {
-                        return Err(invalid(
-                            h.map_or(a.directory.span(), |h| h.span()),
-                            "acme.eab_kid",
-                            "eab_kid and eab_hmac_key must be given together".into(),
-                        ))
-                    }
-                };
-                Some(AcmeConfig {
-                    directory: dir.clone(),
-                    contact: a.contact,
-                    ca_file: a.ca_file.as_deref().map(abs),
-                    eab,
-                    dns_port: a.dns_port.unwrap_or(53),
-                    propagation_timeout_secs: ranged(
-                        &a.propagation_timeout_secs,
-                        "acme.propagation_timeout_secs",
-                        1,
-                        3600,
-                        60,
-                    )?,
-                })
-            }
-        };
-        let mut geo_overrides = vec![];
-        for (n, o) in raw.geo_overrides.into_iter().enumerate() {
-            let (network, prefix_len) =
-                crate::geo::parse_prefix(o.prefix.get_ref()).map_err(|e| {
-                    invalid(
-                        o.prefix.span(),
-                        &format!("geo_override[{n}].prefix"),
-                        e.to_string(),
-                    )
-                })?;
-            if !(-90.0..=90.0).contains(o.latitude.get_ref()) {
-                return Err(invalid(
-                    o.latitude.span(),
-                    &format!("geo_override[{n}].latitude"),
-                    "must be within -90..=90".into(),
-                ));
-            }
-            if !(-180.0..=180.0).contains(o.longitude.get_ref()) {
-                return Err(invalid(
-                    o.longitude.span(),
-                    &format!("geo_override[{n}].longitude"),
-                    "must be within -180..=180".into(),
-                ));
-            }
-            geo_overrides.push(GeoOverrideConfig {
-                network,
-                prefix_len,
-                latitude: *o.latitude.get_ref(),
-                longitude: *o.longitude.get_ref(),
-                country: o.country,
-            });
-        }
-
-        let mut sites: Vec<SiteConfig> = Vec::new();
-        let mut pending_sites: Vec<PendingSite> = Vec::new();
-        for (n, s) in raw.sites.into_iter().enumerate() {
-            let host = normalize_site(s.hostname.get_ref());
-            let zone = normalize_site(s.zone.get_ref());
-            let key = |k: &str| format!("site[{n}].{k}");
-            if !is_hostname(&host) {
-                return Err(invalid(
-                    s.hostname.span(),
-                    &key("hostname"),
-                    format!("{host:?} is not a valid DNS name"),
-                ));
-            }
-            if !is_hostname(&zone) {
-                return Err(invalid(
-                    s.zone.span(),
-                    &key("zone"),
-                    format!("{zone:?} is not a valid DNS name"),
-                ));
-            }
-            if host != zone && !host.ends_with(&format!(".{zone}")) {
-                return Err(invalid(
-                    s.zone.span(),
-                    &key("zone"),
-                    format!("site {host} is not inside zone {zone}"),
-                ));
-            }
-            if sites.iter().any(|o| o.hostname == host) {
-                return Err(invalid(
-                    s.hostname.span(),
-                    &key("hostname"),
-                    format!("site {host} is configured twice"),
-                ));
-            }
-            let tls = match (s.tls_cert, s.tls_key) {
-                (Some(c), Some(k)) => Some((abs(&c), abs(k.get_ref()))),
-                (None, None) => None,
-                (_, k) => {
-                    let span = k.map(|k| k.span()).unwrap_or(s.hostname.span());
-                    return Err(invalid(
-                        span,
-                        &key("tls_cert"),
-                        "tls_cert and tls_key must be given together".into(),
-                    ));
-                }
-            };
-            if sites.iter().any(|o| o.hostname == host)
-                || pending_sites
-                    .iter()
-                    .any(|o: &PendingSite| o.hostname == host)
-            {
-                return Err(invalid(
-                    s.hostname.span(),
-                    &key("hostname"),
-                    format!("site {host} is configured twice"),
-                ));
-            }
-            let owner_key = match (s.owner_key, &s.owner_key_file, &s.owner_domain) {
-                (Some(k), None, None) => Some(k),
-                (None, Some(f), None) => {
-                    let path = abs(f.get_ref());
-                    // A public key file is one short line: read at most
-                    // 4 KiB, so a wrong path (/dev/zero, a FIFO's writer
-                    // aside) cannot exhaust memory.
-                    let text = read_small(&path, 4096).map_err(|e| {
-                        invalid(
-                            f.span(),
-                            &key("owner_key_file"),
-                            format!("{}: {e}", path.display()),
-                        )
-                    })?;
-                    Some(text.trim().parse::<PublicKey>().map_err(|e| {
-                        invalid(
-                            f.span(),
-                            &key("owner_key_file"),
-                            format!("{}: {e}", path.display()),
-                        )
-                    })?)
-                }
-                (None, None, Some(_)) => None,
-                _ => {
-                    return Err(invalid(
-                        s.hostname.span(),
-                        &key("owner_key"),
-                        "give exactly one of owner_key, owner_key_file and owner_domain".into(),
-                    ))
-                }
-            };
-            match owner_key {
-                Some(owner_key) => sites.push(SiteConfig {
-                    hostname: host,
-                    zone,
-                    owner_key,
-                    tls,
-                    plain_http: s.plain_http,
-                    mirror: s.mirror,
-                    mirrors: s.mirrors,
-                }),
-                None => {
-                    let d = s.owner_domain.as_ref().map(|d| {
-                        (
-                            d.get_ref().trim_end_matches('/').to_ascii_lowercase(),
-                            d.span(),
-                        )
-                    });
-                    let Some((domain, span)) = d else { continue };
-                    let (base, _) = normalize_url(&format!("https://{domain}"))
-                        .map_err(|m| invalid(span, &key("owner_domain"), m))?;
-                    pending_sites.push(PendingSite {
-                        owner_key_url: format!("{base}/.well-known/p2pcdn/{host}.key"),
-                        hostname: host,
-                        zone,
-                        tls,
-                        plain_http: s.plain_http,
-                        mirror: s.mirror,
-                        mirrors: s.mirrors,
-                    });
-                }
-            }
-        }
+        let acme = raw.acme.map(|a| c.acme(a)).transpose()?;
+        let geo_overrides = raw
+            .geo_overrides
+            .into_iter()
+            .enumerate()
+            .map(|(n, o)| c.geo_override(n, o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (sites, pending_sites) = c.sites(raw.sites)?;
 
         Ok(Config {
             source: path.to_path_buf(),
-            data_dir: abs(&raw.data_dir),
-            zones_dir: abs(&raw.zones_dir),
-            geodata: raw.geodata.as_deref().map(abs),
-            node: NodeConfig {
-                name,
-                key: abs(&raw.node.key),
-                addresses: raw.node.addresses,
-                location,
-                url: node_url,
-                capacity_rps,
-                capacity_bps,
-            },
-            dns: DnsConfig {
-                listen: raw.dns.listen,
-                answer_ttl: ttl,
-                short_ttl,
-                min_ttl,
-                max_ttl,
-                max_udp_payload: payload,
-                tcp_idle_timeout_secs: tcp_to,
-                tcp_max_connections: tcp_max,
-                rrl_rate,
-                rrl_slip,
-                rrl_exempt,
-            },
+            data_dir: c.abs(&raw.data_dir),
+            zones_dir: c.abs(&raw.zones_dir),
+            geodata: raw.geodata.as_deref().map(|g| c.abs(g)),
+            node,
+            dns,
             http_listen: raw.http.listen,
             http_limits,
             https_listen: raw.https.listen,
-            https_default_cert: default_cert,
-            publish_validity_days: validity,
+            https_default_cert,
+            publish_validity_days,
             expiry_warning_days,
             remote_publish: raw.publish.remote.unwrap_or(true),
             max_upload_bytes,
@@ -1175,13 +650,7 @@ impl Config {
             sites,
             pending_sites,
             federation,
-            steering: SteeringConfig {
-                answers,
-                spill_threshold,
-                band_ms,
-                explore_every,
-                cert_margin_secs,
-            },
+            steering,
             geo_overrides,
             acme,
         })
@@ -1193,17 +662,482 @@ impl Config {
     }
 }
 
+/// The accepted range and the default of one numeric key: every numeric
+/// setting's bounds and default live in [`limits`], checked by
+/// [`Checker::num`].
+struct Limit<T> {
+    /// Dotted key, as errors name it.
+    key: &'static str,
+    /// Smallest accepted value.
+    lo: T,
+    /// Largest accepted value.
+    hi: T,
+    /// Value when the key is absent.
+    default: T,
+    /// Appended to the range in errors (a unit or a remark).
+    note: &'static str,
+}
+
+/// The one table of numeric limits and defaults.
+mod limits {
+    use super::Limit;
+
+    const fn l<T>(key: &'static str, lo: T, hi: T, default: T, note: &'static str) -> Limit<T> {
+        Limit {
+            key,
+            lo,
+            hi,
+            default,
+            note,
+        }
+    }
+
+    pub(super) const ANSWER_TTL: Limit<u32> = l("dns.answer_ttl", 1, 86400, 30, " seconds");
+    pub(super) const MAX_UDP_PAYLOAD: Limit<u16> =
+        l("dns.max_udp_payload", 512, 4096, 1232, " bytes");
+    pub(super) const TCP_IDLE_TIMEOUT: Limit<u64> = l("dns.tcp_idle_timeout_secs", 1, 3600, 10, "");
+    pub(super) const TCP_MAX_CONNECTIONS: Limit<usize> =
+        l("dns.tcp_max_connections", 1, 65_536, 512, "");
+    pub(super) const SHORT_TTL: Limit<u64> = l("dns.short_ttl", 1, 86400, 5, "");
+    pub(super) const MIN_TTL: Limit<u64> = l("dns.min_ttl", 0, 86400, 1, "");
+    pub(super) const MAX_TTL: Limit<u64> = l("dns.max_ttl", 1, 86400, 3600, "");
+    pub(super) const RRL_RATE: Limit<u32> = l("dns.rrl_rate", 0, 1_000_000, 200, " (0 disables)");
+    pub(super) const RRL_SLIP: Limit<u32> = l("dns.rrl_slip", 0, 100, 2, "");
+    pub(super) const VALIDITY_DAYS: Limit<u64> = l("publish.validity_days", 1, 3650, 90, "");
+    pub(super) const EXPIRY_WARNING_DAYS: Limit<u64> =
+        l("publish.expiry_warning_days", 0, 3650, 14, "");
+    pub(super) const MAX_UPLOAD_MIB: Limit<u64> =
+        l("publish.max_upload_mib", 1, 1 << 30, 16 * 1024, "");
+    /// Positive numbers (any size); the default when absent.
+    pub(super) const CAPACITY_RPS: (&str, f64) = ("node.capacity_rps", 10_000.0);
+    pub(super) const CAPACITY_BPS: (&str, f64) = ("node.capacity_bps", 1.25e9);
+    pub(super) const HTTP_MAX_CONNECTIONS: Limit<usize> =
+        l("http.max_connections", 1, 1_000_000, 10_000, "");
+    pub(super) const HEADER_TIMEOUT: Limit<u64> = l("http.header_timeout_secs", 1, 600, 10, "");
+    pub(super) const IDLE_TIMEOUT: Limit<u64> = l("http.idle_timeout_secs", 1, 3600, 60, "");
+    pub(super) const MAX_CONNECTIONS_PER_ADDRESS: Limit<u64> =
+        l("http.max_connections_per_address", 1, 1_000_000, 256, "");
+    pub(super) const GOSSIP_INTERVAL: Limit<u64> =
+        l("federation.gossip_interval_ms", 100, 600_000, 1000, "");
+    pub(super) const FANOUT: Limit<usize> = l("federation.fanout", 1, 64, 3, "");
+    pub(super) const PROBE_INTERVAL: Limit<u64> =
+        l("federation.probe_interval_ms", 100, 60_000, 1000, "");
+    pub(super) const REPORT_TTL: Limit<u64> = l("federation.report_ttl_secs", 3, 3600, 15, "");
+    pub(super) const ANSWERS: Limit<usize> = l("steering.answers", 1, 8, 2, "");
+    pub(super) const SPILL_THRESHOLD: Limit<f64> =
+        l("steering.spill_threshold", 0.05, 1.0, 0.8, "");
+    /// The default equals `steer::Policy::default().band_ms` (a test checks).
+    pub(super) const BAND_MS: Limit<f64> = l("steering.band_ms", 0.0, 1000.0, 3.0, " ms");
+    pub(super) const EXPLORE_EVERY: Limit<u64> = l("steering.explore_every", 0, 1_000_000, 32, "");
+    pub(super) const CERT_MARGIN: Limit<u64> =
+        l("steering.cert_margin_secs", 0, 90 * 86400, 86400, "");
+    pub(super) const PROPAGATION_TIMEOUT: Limit<u64> =
+        l("acme.propagation_timeout_secs", 1, 3600, 60, "");
+    pub(super) const DNS_PORT: u16 = 53;
+    pub(super) const LATITUDE: (f64, f64) = (-90.0, 90.0);
+    pub(super) const LONGITUDE: (f64, f64) = (-180.0, 180.0);
+}
+
+/// Validation context: the file's name and text (for lines) and its directory
+/// (for relative paths).
+struct Checker<'a> {
+    path: String,
+    text: &'a str,
+    base: PathBuf,
+}
+
+impl Checker<'_> {
+    /// A path relative to the config file's directory made absolute.
+    fn abs(&self, q: &Path) -> PathBuf {
+        if q.is_absolute() {
+            q.to_path_buf()
+        } else {
+            self.base.join(q)
+        }
+    }
+
+    fn invalid_at(&self, line: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn invalid(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        self.invalid_at(line_of(self.text, span.start), key, message)
+    }
+
+    /// The one range check: `v` must lie within `lo..=hi`.
+    fn within<T>(
+        &self,
+        v: &Spanned<T>,
+        key: &str,
+        (lo, hi): (T, T),
+        note: &str,
+    ) -> Result<T, ConfigError>
+    where
+        T: PartialOrd + Copy + std::fmt::Display,
+    {
+        let x = *v.get_ref();
+        if (lo..=hi).contains(&x) {
+            Ok(x)
+        } else {
+            Err(self.invalid(v.span(), key, format!("must be within {lo}..={hi}{note}")))
+        }
+    }
+
+    /// An optional numeric key checked against its [`Limit`], or its default.
+    fn num<T>(&self, v: &Option<Spanned<T>>, l: &Limit<T>) -> Result<T, ConfigError>
+    where
+        T: PartialOrd + Copy + std::fmt::Display,
+    {
+        match v {
+            None => Ok(l.default),
+            Some(x) => self.within(x, l.key, (l.lo, l.hi), l.note),
+        }
+    }
+
+    /// An optional positive, finite number, or its default.
+    fn positive(
+        &self,
+        v: &Option<Spanned<f64>>,
+        (key, default): (&str, f64),
+    ) -> Result<f64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(x) if x.get_ref().is_finite() && *x.get_ref() > 0.0 => Ok(*x.get_ref()),
+            Some(x) => Err(self.invalid(x.span(), key, "must be a positive number")),
+        }
+    }
+
+    /// A DNS name, normalized (lowercase, no trailing dot).
+    fn hostname(&self, v: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        let name = normalize_site(v.get_ref());
+        if is_hostname(&name) {
+            Ok(name)
+        } else {
+            Err(self.invalid(v.span(), key, format!("{name:?} is not a valid DNS name")))
+        }
+    }
+
+    /// A latitude and a longitude, each within its range.
+    fn point(
+        &self,
+        lat: &Spanned<f64>,
+        lon: &Spanned<f64>,
+        (lat_key, lon_key): (&str, &str),
+    ) -> Result<GeoPoint, ConfigError> {
+        Ok(GeoPoint {
+            lat: self.within(lat, lat_key, limits::LATITUDE, "")?,
+            lon: self.within(lon, lon_key, limits::LONGITUDE, "")?,
+        })
+    }
+
+    fn node(&self, n: RawNode) -> Result<NodeConfig, ConfigError> {
+        let name = self.hostname(&n.name, "node.name")?;
+        let location = together(n.latitude, n.longitude, |lat, lon| {
+            let span = lat.map_or_else(|| lon.map_or(0..0, |s| s.span()), |s| s.span());
+            self.invalid(
+                span,
+                "node.latitude",
+                "latitude and longitude must be given together",
+            )
+        })?
+        .map(|(lat, lon)| self.point(&lat, &lon, ("node.latitude", "node.longitude")))
+        .transpose()?;
+        let url = n
+            .url
+            .map(|u| {
+                normalize_url(u.get_ref())
+                    .map(|(url, _)| url)
+                    .map_err(|e| self.invalid(u.span(), "node.url", e.to_string()))
+            })
+            .transpose()?;
+        Ok(NodeConfig {
+            name,
+            key: self.abs(&n.key),
+            addresses: n.addresses,
+            location,
+            url,
+            capacity_rps: self.positive(&n.capacity_rps, limits::CAPACITY_RPS)?,
+            capacity_bps: self.positive(&n.capacity_bps, limits::CAPACITY_BPS)?,
+        })
+    }
+
+    fn dns(&self, d: RawDns) -> Result<DnsConfig, ConfigError> {
+        let answer_ttl = self.num(&d.answer_ttl, &limits::ANSWER_TTL)?;
+        let short_ttl = u32_of(self.num(&d.short_ttl, &limits::SHORT_TTL)?).min(answer_ttl);
+        let min_ttl = u32_of(self.num(&d.min_ttl, &limits::MIN_TTL)?);
+        let max_ttl = u32_of(self.num(&d.max_ttl, &limits::MAX_TTL)?);
+        if min_ttl > max_ttl {
+            let span = d.min_ttl.as_ref().map_or(0..0, Spanned::span);
+            return Err(self.invalid(
+                span,
+                limits::MIN_TTL.key,
+                format!("must not exceed dns.max_ttl ({max_ttl})"),
+            ));
+        }
+        let rrl_exempt = match &d.rrl_exempt {
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(n, e)| {
+                    crate::geo::parse_prefix(e.get_ref()).map_err(|err| {
+                        self.invalid(e.span(), &format!("dns.rrl_exempt[{n}]"), err.to_string())
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![
+                (IpAddr::from([127, 0, 0, 0]), 8),
+                (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128),
+            ],
+        };
+        Ok(DnsConfig {
+            listen: d.listen,
+            answer_ttl,
+            short_ttl,
+            min_ttl,
+            max_ttl,
+            max_udp_payload: self.num(&d.max_udp_payload, &limits::MAX_UDP_PAYLOAD)?,
+            tcp_idle_timeout_secs: self.num(&d.tcp_idle_timeout_secs, &limits::TCP_IDLE_TIMEOUT)?,
+            tcp_max_connections: self.num(&d.tcp_max_connections, &limits::TCP_MAX_CONNECTIONS)?,
+            rrl_rate: self.num(&d.rrl_rate, &limits::RRL_RATE)?,
+            rrl_slip: self.num(&d.rrl_slip, &limits::RRL_SLIP)?,
+            rrl_exempt,
+        })
+    }
+
+    fn federation(&self, f: RawFederation) -> Result<FederationConfig, ConfigError> {
+        let peers = f
+            .peers
+            .into_iter()
+            .enumerate()
+            .map(|(n, p)| {
+                let (url, host) = normalize_url(p.url.get_ref()).map_err(|e| {
+                    self.invalid(
+                        p.url.span(),
+                        &format!("federation.peers[{n}].url"),
+                        e.to_string(),
+                    )
+                })?;
+                Ok(PeerConfig {
+                    url,
+                    host,
+                    address: p.address,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(FederationConfig {
+            peers,
+            ca_file: f.ca_file.as_deref().map(|q| self.abs(q)),
+            webpki_roots: f.webpki_roots.unwrap_or(true),
+            location_check: f.location_check.unwrap_or(false),
+            gossip_interval_ms: self.num(&f.gossip_interval_ms, &limits::GOSSIP_INTERVAL)?,
+            fanout: self.num(&f.fanout, &limits::FANOUT)?,
+            probe_interval_ms: self.num(&f.probe_interval_ms, &limits::PROBE_INTERVAL)?,
+            report_ttl_secs: self.num(&f.report_ttl_secs, &limits::REPORT_TTL)?,
+        })
+    }
+
+    fn acme(&self, a: RawAcme) -> Result<AcmeConfig, ConfigError> {
+        let dir = a.directory.get_ref();
+        if !dir.starts_with("https://") {
+            return Err(self.invalid(
+                a.directory.span(),
+                "acme.directory",
+                "must be an https:// URL",
+            ));
+        }
+        let eab = together(a.eab_kid, a.eab_hmac_key, |_, h| {
+            self.invalid(
+                h.map_or(a.directory.span(), |h| h.span()),
+                "acme.eab_kid",
+                "eab_kid and eab_hmac_key must be given together",
+            )
+        })?
+        .map(|(k, h)| (k, h.into_inner()));
+        Ok(AcmeConfig {
+            directory: dir.clone(),
+            contact: a.contact,
+            ca_file: a.ca_file.as_deref().map(|q| self.abs(q)),
+            eab,
+            dns_port: a.dns_port.unwrap_or(limits::DNS_PORT),
+            propagation_timeout_secs: self
+                .num(&a.propagation_timeout_secs, &limits::PROPAGATION_TIMEOUT)?,
+        })
+    }
+
+    fn geo_override(&self, n: usize, o: RawGeoOverride) -> Result<GeoOverrideConfig, ConfigError> {
+        let key = |k: &str| format!("geo_override[{n}].{k}");
+        let (network, prefix_len) = crate::geo::parse_prefix(o.prefix.get_ref())
+            .map_err(|e| self.invalid(o.prefix.span(), &key("prefix"), e.to_string()))?;
+        let point = self.point(
+            &o.latitude,
+            &o.longitude,
+            (&key("latitude"), &key("longitude")),
+        )?;
+        Ok(GeoOverrideConfig {
+            network,
+            prefix_len,
+            point,
+            country: o.country,
+        })
+    }
+
+    /// The `[[site]]` tables: sites with a known owner key, and sites whose
+    /// key is still to be fetched from the owner's domain.
+    fn sites(&self, raw: Vec<RawSite>) -> Result<(Vec<SiteConfig>, Vec<PendingSite>), ConfigError> {
+        let mut sites: Vec<SiteConfig> = Vec::new();
+        let mut pending_sites: Vec<PendingSite> = Vec::new();
+        for (n, s) in raw.into_iter().enumerate() {
+            let key = |k: &str| format!("site[{n}].{k}");
+            let host = self.hostname(&s.hostname, &key("hostname"))?;
+            let zone = self.hostname(&s.zone, &key("zone"))?;
+            if host != zone && !host.ends_with(&format!(".{zone}")) {
+                return Err(self.invalid(
+                    s.zone.span(),
+                    &key("zone"),
+                    format!("site {host} is not inside zone {zone}"),
+                ));
+            }
+            if sites.iter().any(|o| o.hostname == host)
+                || pending_sites.iter().any(|o| o.hostname == host)
+            {
+                return Err(self.invalid(
+                    s.hostname.span(),
+                    &key("hostname"),
+                    format!("site {host} is configured twice"),
+                ));
+            }
+            let tls = together(s.tls_cert, s.tls_key, |_, k| {
+                self.invalid(
+                    k.map_or(s.hostname.span(), |k| k.span()),
+                    &key("tls_cert"),
+                    "tls_cert and tls_key must be given together",
+                )
+            })?
+            .map(|(c, k)| (self.abs(&c), self.abs(k.get_ref())));
+            let owner_key = match (s.owner_key, &s.owner_key_file, &s.owner_domain) {
+                (Some(k), None, None) => Some(k),
+                (None, Some(f), None) => {
+                    let path = self.abs(f.get_ref());
+                    let bad = |e: &dyn std::fmt::Display| {
+                        self.invalid(
+                            f.span(),
+                            &key("owner_key_file"),
+                            format!("{}: {e}", path.display()),
+                        )
+                    };
+                    // A public key file is one short line: read at most
+                    // 4 KiB, so a wrong path (/dev/zero, a FIFO's writer
+                    // aside) cannot exhaust memory.
+                    let text = read_small(&path, 4096).map_err(|e| bad(&e))?;
+                    Some(text.trim().parse::<PublicKey>().map_err(|e| bad(&e))?)
+                }
+                (None, None, Some(_)) => None,
+                _ => {
+                    return Err(self.invalid(
+                        s.hostname.span(),
+                        &key("owner_key"),
+                        "give exactly one of owner_key, owner_key_file and owner_domain",
+                    ))
+                }
+            };
+            match (owner_key, &s.owner_domain) {
+                (Some(owner_key), _) => sites.push(SiteConfig {
+                    hostname: host,
+                    zone,
+                    owner_key,
+                    tls,
+                    plain_http: s.plain_http,
+                    mirror: s.mirror,
+                    mirrors: s.mirrors,
+                }),
+                (None, Some(d)) => {
+                    let domain = d.get_ref().trim_end_matches('/').to_ascii_lowercase();
+                    let (base, _) = normalize_url(&format!("https://{domain}"))
+                        .map_err(|e| self.invalid(d.span(), &key("owner_domain"), e.to_string()))?;
+                    pending_sites.push(PendingSite {
+                        owner_key_url: format!("{base}/.well-known/p2pcdn/{host}.key"),
+                        hostname: host,
+                        zone,
+                        tls,
+                        plain_http: s.plain_http,
+                        mirror: s.mirror,
+                        mirrors: s.mirrors,
+                    });
+                }
+                (None, None) => {}
+            }
+        }
+        Ok((sites, pending_sites))
+    }
+}
+
+/// Two keys that must be given together: both, or neither; `err` builds the
+/// error when only one is (it receives whichever was given).
+fn together<A, B>(
+    a: Option<A>,
+    b: Option<B>,
+    err: impl FnOnce(Option<A>, Option<B>) -> ConfigError,
+) -> Result<Option<(A, B)>, ConfigError> {
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        (None, None) => Ok(None),
+        (a, b) => Err(err(a, b)),
+    }
+}
+
+/// A range-checked TTL (≤ 86400) as the `u32` DNS carries.
+fn u32_of(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Why a peer or node base URL is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not an `https://` URL.
+    #[error("{0:?} must start with https://")]
+    NotHttps(String),
+    /// Has a path, query, fragment or user info.
+    #[error("{0:?} must be a base URL like https://host:port (no path)")]
+    NotBase(String),
+    /// The host is not a DNS name.
+    #[error("{url:?}: {host:?} is not a DNS name")]
+    BadHost {
+        /// The URL.
+        url: String,
+        /// Its normalized host.
+        host: String,
+    },
+    /// The port is not a number in 0..=65535.
+    #[error("{0:?}: bad port")]
+    BadPort(String),
+}
+
+/// Federation code still reports errors as strings; this keeps its `?` working.
+impl From<UrlError> for String {
+    fn from(e: UrlError) -> Self {
+        e.to_string()
+    }
+}
+
 /// Checks an `https://host[:port]` base URL; returns it without a trailing
 /// slash, and the lowercased host.
-pub fn normalize_url(u: &str) -> Result<(String, String), String> {
+pub fn normalize_url(u: &str) -> Result<(String, String), UrlError> {
     let rest = u
         .strip_prefix("https://")
-        .ok_or_else(|| format!("{u:?} must start with https://"))?;
+        .ok_or_else(|| UrlError::NotHttps(u.to_string()))?;
     let rest = rest.trim_end_matches('/');
     if rest.contains('/') || rest.contains('?') || rest.contains('#') || rest.contains('@') {
-        return Err(format!(
-            "{u:?} must be a base URL like https://host:port (no path)"
-        ));
+        return Err(UrlError::NotBase(u.to_string()));
     }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
@@ -1211,11 +1145,14 @@ pub fn normalize_url(u: &str) -> Result<(String, String), String> {
     };
     let host = normalize_site(host);
     if !is_hostname(&host) {
-        return Err(format!("{u:?}: {host:?} is not a DNS name"));
+        return Err(UrlError::BadHost {
+            url: u.to_string(),
+            host,
+        });
     }
     match port {
         Some(p) => {
-            let p: u16 = p.parse().map_err(|_| format!("{u:?}: bad port"))?;
+            let p: u16 = p.parse().map_err(|_| UrlError::BadPort(u.to_string()))?;
             Ok((format!("https://{host}:{p}"), host))
         }
         None => Ok((format!("https://{host}"), host)),
@@ -1354,5 +1291,90 @@ owner_key = "{KEY}"
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 15") && e.contains("owner_key"), "{e}");
+    }
+
+    #[test]
+    fn defaults_come_from_the_limits_table() {
+        let c = Config::parse(&ok_text(), Path::new("c.toml")).unwrap();
+        assert_eq!(c.dns.max_udp_payload, limits::MAX_UDP_PAYLOAD.default);
+        assert_eq!(c.dns.rrl_rate, limits::RRL_RATE.default);
+        assert_eq!(c.federation.fanout, limits::FANOUT.default);
+        assert_eq!(
+            c.http_limits.idle_timeout_secs,
+            limits::IDLE_TIMEOUT.default
+        );
+        assert_eq!(c.max_upload_bytes, limits::MAX_UPLOAD_MIB.default << 20);
+        assert_eq!(c.node.capacity_rps, limits::CAPACITY_RPS.1);
+        // The steering default is the steering module's own default.
+        assert_eq!(c.steering.band_ms, crate::steer::Policy::default().band_ms);
+        assert_eq!(
+            limits::BAND_MS.default,
+            crate::steer::Policy::default().band_ms
+        );
+    }
+
+    /// Each out-of-range value is refused with its key, its line and the range.
+    #[test]
+    fn range_errors_name_key_line_and_range() {
+        let cases = [
+            (
+                "[dns]",
+                "max_udp_payload = 100",
+                "dns.max_udp_payload",
+                "512..=4096 bytes",
+            ),
+            (
+                "[dns]",
+                "rrl_rate = 2000000",
+                "dns.rrl_rate",
+                "(0 disables)",
+            ),
+            (
+                "[dns]",
+                "min_ttl = 500\nmax_ttl = 100",
+                "dns.min_ttl",
+                "must not exceed",
+            ),
+            (
+                "[node]",
+                "capacity_rps = -1.0",
+                "node.capacity_rps",
+                "positive number",
+            ),
+            (
+                "[node]",
+                "latitude = 91.0\nlongitude = 0.0",
+                "node.latitude",
+                "-90..=90",
+            ),
+            ("[node]", "longitude = 0.0", "node.latitude", "together"),
+        ];
+        for (table, line, key, what) in cases {
+            let t = ok_text().replace(table, &format!("{table}\n{line}"));
+            let want_line = line_of(&t, t.find(line.split('\n').next().unwrap()).unwrap());
+            let e = Config::parse(&t, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("c.toml:{want_line}:")) && e.contains(key) && e.contains(what),
+                "{line}: {e}"
+            );
+        }
+        let t = format!("{}\n[federation]\nfanout = 65\n", ok_text());
+        let e = Config::parse(&t, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("federation.fanout") && e.contains("1..=64"),
+            "{e}"
+        );
+        let t = format!("{}\n[steering]\nspill_threshold = 2.0\n", ok_text());
+        let e = Config::parse(&t, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("steering.spill_threshold") && e.contains("0.05..=1"),
+            "{e}"
+        );
     }
 }

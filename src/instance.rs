@@ -20,6 +20,7 @@ use crate::dns::server::{DnsData, DnsServer, DnsSettings, Handler, SharedDnsData
 use crate::dns::zone::{Zone, ZoneSet};
 use crate::federation::{self, Federation};
 use crate::http::{self, listen, AppState};
+use crate::sites::Sites;
 use crate::store::BlobStore;
 
 /// Startup errors.
@@ -222,17 +223,13 @@ impl Instance {
         let me = crate::keys::SecretKey::read(&cfg.node.key)
             .map_err(crate::federation::FederationError::from)?
             .public();
-        let catalog: SharedCatalog = Arc::new(ArcSwap::from_pointee(Catalog::build(
-            &cfg,
-            &db,
-            unix_now(),
-            Some(&me),
-        )));
+        let sites = Arc::new(Sites::new(&cfg.sites, db.clone(), store.clone(), Some(me)));
+        sites.publish(unix_now());
+        let catalog: SharedCatalog = sites.catalog();
         for (site, version) in catalog.load().versions() {
             tracing::info!(%site, version, "serving site");
         }
         let params = crate::reload::steer_params(&cfg)?;
-        let ttl_policy = params.ttl;
         let (steering, steer_view) = federation::view::FederatedSteering::new(
             params.geo,
             params.policy,
@@ -269,7 +266,7 @@ impl Instance {
             cfg_arc,
             db.clone(),
             store.clone(),
-            catalog.clone(),
+            sites.clone(),
             refresh.clone(),
             connections.clone(),
             https_addrs.first().map(|a| a.port()),
@@ -296,7 +293,7 @@ impl Instance {
                 cfg: shared_cfg.clone(),
                 db: db.clone(),
                 store: store.clone(),
-                refresh: refresh.clone(),
+                sites: sites.clone(),
             })),
         });
         // The first steering view is built before DNS answers anything, so a
@@ -307,7 +304,7 @@ impl Instance {
             dns_data.clone(),
             steering.clone(),
             DnsSettings {
-                fallback_ttl: ttl_policy.fallback().secs,
+                fallback_ttl: params.ttl.fallback().secs,
                 max_udp_payload: cfg.dns.max_udp_payload,
                 rrl: (cfg.dns.rrl_rate > 0).then(|| {
                     Arc::new(crate::dns::rrl::RateLimiter::new(
@@ -366,6 +363,7 @@ impl Instance {
                 zones: local_zones.clone(),
                 steering,
                 fed: fed.clone(),
+                sites: sites.clone(),
                 certs: cert_store.clone(),
                 refresh: refresh.clone(),
             }
@@ -401,6 +399,7 @@ impl Instance {
         // and applies expiry every minute.
         {
             let catalog = catalog.clone();
+            let sites = sites.clone();
             let db = db.clone();
             let shared_cfg = shared_cfg.clone();
             let local_zones = local_zones.clone();
@@ -423,45 +422,48 @@ impl Instance {
                 );
                 metrics.set_expiry(&expiries);
                 crate::expiry::warn_once(&expiries, &mut expiry_warned);
+                let mut published = sites.subscribe();
+                let mut served = catalog.load().versions();
                 loop {
                     let mut forced = false;
+                    let mut fresh = false;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                         _ = refresh.notified() => forced = true,
+                        // `sites` published a version that changed state.
+                        r = published.changed() => fresh = r.is_ok(),
                         _ = rx.changed() => break,
                     }
                     ticks = ticks.wrapping_add(1);
                     let dv = db.data_version().ok();
-                    if forced || dv != last || ticks % 120 == 0 {
+                    let new = if forced || dv != last || ticks % 120 == 0 {
                         last = dv;
-                        let db2 = db.clone();
-                        let cfg = shared_cfg.load_full();
-                        let cfg2 = cfg.clone();
-                        let built = tokio::task::spawn_blocking(move || {
-                            Catalog::build(&cfg2, &db2, unix_now(), Some(&me))
-                        })
-                        .await;
-                        if let Ok(new) = built {
-                            let old = catalog.load().versions();
-                            let now = new.versions();
-                            if old != now {
-                                tracing::info!(versions = ?now, "catalog updated");
-                                metrics.set_served(&now);
-                            }
-                            warn_unauthorized(&new, &node_key, &mut warned);
-                            let expiries = crate::expiry::of_catalog(
-                                &new,
-                                unix_now(),
-                                cfg.expiry_warning_days,
-                            );
-                            metrics.set_expiry(&expiries);
-                            crate::expiry::warn_once(&expiries, &mut expiry_warned);
-                            let (data, problems) = build_dns_data(&cfg, &local_zones.load(), &new);
-                            dns_warnings.log(problems);
-                            catalog.store(Arc::new(new));
-                            dns_data.store(Arc::new(data));
+                        let s = sites.clone();
+                        match tokio::task::spawn_blocking(move || s.publish(unix_now()).1).await {
+                            Ok(new) => new,
+                            Err(_) => continue,
                         }
+                    } else if fresh {
+                        catalog.load_full()
+                    } else {
+                        continue;
+                    };
+                    published.mark_unchanged();
+                    let cfg = shared_cfg.load_full();
+                    let now = new.versions();
+                    if served != now {
+                        tracing::info!(versions = ?now, "catalog updated");
+                        metrics.set_served(&now);
+                        served = now;
                     }
+                    warn_unauthorized(&new, &node_key, &mut warned);
+                    let expiries =
+                        crate::expiry::of_catalog(&new, unix_now(), cfg.expiry_warning_days);
+                    metrics.set_expiry(&expiries);
+                    crate::expiry::warn_once(&expiries, &mut expiry_warned);
+                    let (data, problems) = build_dns_data(&cfg, &local_zones.load(), &new);
+                    dns_warnings.log(problems);
+                    dns_data.store(Arc::new(data));
                 }
             });
         }

@@ -6,7 +6,8 @@
 //! - [`manifest`]: owner-signed manifests and their acceptance rules (pure).
 //! - [`store`]: the content-addressed blob store on disk.
 //! - [`db`]: SQLite metadata (the only module with SQL).
-//! - [`ingest`], [`publish`]: bringing signed content into an instance.
+//! - [`publish`]: bringing signed content into an instance; [`sites`]: each
+//!   site's version lifecycle (offer, verify once, complete, retire) and the catalog.
 //! - [`catalog`]: the in-memory snapshot of what is served.
 //! - [`dns`]: authoritative DNS (zone data, answers, hickory-server glue).
 //! - [`http`]: the HTTPS/HTTP mirror.
@@ -38,7 +39,6 @@ pub mod federation;
 pub mod geo;
 pub mod hash;
 pub mod http;
-pub mod ingest;
 pub mod instance;
 pub mod keys;
 pub mod latency;
@@ -49,6 +49,7 @@ pub mod publish;
 pub mod reload;
 pub mod remote_publish;
 pub mod report;
+pub mod sites;
 pub mod status;
 pub mod status_page;
 pub mod steer;

@@ -18,14 +18,14 @@ use crate::keys::PublicKey;
 #[derive(Debug, thiserror::Error)]
 pub enum OwnerKeyError {
     /// Nothing pinned and the owner's domain did not give a key.
-    #[error("site {site}: cannot discover the owner key from {url}: {message}")]
+    #[error("site {site}: cannot discover the owner key from {url}: {source}")]
     Fetch {
         /// Site.
         site: String,
         /// URL tried.
         url: String,
         /// Why.
-        message: String,
+        source: FetchError,
     },
     /// The pin file could not be written or read.
     #[error("{path}: {message}")]
@@ -44,19 +44,36 @@ fn pin_path(cfg: &Config, site: &str) -> PathBuf {
     cfg.data_dir.join("owner-keys").join(format!("{site}.pub"))
 }
 
+/// Why a key document could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request failed or the server refused it.
+    #[error("{0}")]
+    Request(#[from] reqwest::Error),
+    /// The body broke off or is too long.
+    #[error("{0}")]
+    Body(String),
+    /// The body is not UTF-8.
+    #[error("not UTF-8")]
+    NotUtf8,
+    /// The body is not a public key.
+    #[error("{0}")]
+    Key(#[from] crate::keys::KeyError),
+}
+
 /// Fetches a key document.
-pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<PublicKey, String> {
+pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<PublicKey, FetchError> {
     let resp = client
         .get(url)
         .timeout(Duration::from_secs(5))
         .send()
+        .await?
+        .error_for_status()?;
+    let body = crate::federation::agent::read_limited(resp, 4096)
         .await
-        .map_err(|e| e.to_string())?
-        .error_for_status()
-        .map_err(|e| e.to_string())?;
-    let body = crate::federation::agent::read_limited(resp, 4096).await?;
-    let text = String::from_utf8(body).map_err(|_| "not UTF-8".to_string())?;
-    text.trim().parse::<PublicKey>().map_err(|e| e.to_string())
+        .map_err(FetchError::Body)?;
+    let text = String::from_utf8(body).map_err(|_| FetchError::NotUtf8)?;
+    Ok(text.trim().parse::<PublicKey>()?)
 }
 
 /// Moves every pending site into `cfg.sites` with its discovered (or pinned) key.
@@ -70,13 +87,13 @@ pub async fn resolve(cfg: &mut Config) -> Result<(), OwnerKeyError> {
         let pinned = std::fs::read_to_string(&pin)
             .ok()
             .and_then(|t| t.trim().parse::<PublicKey>().ok());
-        let mut fetched = Err(String::new());
-        for attempt in 0..3 {
-            fetched = fetch(&client, &p.owner_key_url).await;
+        let mut fetched = fetch(&client, &p.owner_key_url).await;
+        for attempt in 1..3 {
             if fetched.is_ok() || pinned.is_some() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            fetched = fetch(&client, &p.owner_key_url).await;
         }
         let key = match (pinned, fetched) {
             (Some(pinned), Ok(k)) if k != pinned => {
@@ -96,11 +113,11 @@ pub async fn resolve(cfg: &mut Config) -> Result<(), OwnerKeyError> {
                 tracing::info!(site = %p.hostname, url = %p.owner_key_url, key = %k, "discovered and pinned the owner key");
                 k
             }
-            (None, Err(message)) => {
+            (None, Err(source)) => {
                 return Err(OwnerKeyError::Fetch {
                     site: p.hostname,
                     url: p.owner_key_url,
-                    message,
+                    source,
                 })
             }
         };

@@ -8,14 +8,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, SiteConfig};
 use crate::db::Db;
 use crate::hash::BlobHash;
-use crate::ingest::{self, Imported, IngestError};
 use crate::keys::SecretKey;
 use crate::manifest::{self, FileEntry, Manifest, FORMAT};
+use crate::sites::{Imported, IngestError, SiteName, Sites};
 use crate::store::{BlobStore, StoreError};
 
 /// Publish errors.
@@ -211,17 +212,7 @@ pub fn publish(
     opts: &PublishOptions,
 ) -> Result<PublishReport, PublishError> {
     let site = manifest::normalize_site(&opts.site);
-    let site_cfg = cfg
-        .site(&site)
-        .ok_or_else(|| IngestError::UnknownSite(site.clone()))?
-        .clone();
-    if site_cfg.owner_key != key.public() {
-        return Err(PublishError::NotOwner {
-            site,
-            got: key.public().to_string(),
-            want: site_cfg.owner_key.to_string(),
-        });
-    }
+    let site_cfg = owned_site(cfg, &site, key)?;
     let files = walk(&opts.dir)?;
     if !files.iter().any(|f| f.rel == opts.default_document) {
         return Err(PublishError::NoDefault {
@@ -237,7 +228,7 @@ pub fn publish(
         path: cfg.data_dir.display().to_string(),
         source,
     })?;
-    let db = Db::open(&cfg.data_dir.join("p2pcdn.db"))?;
+    let db = Arc::new(Db::open(&cfg.data_dir.join("p2pcdn.db"))?);
     let now = opts.now.unwrap_or_else(crate::catalog::unix_now);
 
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
@@ -320,22 +311,13 @@ pub fn publish(
     };
     let envelope = manifest::sign(&m, key)?;
     // Acceptance always uses the real clock, whatever issue time was chosen.
-    let imported = ingest::import_manifest(
-        &db,
-        &store,
-        &site_cfg,
+    let sites = Sites::new(std::slice::from_ref(&site_cfg), db, store, None);
+    let imported = sites.offer_for(
+        &SiteName::new(&site_cfg.hostname),
         &envelope,
         crate::catalog::unix_now(),
     )?;
-    match ingest::collect_garbage(&db, &store) {
-        Ok((0, _)) => {}
-        Ok((n, b)) => tracing::info!(
-            removed = n,
-            bytes = b,
-            "garbage-collected unreferenced blobs"
-        ),
-        Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-    }
+    sites.collect_garbage();
     Ok(PublishReport {
         site,
         version,
@@ -360,22 +342,12 @@ pub fn resign_local(
     validity_secs: u64,
 ) -> Result<(u64, u64), PublishError> {
     let site = manifest::normalize_site(site);
-    let site_cfg = cfg
-        .site(&site)
-        .ok_or_else(|| IngestError::UnknownSite(site.clone()))?
-        .clone();
-    if site_cfg.owner_key != key.public() {
-        return Err(PublishError::NotOwner {
-            site,
-            got: key.public().to_string(),
-            want: site_cfg.owner_key.to_string(),
-        });
-    }
+    let site_cfg = owned_site(cfg, &site, key)?;
     let store = BlobStore::open(&cfg.data_dir).map_err(|source| PublishError::Store {
         path: cfg.data_dir.display().to_string(),
         source,
     })?;
-    let db = Db::open(&cfg.data_dir.join("p2pcdn.db"))?;
+    let db = Arc::new(Db::open(&cfg.data_dir.join("p2pcdn.db"))?);
     let held = db.held_version(&site)?;
     let prev = db
         .newest_manifest(&site)?
@@ -384,7 +356,11 @@ pub fn resign_local(
     let now = crate::catalog::unix_now();
     let m = resigned(&prev, next_version(now, held), now, validity_secs);
     let envelope = manifest::sign(&m, key)?;
-    ingest::import_manifest(&db, &store, &site_cfg, &envelope, now)?;
+    Sites::new(std::slice::from_ref(&site_cfg), db, store, None).offer_for(
+        &SiteName::new(&site_cfg.hostname),
+        &envelope,
+        now,
+    )?;
     Ok((m.version, m.expires))
 }
 
@@ -486,4 +462,19 @@ fn authorized_mirrors(
         }
     }
     v
+}
+
+/// The configured site `site` (normalized), if `key` is its owner key.
+fn owned_site(cfg: &Config, site: &str, key: &SecretKey) -> Result<SiteConfig, PublishError> {
+    let site_cfg = cfg
+        .site(site)
+        .ok_or_else(|| IngestError::UnknownSite(site.to_string()))?;
+    if site_cfg.owner_key != key.public() {
+        return Err(PublishError::NotOwner {
+            site: site.to_string(),
+            got: key.public().to_string(),
+            want: site_cfg.owner_key.to_string(),
+        });
+    }
+    Ok(site_cfg.clone())
 }

@@ -27,15 +27,9 @@ pub const MAX_REPORT_TTL: u64 = 3600;
 /// Clock skew allowance, seconds.
 pub const MAX_SKEW: u64 = 300;
 
-/// A declared location.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Point {
-    /// Latitude, degrees.
-    pub lat: f64,
-    /// Longitude, degrees.
-    pub lon: f64,
-}
+/// A declared location: the one location type, whose wire encoding
+/// (`{"lat": .., "lon": ..}`, no other fields) reports keep.
+pub use crate::geo::GeoPoint as Point;
 
 /// Declared capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -11,10 +11,10 @@ use base64::Engine;
 use common::*;
 use p2pcdn::db::Db;
 use p2pcdn::hash::BlobHash;
-use p2pcdn::ingest::{self, Imported, IngestError};
 use p2pcdn::keys::SecretKey;
 use p2pcdn::manifest::{self, ManifestError, SignedManifest};
 use p2pcdn::publish::PublishError;
+use p2pcdn::sites::{Imported, IngestError, Sites};
 use p2pcdn::store::{BlobStore, StoreError};
 use reqwest::StatusCode;
 
@@ -32,13 +32,8 @@ fn import(w: &World, env: &[u8]) -> Result<Imported, IngestError> {
     let cfg = w.config();
     let db = Db::open(&cfg.data_dir.join("p2pcdn.db")).unwrap();
     let store = BlobStore::open(&cfg.data_dir).unwrap();
-    ingest::import_manifest(
-        &db,
-        &store,
-        cfg.site(SITE).unwrap(),
-        env,
-        p2pcdn::catalog::unix_now(),
-    )
+    Sites::new(&cfg.sites, std::sync::Arc::new(db), store, None)
+        .offer(env, p2pcdn::catalog::unix_now())
 }
 
 #[tokio::test(flavor = "multi_thread")]

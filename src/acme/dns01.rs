@@ -125,7 +125,7 @@ pub async fn await_everywhere(
                 let last = match serves(*addr, &qname, value).await {
                     Ok(true) => return Ok(()),
                     Ok(false) => "value not served yet".to_string(),
-                    Err(e) => e,
+                    Err(e) => e.to_string(),
                 };
                 if Instant::now() >= deadline {
                     return Err(format!("{ns} ({addr}): {last}"));
@@ -147,7 +147,11 @@ pub async fn await_everywhere(
 }
 
 /// Asks one authority directly whether it serves `value` at `qname`.
-async fn serves(addr: SocketAddr, qname: &str, value: &str) -> Result<bool, String> {
+async fn serves(
+    addr: SocketAddr,
+    qname: &str,
+    value: &str,
+) -> Result<bool, hickory_resolver::ResolveError> {
     let mut config = ResolverConfig::new();
     config.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
     let mut opts = ResolverOpts::default();
@@ -163,6 +167,6 @@ async fn serves(addr: SocketAddr, qname: &str, value: &str) -> Result<bool, Stri
             .iter()
             .any(|t| t.txt_data().iter().any(|d| d.as_ref() == value.as_bytes()))),
         Err(e) if e.is_no_records_found() => Ok(false),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }

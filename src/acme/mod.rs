@@ -374,7 +374,8 @@ impl AcmeClient {
         files::store_cert(&self.dir, name, &key.serialize_pem(), &chain)?;
         let ck = files::load_cert(&self.dir, name)?
             .ok_or_else(|| AcmeError::Certificate("stored certificate vanished".into()))?;
-        let served = Served::new(ck, CertSource::Acme).map_err(AcmeError::Certificate)?;
+        let served =
+            Served::new(ck, CertSource::Acme).map_err(|e| AcmeError::Certificate(e.to_string()))?;
         tracing::info!(
             %name, not_after = served.not_after, secs = started.elapsed().as_secs_f64(),
             "obtained a certificate through ACME"

@@ -395,7 +395,7 @@ pub fn serials(zone: &LowerName, local: Option<u32>, probes: &[Probe]) -> Vec<Fi
 pub fn steered(
     host: &LowerName,
     resolver: &str,
-    resolved: &Result<Vec<IpAddr>, String>,
+    resolved: &Result<Vec<IpAddr>, impl std::fmt::Display>,
     probes: &[Probe],
 ) -> Vec<Finding> {
     let c = Check::Steering;
@@ -463,14 +463,14 @@ pub fn steered(
 pub fn certificate(
     sni: &str,
     addr: &SocketAddr,
-    result: &Result<i64, String>,
+    result: &Result<i64, impl std::fmt::Display>,
     now: i64,
     fix: &str,
 ) -> Finding {
     let c = Check::Certificate;
     let subject = format!("{sni} at {addr}");
     match result {
-        Err(e) => Finding::bad(Level::Fail, c, subject, e.clone(), fix.to_string()),
+        Err(e) => Finding::bad(Level::Fail, c, subject, e.to_string(), fix.to_string()),
         Ok(not_after) => {
             let days = (not_after - now).div_euclid(86_400);
             let when = u64::try_from(*not_after)
@@ -501,7 +501,7 @@ pub fn certificate(
 }
 
 /// Clock skew against a peer: the peer's clock minus ours, seconds.
-pub fn clock(peer: &str, skew: &Result<f64, String>) -> Finding {
+pub fn clock(peer: &str, skew: &Result<f64, impl std::fmt::Display>) -> Finding {
     let c = Check::Clock;
     match skew {
         Err(e) => Finding::bad(
@@ -531,7 +531,11 @@ pub fn clock(peer: &str, skew: &Result<f64, String>) -> Finding {
 
 /// The geodata file: `None` when not configured, else its build epoch
 /// (unix seconds) or why it cannot be read.
-pub fn geodata(path: Option<&str>, build: &Result<u64, String>, now: i64) -> Finding {
+pub fn geodata(
+    path: Option<&str>,
+    build: &Result<u64, impl std::fmt::Display>,
+    now: i64,
+) -> Finding {
     let c = Check::Geodata;
     let Some(path) = path else {
         return Finding::bad(

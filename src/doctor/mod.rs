@@ -145,7 +145,7 @@ pub async fn run(
     let mut cert_targets: Vec<(String, SocketAddr, String)> = vec![];
     for (host, zone) in &sites {
         let name = fqdn(host)?;
-        let resolved = res.addrs(&name).await.map_err(|e| e.to_string());
+        let resolved = res.addrs(&name).await;
         let auths = answering.get(zone).cloned().unwrap_or_default();
         let probes = ask_all(&auths, &name, RecordType::A, opts.timeout).await;
         out(findings::steered(
@@ -203,14 +203,12 @@ pub async fn run(
     let geo = cfg.geodata.as_ref().map(|p| {
         (
             p.display().to_string(),
-            maxminddb::Reader::open_readfile(p)
-                .map(|r| r.metadata().build_epoch)
-                .map_err(|e| e.to_string()),
+            maxminddb::Reader::open_readfile(p).map(|r| r.metadata().build_epoch),
         )
     });
     out(vec![match &geo {
         Some((path, build)) => findings::geodata(Some(path), build, now_s),
-        None => findings::geodata(None, &Ok(0), now_s),
+        None => findings::geodata(None, &Ok::<_, maxminddb::MaxMindDbError>(0), now_s),
     }]);
     Ok(all)
 }
@@ -270,7 +268,7 @@ async fn check_zone(
             out.push(fail(
                 findings::Check::Delegation,
                 &lz,
-                why,
+                why.to_string(),
                 "check the resolver, and that the zone is delegated at your registrar".into(),
             ));
             NsSet::default()
@@ -379,11 +377,14 @@ async fn parent_referrals(
     res: &Resolver,
     zone: &Name,
     timeout: Duration,
-) -> Result<(Name, Vec<parents::Referral>), String> {
+) -> Result<(Name, Vec<parents::Referral>), ReferralError> {
     let (parent, ns) = res
         .parent_of(zone)
         .await
-        .map_err(|e| format!("cannot find the parent zone through {}: {e}", res.label))?;
+        .map_err(|source| ReferralError::NoParent {
+            resolver: res.label.to_string(),
+            source,
+        })?;
     let mut targets = vec![];
     for server in &ns {
         let addrs = res
@@ -405,6 +406,17 @@ async fn parent_referrals(
     }))
     .await;
     Ok((parent, referrals))
+}
+
+/// Why the parent's referral for a zone could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReferralError {
+    /// The resolver could not name the parent zone.
+    #[error("cannot find the parent zone through {resolver}: {source}")]
+    NoParent {
+        resolver: String,
+        source: dns::DnsError,
+    },
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::FederationConfig;
 
-/// Setting up the HTTPS client failed.
+/// An HTTPS probe failed (or the client could not be set up).
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// `federation.ca_file` could not be read or holds no certificate.
@@ -17,6 +17,29 @@ pub enum NetError {
         /// File.
         path: String,
         /// What is wrong.
+        message: String,
+    },
+    /// The HTTPS client could not be built.
+    #[error("{0}")]
+    Client(String),
+    /// The request failed (connection, TLS, timeout), with its causes.
+    #[error("{0}")]
+    Request(String),
+    /// The TLS handshake yielded no certificate.
+    #[error("the server sent no certificate")]
+    NoCertificate,
+    /// The leaf certificate is not parsable X.509.
+    #[error("unparsable certificate: {0}")]
+    BadCertificate(String),
+    /// The response has no `Date` header.
+    #[error("the response has no Date header")]
+    NoDate,
+    /// The `Date` header is not an HTTP date.
+    #[error("Date {date:?}: {message}")]
+    BadDate {
+        /// The header's value.
+        date: String,
+        /// Why it does not parse.
         message: String,
     },
 }
@@ -62,7 +85,7 @@ impl Https {
         })
     }
 
-    fn client(&self, host: &str, addr: Option<SocketAddr>) -> Result<reqwest::Client, String> {
+    fn client(&self, host: &str, addr: Option<SocketAddr>) -> Result<reqwest::Client, NetError> {
         let mut b = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
@@ -76,22 +99,26 @@ impl Https {
         if let Some(a) = addr {
             b = b.resolve(host, a);
         }
-        b.build().map_err(|e| chain(&e))
+        b.build().map_err(|e| NetError::Client(chain(&e)))
     }
 
     /// Connects to `addr` with SNI `host`, verifies the chain, the name and
     /// the validity period, and returns the leaf's notAfter (unix seconds).
-    pub async fn cert_expiry(&self, host: &str, addr: SocketAddr) -> Result<i64, String> {
+    pub async fn cert_expiry(&self, host: &str, addr: SocketAddr) -> Result<i64, NetError> {
         let client = self.client(host, Some(addr))?;
         let url = format!("https://{host}:{}/", addr.port());
-        let resp = client.head(&url).send().await.map_err(|e| chain(&e))?;
+        let resp = client
+            .head(&url)
+            .send()
+            .await
+            .map_err(|e| NetError::Request(chain(&e)))?;
         let der = resp
             .extensions()
             .get::<reqwest::tls::TlsInfo>()
             .and_then(|i| i.peer_certificate())
-            .ok_or("the server sent no certificate")?;
+            .ok_or(NetError::NoCertificate)?;
         let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| format!("unparsable certificate: {e}"))?;
+            .map_err(|e| NetError::BadCertificate(e.to_string()))?;
         Ok(cert.validity().not_after.timestamp())
     }
 
@@ -102,18 +129,25 @@ impl Https {
         base_url: &str,
         host: &str,
         addr: Option<SocketAddr>,
-    ) -> Result<f64, String> {
+    ) -> Result<f64, NetError> {
         let client = self.client(host, addr)?;
         let url = format!("{base_url}/.well-known/p2pcdn/v1/health");
         let t0 = SystemTime::now();
-        let resp = client.get(&url).send().await.map_err(|e| chain(&e))?;
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| NetError::Request(chain(&e)))?;
         let t1 = SystemTime::now();
         let date = resp
             .headers()
             .get(http::header::DATE)
             .and_then(|d| d.to_str().ok())
-            .ok_or("the response has no Date header")?;
-        let peer = httpdate::parse_http_date(date).map_err(|e| format!("Date {date:?}: {e}"))?;
+            .ok_or(NetError::NoDate)?;
+        let peer = httpdate::parse_http_date(date).map_err(|e| NetError::BadDate {
+            date: date.to_string(),
+            message: e.to_string(),
+        })?;
         let secs = |t: SystemTime| {
             t.duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use super::wire::{Bundle, SyncRequest, SyncResponse};
 use super::{replicate, Federation, Peer};
 use crate::catalog::unix_now;
-use crate::report::{self, Capacity, Held, Load, Point, Report};
+use crate::report::{self, Capacity, Held, Load, Report};
 
 /// Starts the report, gossip, probe and replication loops.
 pub fn spawn(fed: Arc<Federation>, tasks: &mut JoinSet<()>, shutdown: watch::Receiver<bool>) {
@@ -75,7 +75,7 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
         name: fed.name.clone(),
         url: fed.url.clone(),
         addresses: cfg.node.addresses.clone(),
-        location: cfg.node.location.map(|(lat, lon)| Point { lat, lon }),
+        location: cfg.node.location,
         capacity: Capacity {
             rps: cfg.node.capacity_rps,
             bps: cfg.node.capacity_bps,

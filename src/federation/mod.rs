@@ -9,7 +9,7 @@
 //! only until they expire; reports from keys nobody vouches for (not bound,
 //! not authorized by a manifest held) are not stored and cost at most a few
 //! signature checks per bundle ([`UNVOUCHED_PER_BUNDLE`]). Manifests are accepted only
-//! for configured sites, verified with the pinned owner key (`ingest`).
+//! for configured sites, verified with the pinned owner key (`sites`).
 //! Everything is verified before it is stored or relayed.
 //!
 //! State here is in memory and rebuilt from peers after a restart (reports
@@ -42,10 +42,10 @@ use base64::Engine;
 use crate::catalog::{unix_now, SharedCatalog};
 use crate::config::{normalize_url, Config};
 use crate::db::Db;
-use crate::ingest::{self, Imported, IngestError};
 use crate::keys::{PublicKey, SecretKey};
 use crate::manifest::{self, ManifestError};
 use crate::report::{self, VerifiedReport};
+use crate::sites::{Imported, IngestError, SiteName, Sites};
 use crate::store::BlobStore;
 use bindq::{BindQueue, Offer};
 use probe::ProbeState;
@@ -309,6 +309,8 @@ pub struct Federation {
     db: Arc<Db>,
     store: BlobStore,
     catalog: SharedCatalog,
+    /// Each site's version lifecycle (offers, completion, the catalog).
+    pub sites: Arc<Sites>,
     /// Wakes the catalog refresher.
     pub refresh: Arc<tokio::sync::Notify>,
     /// Wakes the replicator.
@@ -343,7 +345,7 @@ impl Federation {
         cfg: Arc<Config>,
         db: Arc<Db>,
         store: BlobStore,
-        catalog: SharedCatalog,
+        sites: Arc<Sites>,
         refresh: Arc<tokio::sync::Notify>,
         connections: Arc<crate::http::listen::ConnCounter>,
         https_port: Option<u16>,
@@ -399,7 +401,8 @@ impl Federation {
             own_report: RwLock::new(None),
             db,
             store,
-            catalog,
+            catalog: sites.catalog(),
+            sites,
             refresh,
             replicate_now: Arc::new(tokio::sync::Notify::new()),
             health_changed: Arc::new(tokio::sync::Notify::new()),
@@ -773,10 +776,11 @@ impl Federation {
     /// Verifies and stores one manifest envelope. `Ok(None)`: not newer (ignored) or unknown site.
     pub fn ingest_manifest(&self, envelope: &[u8]) -> Result<Option<Imported>, IngestError> {
         let site = manifest::peek_site(envelope).map_err(IngestError::Manifest)?;
-        let Some(sc) = self.cfg.load().site(&site).cloned() else {
+        let site = SiteName::new(&site);
+        if self.cfg.load().site(site.as_str()).is_none() {
             return Ok(None);
-        };
-        match ingest::import_manifest(&self.db, &self.store, &sc, envelope, unix_now()) {
+        }
+        match self.sites.offer_for(&site, envelope, unix_now()) {
             Ok(i) => {
                 tracing::info!(site = %site, outcome = ?i, "accepted manifest from the federation");
                 Ok(Some(i))
@@ -984,20 +988,8 @@ impl Federation {
     /// Whether `p`'s claimed location is possible given the RTT measured to
     /// it ([`plausible`]); None when unknown.
     pub fn location_plausible(&self, p: &Peer) -> Option<bool> {
-        let own = self
-            .cfg
-            .load()
-            .node
-            .location
-            .map(|(lat, lon)| crate::geo::GeoPoint { lat, lon });
-        let claimed =
-            p.report
-                .as_ref()
-                .and_then(|r| r.report.location)
-                .map(|l| crate::geo::GeoPoint {
-                    lat: l.lat,
-                    lon: l.lon,
-                });
+        let own = self.cfg.load().node.location;
+        let claimed = p.report.as_ref().and_then(|r| r.report.location);
         plausible::location_plausible(own, claimed, p.probe.rtt_ms())
     }
 
@@ -1007,13 +999,7 @@ impl Federation {
         if self.cfg.load().federation.location_check && self.location_plausible(p) == Some(false) {
             return None;
         }
-        p.report
-            .as_ref()
-            .and_then(|r| r.report.location)
-            .map(|l| crate::geo::GeoPoint {
-                lat: l.lat,
-                lon: l.lon,
-            })
+        p.report.as_ref().and_then(|r| r.report.location)
     }
 
     /// The addresses of `p`'s report that this node verified reach `p`

@@ -17,10 +17,11 @@ use tokio::sync::watch;
 
 use super::Federation;
 use crate::catalog::unix_now;
-use crate::db::{ManifestState, StoredManifest};
+use crate::db::ManifestState;
 use crate::hash::BlobHash;
 use crate::keys::PublicKey;
-use crate::manifest::{self, VerifiedManifest};
+use crate::manifest::VerifiedManifest;
+use crate::sites::{SiteName, Version};
 
 pub mod book;
 pub mod fetch;
@@ -122,50 +123,6 @@ pub fn authorized(mirrors: &[crate::keys::PublicKey], me: &crate::keys::PublicKe
     mirrors.is_empty() || mirrors.contains(me)
 }
 
-/// The verified manifest of a stored row, or why it no longer counts.
-// Seam for `sites` (issue 11 part 1): the envelope is verified here on
-// every pass until the lifecycle module keeps it verified in memory.
-fn verified_row(
-    row: &StoredManifest,
-    site: &crate::config::SiteConfig,
-    now: u64,
-) -> Option<VerifiedManifest> {
-    match manifest::verify_signature(&row.envelope, &site.hostname, &site.owner_key)
-        .and_then(|vm| manifest::check_time(&vm.manifest, now).map(|()| vm))
-    {
-        Ok(vm) => Some(vm),
-        Err(e) => {
-            tracing::warn!(site = %site.hostname, version = row.version, error = %e, "pending manifest no longer valid");
-            None
-        }
-    }
-}
-
-/// Marks a fully stored version complete (now served), then collects
-/// garbage.
-// Seam for `sites` (issue 11 part 1): "complete, then collect garbage".
-fn complete_version(fed: &Federation, site: &str, version: u64, vm: &VerifiedManifest, now: u64) {
-    for (h, s) in vm.blobs() {
-        let _ = fed.db.record_blob(&h, s, now);
-    }
-    match fed.db.complete(site, version) {
-        Ok(()) => {
-            tracing::info!(site = %site, version, "replicated and verified; now serving");
-            fed.refresh.notify_one();
-            match crate::ingest::collect_garbage(&fed.db, &fed.store) {
-                Ok((0, _)) => {}
-                Ok((n, b)) => tracing::info!(
-                    removed = n,
-                    bytes = b,
-                    "garbage-collected blobs no held version references"
-                ),
-                Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "could not mark version complete"),
-    }
-}
-
 /// One replication pass. `notified`: something asked for it (a manifest
 /// arrived, a blob went missing); `slow_round`: the ~30 s round, which also
 /// checks served versions for missing blobs. Returns whether blobs are
@@ -192,8 +149,12 @@ async fn replicate_once(
             }
             _ => continue,
         };
-        let Some(vm) = verified_row(&row, site, now) else {
-            continue;
+        let vm = match fed.sites.verified(&row, now) {
+            Ok(vm) => vm,
+            Err(e) => {
+                tracing::warn!(site = %site.hostname, version = row.version, error = %e, "pending manifest no longer valid");
+                continue;
+            }
         };
         if !authorized(&vm.manifest.mirrors, &fed.me) {
             tracing::debug!(site = %site.hostname, version = row.version, "not authorized by the owner to mirror this version");
@@ -224,7 +185,12 @@ async fn replicate_once(
             continue;
         }
         book.done(&site.hostname);
-        complete_version(fed, &site.hostname, row.version, &vm, now);
+        if let Err(e) =
+            fed.sites
+                .complete(&SiteName::new(&site.hostname), Version(row.version), now)
+        {
+            tracing::error!(error = %e, "could not mark version complete");
+        }
     }
     waiting
 }

@@ -14,13 +14,13 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::LowerName;
 use tokio::sync::watch;
 
-use super::replicate::authorized;
 use super::Federation;
 use crate::catalog::{unix_now, SharedCatalog};
 use crate::dns::server::{Steered, SteeredWire, Steering};
 use crate::dns::template::Template;
-use crate::geo::{Geo, GeoPoint};
+use crate::geo::Geo;
 use crate::latency::ClientNet;
+use crate::sites::authorized;
 use crate::steer::ttl::{self, TtlPolicy};
 use crate::steer::{self, Candidate, ClientInfo, Family, Policy};
 
@@ -171,7 +171,7 @@ impl SteerView {
                 candidates.push(Candidate {
                     id: *fed.me.as_bytes(),
                     addrs: cfg.node.addresses.clone(),
-                    point: cfg.node.location.map(|(lat, lon)| GeoPoint { lat, lon }),
+                    point: cfg.node.location,
                     rtt_ms: None,
                     load: own_load,
                     healthy: true,
@@ -439,6 +439,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geo::GeoPoint;
     use std::str::FromStr;
 
     const CITIES: [(f64, f64); 5] = [

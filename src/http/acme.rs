@@ -9,25 +9,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::AppState;
+use super::{AppState, HttpError};
 use crate::challenge::book::Applied;
 use crate::challenge::MAX_REQUEST_BYTES;
 
 /// Judges the request; a new one is relayed to the zone's other authorities.
 pub async fn challenge(State(st): State<AppState>, body: Bytes) -> Response {
     let Some(fed) = st.fed.clone() else {
-        return (
-            StatusCode::NOT_FOUND,
-            "federation is not enabled on this node\n",
-        )
+        return HttpError::NotFound("federation is not enabled on this node".into())
             .into_response();
     };
     if body.len() > MAX_REQUEST_BYTES {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "challenge request too large\n",
-        )
-            .into_response();
+        return HttpError::TooLarge("challenge request too large".into()).into_response();
     }
     match fed.accept_challenge(&body) {
         Ok((applied, v)) => {

@@ -6,6 +6,7 @@
 use std::io::SeekFrom;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
@@ -19,40 +20,43 @@ use tokio_util::io::ReaderStream;
 use super::decide::{self, RangeDecision};
 use super::intake::Admitted;
 use super::listen::ConnInfo;
-use super::AppState;
+use super::{AppState, HttpError};
 use crate::catalog::unix_now;
 use crate::federation::wire::{
     BundleRef, SyncRequest, SyncResponse, MAX_BUNDLE_BYTES, MAX_SYNC_BYTES,
 };
+use crate::federation::Federation;
 use crate::hash::BlobHash;
 use crate::store::StoreError;
 
-/// Reads a peer request's body under the intake limits (slot first, then
-/// bytes, then the deadline), or the response refusing it.
+/// A peer request's federation and body, read under the intake limits
+/// (slot first, then bytes, then the deadline), or the refusal.
 async fn admit(
     st: &AppState,
     conn: Option<Extension<ConnInfo>>,
     headers: &HeaderMap,
     body: Body,
     max: usize,
-) -> Result<(Vec<u8>, Admitted), Response> {
+) -> Result<(Arc<Federation>, Vec<u8>, Admitted), HttpError> {
+    let fed = st.fed.clone().ok_or_else(federation_disabled)?;
     let ip = conn.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(c)| c.peer.ip());
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    st.intake.read(ip, declared, body, max).await.map_err(|e| {
+    let (body, admitted) = st.intake.read(ip, declared, body, max).await.map_err(|e| {
         tracing::debug!(%ip, error = %e, "peer request refused by the intake limits");
-        e.into_response()
-    })
+        HttpError::from(e)
+    })?;
+    Ok((fed, body, admitted))
+}
+
+fn federation_disabled() -> HttpError {
+    HttpError::NotFound("federation is not enabled on this node".into())
 }
 
 fn no_federation() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        "federation is not enabled on this node\n",
-    )
-        .into_response()
+    federation_disabled().into_response()
 }
 
 /// `GET /node[?challenge=<nonce>]`: name, key and URL of this node; with a
@@ -67,7 +71,7 @@ pub async fn node(State(st): State<AppState>, uri: axum::http::Uri) -> Response 
     let nonce = match challenge.map(crate::federation::binding::Nonce::parse) {
         None => None,
         Some(Some(n)) => Some(n),
-        Some(None) => return (StatusCode::BAD_REQUEST, "bad challenge\n").into_response(),
+        Some(None) => return HttpError::BadRequest("bad challenge".into()).into_response(),
     };
     (
         [(header::CACHE_CONTROL, "no-store")],
@@ -80,10 +84,10 @@ pub async fn node(State(st): State<AppState>, uri: axum::http::Uri) -> Response 
 /// site it serves (an owner can point `owner_domain` at an instance they run).
 pub async fn owner_key(State(st): State<AppState>, Path(file): Path<String>) -> Response {
     let Some(site) = file.strip_suffix(".key") else {
-        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+        return HttpError::NotFound("not found".into()).into_response();
     };
     let cat = st.catalog.load();
-    match cat.site(&crate::manifest::normalize_site(site)) {
+    match cat.site(crate::sites::SiteName::new(site).as_str()) {
         Some(s) => (
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -92,7 +96,7 @@ pub async fn owner_key(State(st): State<AppState>, Path(file): Path<String>) -> 
             format!("{}\n", s.config.owner_key),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "no such site\n").into_response(),
+        None => HttpError::NotFound("no such site".into()).into_response(),
     }
 }
 
@@ -135,7 +139,7 @@ async fn status_page(st: AppState) -> Response {
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "status page task failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            HttpError::Internal.into_response()
         }
     }
 }
@@ -223,31 +227,19 @@ pub async fn sync(
     conn: Option<Extension<ConnInfo>>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let Some(fed) = st.fed.clone() else {
-        return no_federation();
-    };
-    let (body, admitted) = match admit(&st, conn, &headers, body, MAX_SYNC_BYTES).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let req: SyncRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("bad sync request: {e}\n")).into_response()
-        }
-    };
+) -> Result<Response, HttpError> {
+    let (fed, body, admitted) = admit(&st, conn, &headers, body, MAX_SYNC_BYTES).await?;
+    let req: SyncRequest = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::BadRequest(format!("bad sync request: {e}").into()))?;
     drop(body);
     let resp = tokio::task::spawn_blocking(move || SyncResponse {
         bundle: fed.newer_than(&req.digest),
         digest: fed.digest(),
     })
-    .await;
+    .await
+    .map_err(|_| HttpError::Internal)?;
     drop(admitted);
-    match resp {
-        Ok(r) => Json(r).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    Ok(Json(resp).into_response())
 }
 
 /// `POST /push`: documents a peer thinks we lack; each is verified before
@@ -258,26 +250,18 @@ pub async fn push(
     conn: Option<Extension<ConnInfo>>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let Some(fed) = st.fed.clone() else {
-        return no_federation();
-    };
-    let (body, admitted) = match admit(&st, conn, &headers, body, MAX_BUNDLE_BYTES).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let parsed = tokio::task::spawn_blocking(move || {
+) -> Result<StatusCode, HttpError> {
+    let (fed, body, admitted) = admit(&st, conn, &headers, body, MAX_BUNDLE_BYTES).await?;
+    tokio::task::spawn_blocking(move || {
         let _admitted = admitted;
-        let b: BundleRef<'_> = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let b: BundleRef<'_> = serde_json::from_slice(&body)?;
         fed.ingest_docs(&b.manifests, &b.reports);
-        Ok::<(), String>(())
+        Ok::<(), serde_json::Error>(())
     })
-    .await;
-    match parsed {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("bad bundle: {e}\n")).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    .await
+    .map_err(|_| HttpError::Internal)?
+    .map_err(|e| HttpError::BadRequest(format!("bad bundle: {e}").into()))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /blob/{blake3}`: a verified blob, with Range support (resumable pulls).

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use super::HttpError;
 use futures_util::StreamExt;
 
 /// Limits of [`Intake`].
@@ -66,20 +67,24 @@ pub enum IntakeError {
     Body(String),
 }
 
+impl From<IntakeError> for HttpError {
+    fn from(e: IntakeError) -> Self {
+        let message = e.to_string().into();
+        match e {
+            IntakeError::Busy | IntakeError::NoBudget => HttpError::Unavailable {
+                message,
+                retry_after: Some(1),
+            },
+            IntakeError::TooLarge(_) => HttpError::TooLarge(message),
+            IntakeError::TooSlow(_) => HttpError::Timeout(message),
+            IntakeError::Body(_) => HttpError::BadRequest(message),
+        }
+    }
+}
+
 impl IntoResponse for IntakeError {
     fn into_response(self) -> Response {
-        let status = match self {
-            Self::Busy | Self::NoBudget => StatusCode::SERVICE_UNAVAILABLE,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::Body(_) => StatusCode::BAD_REQUEST,
-        };
-        let mut r = (status, format!("{self}\n")).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        }
-        r
+        HttpError::from(self).into_response()
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod acme;
 pub mod api;
 pub mod decide;
+pub mod error;
 pub mod intake;
 pub mod listen;
 pub mod rtt;
@@ -26,9 +27,10 @@ use tokio_util::io::ReaderStream;
 
 use crate::catalog::SharedCatalog;
 use crate::config::PlainHttp;
-use crate::manifest::normalize_site;
+use crate::sites::SiteName;
 use crate::store::{BlobStore, StoreError};
 use decide::{Precondition, RangeDecision};
+pub use error::HttpError;
 use listen::{ConnCounter, ConnInfo};
 
 /// Shared state of the HTTP handlers.
@@ -125,26 +127,17 @@ async fn health(State(st): State<AppState>) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
-fn plain(status: StatusCode, msg: &'static str) -> Response {
-    plain_owned(status, msg.to_string())
-}
-
-/// [`plain`] with a message built at run time.
-fn plain_owned(status: StatusCode, msg: String) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        msg,
-    )
-        .into_response()
+/// A redirect (301, 308) to `location`, or None when it is no valid header.
+fn redirect(status: StatusCode, location: &str, msg: &'static str) -> Option<Response> {
+    let v = HeaderValue::from_str(location).ok()?;
+    let mut r = error::text(status, msg);
+    r.headers_mut().insert(header::LOCATION, v);
+    Some(r)
 }
 
 /// The request's host: `:authority` (HTTP/2) or `Host`, without port,
-/// lowercase. None when missing, invalid or given more than once.
-fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+/// normalized. None when missing, invalid or given more than once.
+fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<SiteName> {
     if headers.get_all(header::HOST).iter().nth(1).is_some() {
         return None;
     }
@@ -156,7 +149,7 @@ fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
             h.host().to_string()
         }
     };
-    Some(normalize_site(&raw))
+    Some(SiteName::new(&raw))
 }
 
 async fn serve_site(
@@ -165,35 +158,27 @@ async fn serve_site(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, HttpError> {
     if method != Method::GET && method != Method::HEAD {
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+        return Err(HttpError::MethodNotAllowed);
     }
     if uri.path().len() > 8192 || uri.query().is_some_and(|q| q.len() > 8192) {
-        return plain(StatusCode::URI_TOO_LONG, "URI too long\n");
+        return Err(HttpError::UriTooLong);
     }
-    let Some(host) = request_host(&uri, &headers) else {
-        return plain(StatusCode::BAD_REQUEST, "missing or invalid Host\n");
-    };
+    let host = request_host(&uri, &headers)
+        .ok_or(HttpError::BadRequest("missing or invalid Host".into()))?;
     let conn = conn.map(|Extension(c)| c);
     if let Some(sni) = conn.as_ref().and_then(|c| c.sni.as_deref()) {
-        if normalize_site(sni) != host {
-            return plain(
-                StatusCode::MISDIRECTED_REQUEST,
-                "Host does not match the TLS server name\n",
-            );
+        if SiteName::new(sni) != host {
+            return Err(HttpError::Misdirected(
+                "Host does not match the TLS server name".into(),
+            ));
         }
     }
     let catalog = st.catalog.load();
-    let Some(site) = catalog.site(&host) else {
-        return plain(
-            StatusCode::MISDIRECTED_REQUEST,
-            "this server does not serve that host\n",
-        );
-    };
+    let site = catalog.site(host.as_str()).ok_or(HttpError::Misdirected(
+        "this server does not serve that host".into(),
+    ))?;
     let is_tls = conn.as_ref().is_some_and(|c| c.tls);
     if !is_tls && site.config.plain_http == PlainHttp::Redirect {
         if let (Some(port), Some(_)) = (st.https_port, &site.config.tls) {
@@ -204,39 +189,31 @@ async fn serve_site(
             };
             let pq = uri.path_and_query().map_or("/", |p| p.as_str());
             let loc = format!("https://{host}{port}{pq}");
-            if let Ok(v) = HeaderValue::from_str(&loc) {
-                let mut r = plain(StatusCode::PERMANENT_REDIRECT, "moved to HTTPS\n");
-                r.headers_mut().insert(header::LOCATION, v);
-                return r;
+            if let Some(r) = redirect(StatusCode::PERMANENT_REDIRECT, &loc, "moved to HTTPS\n") {
+                return Ok(r);
             }
         }
     }
     let Some(vm) = site.current.clone() else {
         if let (false, Some(fed), Some(newest)) = (site.authorized, &st.fed, &site.newest) {
             // Not coming soon: only the owner can change this.
-            return plain_owned(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "this mirror is not authorized by the owner of {host}: its node key {} is not among the mirrors of the site's signed manifest (version {}); the owner adds it with `p2pcdn publish --mirror {}`\n",
+            return Err(HttpError::Unavailable {
+                message: format!(
+                    "this mirror is not authorized by the owner of {host}: its node key {} is not among the mirrors of the site's signed manifest (version {}); the owner adds it with `p2pcdn publish --mirror {}`",
                     fed.me, newest.manifest.version, fed.me
-                ),
-            );
+                )
+                .into(),
+                retry_after: None,
+            });
         }
-        let mut r = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "site content not available on this mirror yet\n",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return r;
+        return Err(HttpError::retry_soon(
+            "site content not available on this mirror yet",
+        ));
     };
-    let rp = match decide::normalize_request_path(uri.path()) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::debug!(path = uri.path(), error = %e, "rejected request path");
-            return plain(StatusCode::BAD_REQUEST, "bad request path\n");
-        }
-    };
+    let rp = decide::normalize_request_path(uri.path()).map_err(|e| {
+        tracing::debug!(path = uri.path(), error = %e, "rejected request path");
+        HttpError::BadRequest("bad request path".into())
+    })?;
     let doc = &vm.manifest.default_document;
     let lookup = if rp.is_dir {
         if rp.path.is_empty() {
@@ -250,13 +227,12 @@ async fn serve_site(
     let Some(entry) = vm.file(&lookup) else {
         if !rp.is_dir && vm.file(&format!("{}/{doc}", rp.path)).is_some() {
             let q = uri.query().map_or(String::new(), |q| format!("?{q}"));
-            if let Ok(v) = HeaderValue::from_str(&format!("{}/{q}", uri.path())) {
-                let mut r = plain(StatusCode::MOVED_PERMANENTLY, "moved\n");
-                r.headers_mut().insert(header::LOCATION, v);
-                return r;
+            let loc = format!("{}/{q}", uri.path());
+            if let Some(r) = redirect(StatusCode::MOVED_PERMANENTLY, &loc, "moved\n") {
+                return Ok(r);
             }
         }
-        return plain(StatusCode::NOT_FOUND, "not found\n");
+        return Err(HttpError::NotFound("not found".into()));
     };
 
     let etag = format!("\"{}\"", entry.blake3);
@@ -289,10 +265,10 @@ async fn serve_site(
         last_modified,
     ) {
         Precondition::NotModified => {
-            return (StatusCode::NOT_MODIFIED, resp_headers).into_response()
+            return Ok((StatusCode::NOT_MODIFIED, resp_headers).into_response())
         }
         Precondition::Failed => {
-            return (StatusCode::PRECONDITION_FAILED, resp_headers).into_response()
+            return Ok((StatusCode::PRECONDITION_FAILED, resp_headers).into_response())
         }
         Precondition::Proceed => {}
     }
@@ -330,13 +306,10 @@ async fn serve_site(
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         RangeDecision::Unsatisfiable => {
-            set(
-                &mut resp_headers,
-                header::CONTENT_RANGE,
-                &format!("bytes */{size}"),
-            );
-            resp_headers.remove(header::CONTENT_TYPE);
-            return (StatusCode::RANGE_NOT_SATISFIABLE, resp_headers).into_response();
+            return Err(HttpError::RangeNotSatisfiable {
+                size,
+                headers: Box::new(resp_headers),
+            });
         }
     };
 
@@ -347,7 +320,7 @@ async fn serve_site(
             if b <= bytes.len() {
                 set(&mut resp_headers, header::CONTENT_LENGTH, &len.to_string());
                 st.load.record(len);
-                return (status, resp_headers, Body::from(bytes.slice(a..b))).into_response();
+                return Ok((status, resp_headers, Body::from(bytes.slice(a..b))).into_response());
             }
         }
     }
@@ -377,51 +350,47 @@ async fn serve_site(
                 source,
             })
     })
-    .await;
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "blob open task failed");
+        HttpError::Internal
+    })?;
     let file = match opened {
-        Ok(Ok(Opened::Bytes(bytes))) => {
+        Ok(Opened::Bytes(bytes)) => {
             set(&mut resp_headers, header::CONTENT_LENGTH, &len.to_string());
             st.load.record(len);
-            return (status, resp_headers, Body::from(bytes)).into_response();
+            return Ok((status, resp_headers, Body::from(bytes)).into_response());
         }
-        Ok(Ok(Opened::File(f))) => f,
-        Ok(Err(e @ (StoreError::Corrupt(_) | StoreError::Missing(_)))) => {
+        Ok(Opened::File(f)) => f,
+        Err(e @ (StoreError::Corrupt(_) | StoreError::Missing(_))) => {
             tracing::error!(site = %host, path = %lookup, error = %e, "refusing to serve unverifiable blob");
             if let Some(fed) = &st.fed {
                 // Have the replicator fetch a good copy from a peer.
                 fed.replicate_now.notify_one();
             }
-            let mut r = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "content temporarily unavailable on this mirror\n",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
-        }
-        Ok(Err(e)) => {
-            tracing::error!(site = %host, path = %lookup, error = %e, "blob read failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            return Err(HttpError::retry_soon(
+                "content temporarily unavailable on this mirror",
+            ));
         }
         Err(e) => {
-            tracing::error!(error = %e, "blob open task failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            tracing::error!(site = %host, path = %lookup, error = %e, "blob read failed");
+            return Err(HttpError::Internal);
         }
     };
     set(&mut resp_headers, header::CONTENT_LENGTH, &len.to_string());
     st.load.record(if method == Method::HEAD { 0 } else { len });
     if method == Method::HEAD {
-        return (status, resp_headers, Body::empty()).into_response();
+        return Ok((status, resp_headers, Body::empty()).into_response());
     }
     let mut file = tokio::fs::File::from_std(file);
     if start > 0 {
-        if let Err(e) = file.seek(SeekFrom::Start(start)).await {
+        file.seek(SeekFrom::Start(start)).await.map_err(|e| {
             tracing::error!(error = %e, "seek failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
-        }
+            HttpError::Internal
+        })?;
     }
     let stream = ReaderStream::with_capacity(file.take(len), 128 * 1024);
-    (status, resp_headers, Body::from_stream(stream)).into_response()
+    Ok((status, resp_headers, Body::from_stream(stream)).into_response())
 }
 
 /// Bodies up to this size are read into memory and sent in one piece.

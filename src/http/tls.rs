@@ -80,8 +80,8 @@ pub struct Served {
 
 impl Served {
     /// Reads validity and names from the leaf certificate.
-    pub fn new(key: CertifiedKey, source: CertSource) -> Result<Self, String> {
-        let leaf = key.cert.first().ok_or("empty certificate chain")?;
+    pub fn new(key: CertifiedKey, source: CertSource) -> Result<Self, CertError> {
+        let leaf = key.cert.first().ok_or(CertError::EmptyChain)?;
         let (not_before, not_after, names) = leaf_facts(leaf.as_ref())?;
         Ok(Self {
             key: Arc::new(key),
@@ -105,10 +105,21 @@ impl Served {
     }
 }
 
+/// A certificate chain that cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    /// The chain holds no certificate.
+    #[error("empty certificate chain")]
+    EmptyChain,
+    /// The leaf is not parsable X.509.
+    #[error("bad certificate: {0}")]
+    Parse(String),
+}
+
 /// (not before, not after, DNS names) of a DER certificate.
-pub fn leaf_facts(der: &[u8]) -> Result<(u64, u64, Vec<String>), String> {
+pub fn leaf_facts(der: &[u8]) -> Result<(u64, u64, Vec<String>), CertError> {
     let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| format!("bad certificate: {e}"))?;
+        x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Parse(e.to_string()))?;
     let v = cert.validity();
     let ts = |t: i64| u64::try_from(t).unwrap_or(0);
     let mut names = vec![];
@@ -235,9 +246,9 @@ fn load_operator(cfg: &Config) -> Result<OperatorCerts, TlsError> {
         // load_certified_key refuses a key that is not the certificate's
         // (e.g. a reload between replacing the certificate and its key).
         let ck = load_certified_key(c, k)?;
-        Served::new(ck, CertSource::Operator).map_err(|message| TlsError::File {
+        Served::new(ck, CertSource::Operator).map_err(|e| TlsError::File {
             path: c.display().to_string(),
-            message,
+            message: e.to_string(),
         })
     };
     let mut by_name = HashMap::new();

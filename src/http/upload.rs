@@ -23,13 +23,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use super::listen::ConnInfo;
-use super::AppState;
+use super::{AppState, HttpError};
 use crate::catalog::unix_now;
 use crate::config::Config;
 use crate::db::Db;
 use crate::hash::BlobHash;
-use crate::ingest::{self, Imported};
 use crate::manifest::{self, Acceptance};
+use crate::sites::{Imported, IngestError, SiteName, Sites};
 use crate::store::BlobStore;
 use crate::upload::{UploadError, Uploads};
 
@@ -43,8 +43,8 @@ pub struct UploadService {
     pub db: Arc<Db>,
     /// Blobs.
     pub store: BlobStore,
-    /// Wakes the catalog refresher once a version is imported.
-    pub refresh: Arc<tokio::sync::Notify>,
+    /// Where an uploaded version is offered (and then published).
+    pub sites: Arc<Sites>,
 }
 
 /// `GET /upload/{site}`: what this instance holds for the site.
@@ -96,12 +96,7 @@ fn refuse(e: &UploadError) -> Response {
     } else {
         tracing::info!(error = %e, status = status.as_u16(), "remote publish refused");
     }
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{e}\n"),
-    )
-        .into_response()
+    HttpError::for_status(status.as_u16(), e.to_string()).into_response()
 }
 
 fn internal(e: impl std::fmt::Display) -> UploadError {
@@ -174,18 +169,20 @@ impl UploadService {
     }
 
     fn import(&self, site: &str, envelope: &[u8]) -> Result<(), UploadError> {
-        let sc = self.site(site)?;
-        match ingest::import_manifest(&self.db, &self.store, &sc, envelope, unix_now()) {
+        self.site(site)?;
+        match self
+            .sites
+            .offer_for(&SiteName::new(site), envelope, unix_now())
+        {
             Ok(Imported::Complete { version }) => {
                 tracing::info!(%site, version, "remote publish complete; now served");
             }
             Ok(Imported::Pending { version, missing }) => {
                 tracing::warn!(%site, version, missing = missing.len(), "remote publish imported, but blobs vanished meanwhile; replicating them");
             }
-            Err(ingest::IngestError::Manifest(m)) => return Err(m.into()),
+            Err(IngestError::Manifest(m)) => return Err(m.into()),
             Err(e) => return Err(internal(e)),
         }
-        self.refresh.notify_one();
         Ok(())
     }
 }
@@ -196,9 +193,9 @@ fn service(st: &AppState) -> Result<Arc<UploadService>, UploadError> {
 
 /// `GET /.well-known/p2pcdn/v1/upload/{site}`.
 pub async fn info(State(st): State<AppState>, Path(site): Path<String>) -> Response {
-    let site = manifest::normalize_site(&site);
+    let site = SiteName::new(&site);
     let r = match service(&st) {
-        Ok(svc) => tokio::task::spawn_blocking(move || svc.info(&site))
+        Ok(svc) => tokio::task::spawn_blocking(move || svc.info(site.as_str()))
             .await
             .unwrap_or_else(|e| Err(internal(e))),
         Err(e) => Err(e),
@@ -211,7 +208,7 @@ pub async fn info(State(st): State<AppState>, Path(site): Path<String>) -> Respo
 
 /// `POST /.well-known/p2pcdn/v1/upload/{site}`: body = signed manifest envelope.
 pub async fn open(State(st): State<AppState>, Path(site): Path<String>, body: Body) -> Response {
-    let site = manifest::normalize_site(&site);
+    let site = SiteName::new(&site);
     let svc = match service(&st) {
         Ok(s) => s,
         Err(e) => return refuse(&e),
@@ -219,17 +216,17 @@ pub async fn open(State(st): State<AppState>, Path(site): Path<String>, body: Bo
     let bytes = match axum::body::to_bytes(body, manifest::MAX_ENVELOPE_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
+            return HttpError::TooLarge(
                 format!(
-                    "manifest envelope larger than {} bytes, or the body broke off\n",
+                    "manifest envelope larger than {} bytes, or the body broke off",
                     manifest::MAX_ENVELOPE_BYTES
-                ),
+                )
+                .into(),
             )
-                .into_response()
+            .into_response()
         }
     };
-    let r = tokio::task::spawn_blocking(move || svc.open(&site, &bytes))
+    let r = tokio::task::spawn_blocking(move || svc.open(site.as_str(), &bytes))
         .await
         .unwrap_or_else(|e| Err(internal(e)));
     match r {
@@ -246,8 +243,17 @@ pub async fn put_blob(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let site = manifest::normalize_site(&site);
-    match put_blob_inner(&st, &site, &hash, conn.map(|c| c.peer.ip()), &headers, body).await {
+    let site = SiteName::new(&site);
+    match put_blob_inner(
+        &st,
+        site.as_str(),
+        &hash,
+        conn.map(|c| c.peer.ip()),
+        &headers,
+        body,
+    )
+    .await
+    {
         Ok(s) => Json(s).into_response(),
         Err(e) => refuse(&e),
     }

@@ -71,10 +71,7 @@ pub fn steer_params(cfg: &Config) -> Result<SteerParams, crate::geo::GeoError> {
                     network: o.network,
                     prefix_len: o.prefix_len,
                     location: crate::geo::Location {
-                        point: Some(crate::geo::GeoPoint {
-                            lat: o.latitude,
-                            lon: o.longitude,
-                        }),
+                        point: Some(o.point),
                         country: o.country.clone(),
                         continent: None,
                     },
@@ -133,8 +130,10 @@ pub struct Reloader {
     pub zones: Arc<ArcSwap<ZoneSet>>,
     /// DNS steering (geodata, policy).
     pub steering: Arc<FederatedSteering>,
-    /// The federation agent (sites, peers, node facts).
+    /// The federation agent (peers, node facts).
     pub fed: Arc<Federation>,
+    /// The sites' lifecycle (owner keys, mirror flags, pins).
+    pub sites: Arc<crate::sites::Sites>,
     /// The operator's certificates, when HTTPS is on.
     pub certs: Option<Arc<CertStore>>,
     /// Wakes the catalog refresher, which rebuilds the catalog and the DNS
@@ -173,6 +172,7 @@ impl Reloader {
         self.zones.store(Arc::new(zones));
         self.steering.set_params(params);
         self.fed.set_config(new.clone());
+        self.sites.set_configs(&new.sites);
         self.cfg.store(new);
         self.refresh.notify_one();
         // Rebuild the steering view (and its answer cache) now.

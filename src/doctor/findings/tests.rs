@@ -205,13 +205,13 @@ fn steered_names() {
     let ok = steered(
         &host,
         "127.0.0.1:53",
-        &Ok(vec!["192.0.2.1".parse().unwrap()]),
+        &Ok::<_, String>(vec!["192.0.2.1".parse().unwrap()]),
         &good,
     );
     assert_eq!(levels(&ok), vec![Level::Ok]);
-    let none = steered(&host, "r", &Ok(vec![]), &good);
+    let none = steered(&host, "r", &Ok::<_, String>(vec![]), &good);
     assert_eq!(levels(&none), vec![Level::Fail]);
-    let err = steered(&host, "r", &Err("SERVFAIL".into()), &good);
+    let err = steered(&host, "r", &Err::<_, String>("SERVFAIL".into()), &good);
     assert!(err[0]
         .message
         .contains("does not resolve through r: SERVFAIL"));
@@ -225,7 +225,12 @@ fn steered_names() {
             records: 0,
         },
     )];
-    let f = steered(&host, "r", &Ok(vec!["192.0.2.1".parse().unwrap()]), &lame);
+    let f = steered(
+        &host,
+        "r",
+        &Ok::<_, String>(vec!["192.0.2.1".parse().unwrap()]),
+        &lame,
+    );
     assert_eq!(levels(&f), vec![Level::Fail]);
 }
 
@@ -234,17 +239,17 @@ fn certificate_expiry() {
     let a: SocketAddr = "192.0.2.1:443".parse().unwrap();
     let now = 1_800_000_000;
     assert_eq!(
-        certificate("www", &a, &Ok(now + 30 * 86_400), now, "x").level,
+        certificate("www", &a, &Ok::<_, String>(now + 30 * 86_400), now, "x").level,
         Level::Ok
     );
     assert_eq!(
-        certificate("www", &a, &Ok(now + 3 * 86_400), now, "x").level,
+        certificate("www", &a, &Ok::<_, String>(now + 3 * 86_400), now, "x").level,
         Level::Warn
     );
     let f = certificate(
         "www",
         &a,
-        &Err("invalid peer certificate: NotValidForName".into()),
+        &Err::<_, String>("invalid peer certificate: NotValidForName".into()),
         now,
         "install one",
     );
@@ -253,26 +258,29 @@ fn certificate_expiry() {
 
 #[test]
 fn clock_skew() {
-    assert_eq!(clock("p", &Ok(0.4)).level, Level::Ok);
-    assert_eq!(clock("p", &Ok(-12.0)).level, Level::Warn);
-    assert_eq!(clock("p", &Ok(61.0)).level, Level::Fail);
-    assert_eq!(clock("p", &Err("refused".into())).level, Level::Fail);
+    assert_eq!(clock("p", &Ok::<_, String>(0.4)).level, Level::Ok);
+    assert_eq!(clock("p", &Ok::<_, String>(-12.0)).level, Level::Warn);
+    assert_eq!(clock("p", &Ok::<_, String>(61.0)).level, Level::Fail);
+    assert_eq!(
+        clock("p", &Err::<_, String>("refused".into())).level,
+        Level::Fail
+    );
 }
 
 #[test]
 fn geodata_age() {
     let now = 1_800_000_000;
-    assert_eq!(geodata(None, &Ok(0), now).level, Level::Warn);
+    assert_eq!(geodata(None, &Ok::<_, String>(0), now).level, Level::Warn);
     assert_eq!(
-        geodata(Some("g"), &Ok(now as u64 - 10 * 86_400), now).level,
+        geodata(Some("g"), &Ok::<_, String>(now as u64 - 10 * 86_400), now).level,
         Level::Ok
     );
     assert_eq!(
-        geodata(Some("g"), &Ok(now as u64 - 100 * 86_400), now).level,
+        geodata(Some("g"), &Ok::<_, String>(now as u64 - 100 * 86_400), now).level,
         Level::Warn
     );
     assert_eq!(
-        geodata(Some("g"), &Err("No such file".into()), now).level,
+        geodata(Some("g"), &Err::<_, String>("No such file".into()), now).level,
         Level::Fail
     );
 }

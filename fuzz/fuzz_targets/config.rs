@@ -27,8 +27,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(c.data_dir.is_absolute() && c.zones_dir.is_absolute() && c.node.key.is_absolute());
     assert!(c.node.capacity_rps.is_finite() && c.node.capacity_rps > 0.0);
     assert!(c.node.capacity_bps.is_finite() && c.node.capacity_bps > 0.0);
-    if let Some((lat, lon)) = c.node.location {
-        assert!((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon));
+    if let Some(p) = c.node.location {
+        assert!((-90.0..=90.0).contains(&p.lat) && (-180.0..=180.0).contains(&p.lon));
     }
     if let Some(u) = &c.node.url {
         assert_eq!(normalize_url(u).map(|x| x.0).as_ref(), Ok(u), "node.url not normalized");
@@ -52,6 +52,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(s.owner_key_url.starts_with("https://"));
     }
     for o in &c.geo_overrides {
-        assert!((-90.0..=90.0).contains(&o.latitude) && (-180.0..=180.0).contains(&o.longitude));
+        assert!((-90.0..=90.0).contains(&o.point.lat) && (-180.0..=180.0).contains(&o.point.lon));
     }
 });

@@ -154,7 +154,8 @@ impl Sites {
 
     /// Offers a signed envelope that must be for `site`: verifies it once
     /// (owner signature, not expired, newer than any version held), records
-    /// it, and completes it at once when the store holds every blob.
+    /// it, completes it at once when the store holds every blob, and
+    /// publishes the catalog either way.
     pub fn offer_for(
         &self,
         site: &SiteName,
@@ -196,6 +197,9 @@ impl Sites {
         }
         self.track(site, version, vm.clone(), stage);
         if step != Transition::Completed {
+            // The newest manifest changed: it decides authorization and
+            // which version steering wants, so publish at once.
+            self.publish(now);
             return Ok(Imported::Pending {
                 version: version.0,
                 missing,

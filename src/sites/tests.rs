@@ -215,7 +215,7 @@ fn authorization_follows_the_newest_manifest() {
     // v2 (pending) drops this node: v1 is no longer served either.
     let v2 = crate::manifest::sign(&manifest(2, &[b"y"], vec![other]), &f.owner).unwrap();
     f.sites.offer(&v2, NOW).unwrap();
-    f.sites.publish(NOW);
+    // Published by the offer itself.
     assert!(!f.sites.authorizes(SITE, &me));
     assert_eq!(served(&f), None);
     assert!(!f.sites.catalog().load().site(SITE).unwrap().authorized);

@@ -683,7 +683,7 @@ fn print_remote(
         crate::publish::ZoneOutcome::Signed | crate::publish::ZoneOutcome::None => {}
     }
     println!(
-        "published {} version {} to {to}: {} files, {} bytes; uploaded {} of {} blobs ({} bytes), expires {}; {}",
+        "published {} version {} to {to}: {} files, {} bytes; uploaded {} of {} blobs ({} bytes{}), expires {}; {}",
         r.site,
         r.version,
         r.files,
@@ -691,6 +691,14 @@ fn print_remote(
         r.uploaded,
         r.blobs,
         r.uploaded_bytes,
+        if r.resumed_bytes > 0 {
+            format!(
+                "; {} more kept by the instance from an interrupted upload",
+                r.resumed_bytes
+            )
+        } else {
+            String::new()
+        },
         httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.expires)),
         if r.complete {
             "complete, now served"

@@ -118,6 +118,9 @@ pub struct RemoteReport {
     pub uploaded: usize,
     /// Bytes uploaded by this run.
     pub uploaded_bytes: u64,
+    /// Bytes this run did not send again because the instance kept them
+    /// from an interrupted upload.
+    pub resumed_bytes: u64,
     /// True once the instance imported the version.
     pub complete: bool,
     /// Mirrors the version authorizes.
@@ -223,24 +226,33 @@ impl Remote {
         Self::json(&url, r).await
     }
 
-    /// Uploads one blob from `path`.
+    /// Uploads one blob from `path`, from byte `from` on (what the instance
+    /// holds of an interrupted upload; 0: all of it).
+    #[allow(clippy::too_many_arguments)]
     async fn put(
         &self,
         site: &str,
         hash: &BlobHash,
         size: u64,
+        from: u64,
         path: &Path,
         bar: &indicatif::ProgressBar,
         max_rate: Option<u64>,
     ) -> Result<UploadState, RemoteError> {
+        use tokio::io::AsyncSeekExt;
         let url = self.url(site, &format!("/blob/{hash}"));
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| PublishError::Walk {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let walk = |e: std::io::Error| PublishError::Walk {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(walk)?;
+        if from > 0 {
+            file.seek(std::io::SeekFrom::Start(from))
+                .await
+                .map_err(walk)?;
+        }
         let bar = bar.clone();
+        bar.inc(from);
         let stream =
             tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).then(move |chunk| {
                 let bar = bar.clone();
@@ -255,14 +267,18 @@ impl Remote {
                     chunk
                 }
             });
-        let r = self
+        let mut req = self
             .client
             .put(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await;
+            .header(reqwest::header::CONTENT_LENGTH, size - from);
+        if from > 0 {
+            req = req.header(
+                reqwest::header::CONTENT_RANGE,
+                format!("bytes {from}-{}/{size}", size - 1),
+            );
+        }
+        let r = req.body(reqwest::Body::wrap_stream(stream)).send().await;
         Self::json(&url, r).await
     }
 }
@@ -413,11 +429,14 @@ async fn send(
     let opened = remote.open(&m.site, &envelope).await?;
     let by_hash: HashMap<BlobHash, &LocalFile> =
         files.iter().map(|f| (f.entry.blake3, f)).collect();
-    let mut todo: Vec<(BlobHash, u64)> =
-        opened.missing.iter().map(|x| (x.blake3, x.size)).collect();
+    let mut todo: Vec<(BlobHash, u64, u64)> = opened
+        .missing
+        .iter()
+        .map(|x| (x.blake3, x.size, x.have.min(x.size)))
+        .collect();
     // Small blobs first: an interruption then loses the least work.
-    todo.sort_by_key(|(h, n)| (*n, *h));
-    let total: u64 = todo.iter().map(|(_, n)| n).sum();
+    todo.sort_by_key(|(h, n, _)| (*n, *h));
+    let total: u64 = todo.iter().map(|(_, n, _)| n).sum();
     let bar = if progress && !todo.is_empty() {
         indicatif::ProgressBar::new(total)
     } else {
@@ -428,7 +447,8 @@ async fn send(
     ));
     let mut complete = opened.complete;
     let mut uploaded_bytes = 0;
-    for (i, (hash, size)) in todo.iter().enumerate() {
+    let mut resumed_bytes = 0;
+    for (i, (hash, size, have)) in todo.iter().enumerate() {
         let Some(f) = by_hash.get(hash) else {
             return Err(RemoteError::Setup(format!(
                 "the instance asked for blob {hash}, which this manifest does not list"
@@ -437,17 +457,26 @@ async fn send(
         bar.set_message(format!("file {}/{}", i + 1, todo.len()));
         let before = bar.position();
         let mut attempt = 0;
+        // An earlier, interrupted upload left `from` bytes on the instance.
+        let mut from = *have;
         let state = loop {
             match remote
-                .put(&m.site, hash, *size, &f.abs, &bar, max_rate)
+                .put(&m.site, hash, *size, from, &f.abs, &bar, max_rate)
                 .await
             {
                 Ok(s) => break s,
-                // Transport failures are retried; refusals are final.
+                // Transport failures are retried from what the instance
+                // kept; refusals are final.
                 Err(RemoteError::Http { .. }) if attempt < 2 => {
                     attempt += 1;
                     bar.set_position(before);
                     tokio::time::sleep(Duration::from_secs(attempt)).await;
+                    from = remote
+                        .open(&m.site, &envelope)
+                        .await
+                        .ok()
+                        .and_then(|o| o.missing.into_iter().find(|x| x.blake3 == *hash))
+                        .map_or(0, |x| x.have.min(*size));
                 }
                 Err(e) => {
                     bar.abandon();
@@ -455,7 +484,8 @@ async fn send(
                 }
             }
         };
-        uploaded_bytes += size;
+        uploaded_bytes += size - from;
+        resumed_bytes += from;
         complete = state.complete;
     }
     bar.finish_and_clear();
@@ -473,6 +503,7 @@ async fn send(
         },
         uploaded: todo.len(),
         uploaded_bytes,
+        resumed_bytes,
         complete,
         mirrors: m.mirrors.clone(),
         zone,

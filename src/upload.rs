@@ -123,6 +123,16 @@ pub enum UploadError {
         /// Hash of the bytes received.
         actual: BlobHash,
     },
+    /// The upload resumes at an offset other than the bytes held.
+    #[error("blob {hash}: this instance holds {held} bytes of an interrupted upload, not {asked}; resume at {held} or send it whole")]
+    Offset {
+        /// Hash.
+        hash: BlobHash,
+        /// Bytes held.
+        held: u64,
+        /// The offset the request started at.
+        asked: u64,
+    },
     /// The same blob is being uploaded already.
     #[error("blob {0} is being uploaded by another request")]
     InProgress(BlobHash),
@@ -152,7 +162,7 @@ impl UploadError {
                 _ => 422,
             },
             Self::TooLarge { .. } | Self::BlobTooLarge { .. } => 413,
-            Self::Superseded { .. } | Self::InProgress(_) => 409,
+            Self::Superseded { .. } | Self::InProgress(_) | Self::Offset { .. } => 409,
             Self::NotListed { .. } => 403,
             Self::Truncated { .. } | Self::HashMismatch { .. } => 422,
             Self::Busy => 429,

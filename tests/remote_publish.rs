@@ -129,8 +129,24 @@ async fn remote_publish_uploads_only_what_is_missing_and_resumes() {
     let idx = BlobHash::of(b"<html><body>home three</body></html>");
     assert!(blob_stored(&w, &idx));
     assert!(home(&c, &inst).await.contains("home two"));
+    // The instance kept the big blob's first bytes, and the next run sends
+    // only the rest of it.
+    let big_hash = BlobHash::of(&p2pcdn::demo::demo_bytes("other big", BIG_LEN));
+    let store = p2pcdn::store::BlobStore::open(&w.config().data_dir).unwrap();
+    let kept = std::fs::metadata(store.partial_path(&big_hash))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        kept > 100_000 && kept < BIG_LEN as u64,
+        "kept {kept} bytes of the interrupted blob"
+    );
     let out = publish_to(&w, &inst, &three, &[]).await;
     assert!(out.contains("uploaded 1 of 6 blobs"), "{out}");
+    let sent = BIG_LEN as u64 - kept;
+    assert!(
+        out.contains(&format!("({sent} bytes; {kept} more kept by the instance")),
+        "only the {sent} missing bytes were sent: {out}"
+    );
     assert!(eventually(5, async || home(&c, &inst).await.contains("home three")).await);
     let big = c
         .get(https_url(&inst, SITE, "/files/big.bin"))

@@ -8,7 +8,6 @@
 //! A refused or broken-off body leaves nothing behind.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +19,6 @@ use axum::Json;
 use base64::Engine;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use super::listen::ConnInfo;
 use super::{AppState, HttpError};
@@ -71,6 +69,11 @@ pub struct Missing {
     pub blake3: BlobHash,
     /// Size in bytes.
     pub size: u64,
+    /// Bytes already held from an interrupted upload: a `PUT` may resume
+    /// there with `Content-Range: bytes <have>-<size-1>/<size>` (absent in
+    /// answers of instances without resumable uploads: 0).
+    #[serde(default)]
+    pub have: u64,
 }
 
 /// Answer to `POST /upload/{site}` and to each blob `PUT`.
@@ -162,7 +165,11 @@ impl UploadService {
             remaining: missing.len(),
             missing: missing
                 .into_iter()
-                .map(|(blake3, size)| Missing { blake3, size })
+                .map(|(blake3, size)| Missing {
+                    blake3,
+                    size,
+                    have: self.store.partial_held(&blake3, UPLOAD_SOURCE, size),
+                })
                 .collect(),
             complete,
         })
@@ -274,27 +281,28 @@ async fn put_blob_inner(
     })?;
     let permit = svc.uploads.begin(site, &hash, source, Instant::now())?;
     let size = permit.size;
+    let start = resume_offset(headers, size)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let rest = size - start;
     match declared {
-        Some(n) if n > size => return Err(UploadError::BlobTooLarge { hash, size }),
-        Some(n) if n < size => return Err(UploadError::Truncated { hash, got: n, size }),
+        Some(n) if n > rest => return Err(UploadError::BlobTooLarge { hash, size }),
+        Some(n) if n < rest => {
+            return Err(UploadError::Truncated {
+                hash,
+                got: start + n,
+                size,
+            })
+        }
         _ => {}
     }
-    let tmp = receive(&svc, &hash, size, body).await?;
-    let store = svc.store.clone();
+    receive(&svc, &hash, size, start, body).await?;
     let db = svc.db.clone();
-    let committed = tokio::task::spawn_blocking(move || -> Result<(), UploadError> {
-        let guard = TempFile(Some(tmp.clone()));
-        store.commit_partial(&hash, &tmp).map_err(internal)?;
-        guard.disarm();
-        db.record_blob(&hash, size, unix_now()).map_err(internal)
-    })
-    .await
-    .unwrap_or_else(|e| Err(internal(e)));
-    committed?;
+    tokio::task::spawn_blocking(move || db.record_blob(&hash, size, unix_now()).map_err(internal))
+        .await
+        .unwrap_or_else(|e| Err(internal(e)))?;
     drop(permit);
     tracing::debug!(%site, blob = %hash.short(), size, "remote publish: blob stored");
     let envelope = svc.uploads.stored(site, &hash);
@@ -323,72 +331,145 @@ async fn put_blob_inner(
     })
 }
 
-/// Removes a temp file on drop unless disarmed.
-struct TempFile(Option<PathBuf>);
+/// The source name of uploaded partial blobs (a partial written by a peer
+/// is not resumed by an upload, nor the reverse).
+const UPLOAD_SOURCE: &str = "remote-publish";
+/// Body bytes gathered before each write to the partial blob.
+const WRITE_BATCH: usize = 1 << 20;
 
-impl TempFile {
-    fn disarm(mut self) {
-        self.0 = None;
+/// Where a `PUT` starts: 0, or the start of its `Content-Range:
+/// bytes <start>-<size-1>/<size>` (the rest of the blob, nothing else).
+fn resume_offset(headers: &HeaderMap, size: u64) -> Result<u64, UploadError> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(0);
+    };
+    let bad = || {
+        UploadError::Interrupted("bad Content-Range: expected bytes <start>-<size-1>/<size>".into())
+    };
+    let text = v.to_str().map_err(|_| bad())?;
+    let (range, total) = text
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split_once('/'))
+        .ok_or_else(bad)?;
+    let (first, last) = range.split_once('-').ok_or_else(bad)?;
+    let (first, last, total): (u64, u64, u64) = (
+        first.parse().map_err(|_| bad())?,
+        last.parse().map_err(|_| bad())?,
+        total.parse().map_err(|_| bad())?,
+    );
+    if total != size || size == 0 || last != size - 1 || first > last {
+        return Err(bad());
     }
+    Ok(first)
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// Streams `body` into a temp file while hashing it; returns the file only
-/// when it holds exactly `size` bytes hashing to `hash`.
+/// Streams `body` into the store's resumable partial blob, from `start`
+/// (the bytes an interrupted upload left; 0 starts over). An interrupted,
+/// slow or short body keeps what arrived for the next attempt; the blob
+/// enters the store only when all `size` bytes hash to `hash`.
 async fn receive(
     svc: &UploadService,
     hash: &BlobHash,
     size: u64,
+    start: u64,
     body: Body,
-) -> Result<PathBuf, UploadError> {
+) -> Result<(), UploadError> {
     let limits = *svc.uploads.limits();
-    let deadline = tokio::time::Instant::now() + limits.deadline(size);
-    let path = svc.store.temp_path();
-    let guard = TempFile(Some(path.clone()));
-    let mut out = tokio::fs::File::create(&path).await.map_err(internal)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut got: u64 = 0;
+    let deadline = tokio::time::Instant::now() + limits.deadline(size - start);
+    let (store, h) = (svc.store.clone(), *hash);
+    let mut w = tokio::task::spawn_blocking(move || store.partial(h, size, UPLOAD_SOURCE))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    if w.offset() != start {
+        if start != 0 {
+            return Err(UploadError::Offset {
+                hash: *hash,
+                held: w.offset(),
+                asked: start,
+            });
+        }
+        w = w.blocking(|w| w.restart()).await.map_err(internal)?.0;
+    }
+    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
     let mut stream = body.into_data_stream();
-    loop {
+    let broke = loop {
         let wait = deadline.min(tokio::time::Instant::now() + limits.idle);
-        let next = tokio::time::timeout_at(wait, stream.next())
-            .await
-            .map_err(|_| UploadError::Slow)?;
-        let chunk = match next {
-            None => break,
-            Some(Ok(c)) => c,
-            Some(Err(e)) => return Err(UploadError::Interrupted(e.to_string())),
+        let chunk = match tokio::time::timeout_at(wait, stream.next()).await {
+            Err(_) => break Some(UploadError::Slow),
+            Ok(None) => break None,
+            Ok(Some(Err(e))) => break Some(UploadError::Interrupted(e.to_string())),
+            Ok(Some(Ok(c))) => c,
         };
-        got = got.saturating_add(chunk.len() as u64);
-        if got > size {
+        if w.offset() + (batch.len() + chunk.len()) as u64 > size {
+            let _ = tokio::task::spawn_blocking(move || w.abandon()).await;
             return Err(UploadError::BlobTooLarge { hash: *hash, size });
         }
-        hasher.update(&chunk);
-        out.write_all(&chunk).await.map_err(internal)?;
+        batch.extend_from_slice(&chunk);
+        if batch.len() >= WRITE_BATCH {
+            let data = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
+            w = w
+                .blocking(move |w| w.append(&data))
+                .await
+                .map_err(internal)?
+                .0;
+        }
+    };
+    // Keep what arrived, complete or not.
+    w = w
+        .blocking(move |w| w.append(&batch).and_then(|()| w.flush()))
+        .await
+        .map_err(internal)?
+        .0;
+    if let Some(e) = broke {
+        tracing::debug!(blob = %hash.short(), held = w.offset(), size, "remote publish: upload broke off; kept for resuming");
+        return Err(e);
     }
-    if got < size {
+    if w.offset() < size {
         return Err(UploadError::Truncated {
             hash: *hash,
-            got,
+            got: w.offset(),
             size,
         });
     }
-    let actual = BlobHash::from(hasher.finalize());
-    if actual != *hash {
-        return Err(UploadError::HashMismatch {
-            hash: *hash,
-            actual,
-        });
+    tokio::task::spawn_blocking(move || w.finish())
+        .await
+        .map_err(internal)?
+        .map_err(|e| match e {
+            crate::store::StoreError::HashMismatch { actual, .. } => UploadError::HashMismatch {
+                hash: *hash,
+                actual,
+            },
+            e => internal(e),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_RANGE, v.parse().unwrap());
+        h
     }
-    out.flush().await.map_err(internal)?;
-    drop(out);
-    guard.disarm();
-    Ok(path)
+
+    #[test]
+    fn resume_offsets_are_the_rest_of_the_blob_or_refused() {
+        assert_eq!(resume_offset(&HeaderMap::new(), 10).unwrap(), 0);
+        assert_eq!(resume_offset(&range("bytes 4-9/10"), 10).unwrap(), 4);
+        assert_eq!(resume_offset(&range("bytes 0-9/10"), 10).unwrap(), 0);
+        for bad in [
+            "bytes 4-8/10",  // not up to the end
+            "bytes 4-9/11",  // another size
+            "bytes 10-9/10", // empty
+            "bytes */10",
+            "bytes 4-/10",
+            "items 4-9/10",
+            "bytes -1-9/10",
+        ] {
+            assert!(resume_offset(&range(bad), 10).is_err(), "{bad}");
+        }
+        assert!(resume_offset(&range("bytes 0-0/0"), 0).is_err());
+    }
 }

@@ -71,6 +71,20 @@ impl BlobStore {
         let _ = fs::remove_file(self.partial_source_path(h));
     }
 
+    /// Bytes a partial download of `h` from `source` holds (0 when none,
+    /// when another source wrote it, or when it is longer than `size`);
+    /// what [`BlobStore::partial`] would resume from, without hashing it.
+    pub fn partial_held(&self, h: &BlobHash, source: &str, size: u64) -> u64 {
+        if self.partial_source(h).as_deref() != Some(source) {
+            return 0;
+        }
+        fs::metadata(self.partial_path(h))
+            .map(|m| m.len())
+            .ok()
+            .filter(|n| *n <= size)
+            .unwrap_or(0)
+    }
+
     /// Opens the download of blob `h` (`size` bytes) from `source` (a peer's
     /// key): resumes what an interrupted download from the same source left
     /// (re-hashing it), else starts empty, discarding another source's bytes.
@@ -125,6 +139,25 @@ impl BlobStore {
 }
 
 impl PartialWriter {
+    /// Runs `f` on this writer on the blocking pool (its I/O blocks) and
+    /// hands the writer back with the result. A panicked or cancelled task
+    /// loses the writer (its file stays resumable) and reports an I/O error.
+    pub async fn blocking<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&mut PartialWriter) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<(PartialWriter, T), StoreError> {
+        let path = self.path.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut w = self;
+            f(&mut w).map(|t| (w, t))
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        })?
+    }
+
     /// Bytes held so far (where a range request resumes).
     pub fn offset(&self) -> u64 {
         self.have

@@ -98,13 +98,7 @@ async fn on_writer<T: Send + 'static>(
     w: PartialWriter,
     f: impl FnOnce(&mut PartialWriter) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<(PartialWriter, T), PullError> {
-    tokio::task::spawn_blocking(move || {
-        let mut w = w;
-        f(&mut w).map(|t| (w, t))
-    })
-    .await
-    .map_err(|e| PullError::Local(e.to_string()))?
-    .map_err(PullError::from_store)
+    w.blocking(f).await.map_err(PullError::from_store)
 }
 
 /// Downloads one blob from `url` into `store`, resuming a partial download

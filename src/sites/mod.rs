@@ -93,6 +93,9 @@ pub struct Sites {
     versions: Mutex<HashMap<(SiteName, Version), Tracked>>,
     catalog: SharedCatalog,
     published: watch::Sender<u64>,
+    /// Stored manifests found invalid at the last build, with why: each is
+    /// logged once (at WARN) until it becomes valid or goes away.
+    invalid: Mutex<HashSet<(String, u64, String)>>,
 }
 
 impl Sites {
@@ -112,6 +115,7 @@ impl Sites {
             versions: Mutex::new(HashMap::new()),
             catalog: Arc::new(arc_swap::ArcSwap::from_pointee(Catalog::default())),
             published: watch::channel(0).0,
+            invalid: Mutex::new(HashSet::new()),
         };
         sites.set_configs(configs);
         sites
@@ -412,6 +416,7 @@ impl Sites {
                 return Catalog::from_sites(sites);
             }
         };
+        let mut invalid = vec![];
         let allowed = |vm: &VerifiedManifest| {
             self.me
                 .as_ref()
@@ -424,9 +429,11 @@ impl Sites {
                         site.authorized = allowed(&vm);
                         site.newest = Some(vm);
                     }
-                    Err(e) => {
-                        tracing::warn!(site = %row.site, version = row.version, error = %e, "newest stored manifest is not valid")
-                    }
+                    Err(e) => invalid.push((
+                        row.site.clone(),
+                        row.version,
+                        format!("newest stored manifest is not valid: {e}"),
+                    )),
                 },
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "cannot read manifests"),
@@ -449,12 +456,30 @@ impl Sites {
                         tracing::debug!(site = %row.site, version = row.version, "owner does not authorize this node to serve the site");
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(site = %row.site, version = row.version, error = %e, "not serving stored manifest")
-                }
+                Err(e) => invalid.push((
+                    row.site.clone(),
+                    row.version,
+                    format!("not serving stored manifest: {e}"),
+                )),
             }
         }
+        let _ = self.warn_invalid(invalid);
         Catalog::from_sites(sites)
+    }
+
+    /// Logs each invalid stored manifest once, not at every rebuild (again
+    /// only after it was valid or gone for a rebuild). Returns how many
+    /// were logged.
+    fn warn_invalid(&self, now: Vec<(String, u64, String)>) -> usize {
+        let now: HashSet<_> = now.into_iter().collect();
+        let mut seen = self.invalid.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut logged = 0;
+        for (site, version, what) in now.difference(&seen) {
+            tracing::warn!(%site, version, "{what}");
+            logged += 1;
+        }
+        *seen = now;
+        logged
     }
 
     /// The stage of `site@version`, if this instance tracks it.

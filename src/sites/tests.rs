@@ -221,3 +221,17 @@ fn authorization_follows_the_newest_manifest() {
     assert!(!f.sites.catalog().load().site(SITE).unwrap().authorized);
     assert!(authorized(&[], &me));
 }
+
+#[test]
+fn invalid_stored_manifests_are_warned_once() {
+    let f = fixture(None);
+    let bad = || vec![("www.example.org".to_string(), 5, "expired".to_string())];
+    assert_eq!(f.sites.warn_invalid(bad()), 1);
+    assert_eq!(
+        f.sites.warn_invalid(bad()),
+        0,
+        "not again at the next rebuild"
+    );
+    assert_eq!(f.sites.warn_invalid(vec![]), 0);
+    assert_eq!(f.sites.warn_invalid(bad()), 1, "again after it went away");
+}

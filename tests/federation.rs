@@ -215,8 +215,9 @@ async fn replicate_steer_and_respect_owner_control() {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let bundle = serde_json::json!({
+        "v": p2pcdn::federation::gossip::PROTOCOL,
         "manifests": [b64.encode(&old_env)],
-        "reports": [b64.encode(&old_report.envelope)],
+        "reports": [old_report.signed],
     });
     let c4 = common::ca_client(&f.ca_pem, &[("ns4.fed.test", f.nodes[3].https)])
         .build()

@@ -8,7 +8,7 @@ use rand::seq::IndexedRandom;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::wire::{Bundle, SyncRequest, SyncResponse};
+use super::wire::{Bundle, SyncResponse};
 use super::{replicate, Federation, Peer};
 use crate::catalog::unix_now;
 use crate::report::{self, Capacity, Held, Load, Point, Report};
@@ -51,15 +51,12 @@ pub fn cert_states(fed: &Federation, now: u64) -> Option<Vec<crate::report::Cert
     )
 }
 
-/// Builds and signs this node's current report.
-pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
+/// This node's current state as an unsigned report (sequence and times
+/// filled in by [`make_report`]). Floats are rounded to a useful precision
+/// (loads to 0.01, RTTs to 0.1 ms) so the JSON stays short.
+pub fn current_report(fed: &Federation) -> Report {
     let cfg = fed.config();
     let now = unix_now();
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let prev = fed.own_report().map_or(0, |r| r.report.seq);
     let (rps, bps) = fed.load.rates();
     let holds = fed
         .catalog
@@ -68,8 +65,12 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
         .into_iter()
         .map(|(site, version)| Held { site, version })
         .collect();
-    let r = Report {
-        format: 1,
+    let mut client_rtt = fed.client_rtt.snapshot();
+    for c in &mut client_rtt {
+        c.rtt_ms = report::round_to(c.rtt_ms, 1);
+    }
+    Report {
+        format: report::FORMAT,
         node: fed.me,
         name: fed.name.clone(),
         url: fed.url.clone(),
@@ -80,8 +81,8 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
             bps: cfg.node.capacity_bps,
         },
         load: Load {
-            rps,
-            bps,
+            rps: report::round_to(rps, 2),
+            bps: report::round_to(bps, 0),
             connections: fed.connections.get(),
         },
         holds,
@@ -92,14 +93,39 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
             .map(|s| s.hostname.clone())
             .collect(),
         rtt_ms: fed.rtts(),
-        client_rtt: fed.client_rtt.snapshot(),
+        client_rtt,
         certs: cert_states(fed, now),
-        seq: millis.max(prev + 1),
+        seq: 0,
         issued: now,
         expires: now + cfg.federation.report_ttl_secs,
-    };
-    let bytes = report::sign(&r, &fed.key).ok()?;
-    report::verify(&bytes, now).ok()
+    }
+}
+
+/// Signs `r` as this node's next report (sequence: milliseconds, strictly
+/// above the previous one).
+pub fn make_report_from(fed: &Federation, mut r: Report) -> Option<crate::report::VerifiedReport> {
+    let now = unix_now();
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let prev = fed.own_report().map_or(0, |r| r.report.seq);
+    r.seq = millis.max(prev + 1);
+    let signed = report::sign_report(&r, &fed.key).ok()?;
+    report::verify_signed(signed, now).ok()
+}
+
+/// Builds and signs this node's current report.
+pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
+    make_report_from(fed, current_report(fed))
+}
+
+/// Whether a new report is due: none yet, a third of the lifetime passed
+/// since the last one was issued, or something material changed
+/// ([`report::material_change`]).
+pub fn report_due(old: Option<&Report>, current: &Report, now: u64, ttl_secs: u64) -> bool {
+    let refresh_after = ttl_secs.div_ceil(3).max(1);
+    old.is_none_or(|o| now >= o.issued + refresh_after || report::material_change(o, current))
 }
 
 async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
@@ -107,35 +133,13 @@ async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     loop {
         fed.load.tick(last.elapsed().as_secs_f64());
         last = Instant::now();
-        // Re-sign only when something peers act on changed (holdings, a load
-        // shift, addresses) or a third of the lifetime passed: unchanged
-        // reports are not re-gossiped every second.
-        let refresh_after = fed.config().federation.report_ttl_secs.div_ceil(3).max(1);
-        let due = match fed.own_report() {
-            None => true,
-            Some(old) => {
-                let o = &old.report;
-                let (rps, bps) = fed.load.rates();
-                let load = crate::report::Load {
-                    rps,
-                    bps,
-                    connections: 0,
-                }
-                .fraction(&o.capacity);
-                let holds: Vec<(String, u64)> = fed.catalog.load().versions();
-                let old_holds: Vec<(String, u64)> = o
-                    .holds
-                    .iter()
-                    .map(|h| (h.site.clone(), h.version))
-                    .collect();
-                unix_now() >= o.issued + refresh_after
-                    || holds != old_holds
-                    || cert_states(&fed, unix_now()) != o.certs
-                    || (load - o.load.fraction(&o.capacity)).abs() > 0.05
-            }
-        };
-        if due {
-            if let Some(r) = make_report(&fed) {
+        // Re-sign only when something peers act on changed or a third of
+        // the lifetime passed: unchanged reports are not re-gossiped.
+        let current = current_report(&fed);
+        let old = fed.own_report();
+        let ttl = fed.config().federation.report_ttl_secs;
+        if report_due(old.as_ref().map(|o| &o.report), &current, unix_now(), ttl) {
+            if let Some(r) = make_report_from(&fed, current) {
                 fed.set_own_report(r);
             }
         }
@@ -248,11 +252,12 @@ pub fn choose_gossip_peers<R: rand::Rng + ?Sized>(
     out
 }
 
-/// One push-pull exchange with the peer at `url`.
+/// One exchange with the peer at `url` (protocol 2, `docs/PROTOCOL.md`):
+/// `/sync` with our fingerprint; when the peer's answer carries a digest
+/// (views differ) or we hold manifests it lacks, `/push` with what it
+/// lacks and the ids we want, whose reports come back in the answer.
 pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
-    let req = SyncRequest {
-        digest: fed.digest(),
-    };
+    let req = fed.sync_request();
     let resp = fed
         .http
         .post(format!("{url}/.well-known/p2pcdn/v1/sync"))
@@ -260,30 +265,66 @@ pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| super::error_chain(&e.without_url()))?
-        .error_for_status()
         .map_err(|e| super::error_chain(&e.without_url()))?;
+    let resp = refuse_on_error(resp).await?;
     // Responses of every exchange share one byte budget: bound peers are
     // anyone with a domain, and each may answer with 64 MiB.
     let (body, _held) =
         read_budgeted(resp, super::wire::MAX_BUNDLE_BYTES, &fed.response_budget).await?;
-    let sr: SyncResponse =
-        serde_json::from_slice(&body).map_err(|e| format!("bad sync response: {e}"))?;
+    let sr: SyncResponse = parse_versioned(&body, "sync response")?;
     drop(body);
-    fed.ingest_bundle(&sr.bundle);
-    let push: Bundle = fed.newer_than(&sr.digest);
-    if !push.is_empty() {
-        fed.http
-            .post(format!("{url}/.well-known/p2pcdn/v1/push"))
-            .json(&push)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| super::error_chain(&e.without_url()))?
-            .error_for_status()
-            .map_err(|e| super::error_chain(&e.without_url()))?;
+    fed.ingest_docs(&sr.manifests, vec![]);
+    let push = fed.plan_push(&sr);
+    if push.manifests.is_empty() && push.reports.is_empty() && push.want.is_empty() {
+        return Ok(());
     }
+    let resp = fed
+        .http
+        .post(format!("{url}/.well-known/p2pcdn/v1/push"))
+        .json(&push)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| super::error_chain(&e.without_url()))?;
+    let resp = refuse_on_error(resp).await?;
+    if push.want.is_empty() {
+        return Ok(());
+    }
+    let (body, _held) =
+        read_budgeted(resp, super::wire::MAX_BUNDLE_BYTES, &fed.response_budget).await?;
+    let b: Bundle = serde_json::from_slice(&body).map_err(|e| format!("bad push answer: {e}"))?;
+    drop(body);
+    fed.ingest_docs::<String>(&[], b.reports);
     Ok(())
+}
+
+/// A peer's error status, with the first line of its body (a protocol
+/// version refusal names both versions there).
+async fn refuse_on_error(resp: reqwest::Response) -> Result<reqwest::Response, String> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = read_limited(resp, 1024)
+        .await
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    Err(format!("HTTP {status}: {text}"))
+}
+
+/// Parses a peer's answer, naming a protocol version mismatch plainly.
+fn parse_versioned<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
+    let v = super::wire::stated_version(body);
+    if v != super::gossip::PROTOCOL {
+        return Err(super::wire::version_refusal(v));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("bad {what}: {e}"))
 }
 
 /// Bytes per permit of [`Federation::response_budget`].

@@ -179,16 +179,25 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             .lock()
             .map(|f| f.iter().cloned().collect())
             .unwrap_or_default();
-        let candidates: Vec<(String, String, bool)> = peers
-            .iter()
-            .map(|p| (p.url.clone(), p.name.clone(), p.probe.is_up()))
-            .collect();
-        let chosen = choose_gossip_peers(
-            &candidates,
-            &busy,
-            fed.config().federation.fanout,
-            &mut rand::rng(),
-        );
+        // Partners share this node's interest (their reports are kept)
+        // first; others only fill the remaining slots.
+        let fanout = fed.config().federation.fanout;
+        let (kept, others): (Vec<&Peer>, Vec<&Peer>) =
+            peers.iter().partition(|p| p.report.is_some());
+        let candidates = |ps: &[&Peer]| -> Vec<(String, String, bool)> {
+            ps.iter()
+                .map(|p| (p.url.clone(), p.name.clone(), p.probe.is_up()))
+                .collect()
+        };
+        let mut chosen = choose_gossip_peers(&candidates(&kept), &busy, fanout, &mut rand::rng());
+        if chosen.len() < fanout {
+            chosen.extend(choose_gossip_peers(
+                &candidates(&others),
+                &busy,
+                fanout - chosen.len(),
+                &mut rand::rng(),
+            ));
+        }
         for (url, name) in chosen {
             if let Ok(mut f) = in_flight.lock() {
                 f.insert(url.clone());
@@ -393,7 +402,13 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => break,
         }
         let round_start = Instant::now();
-        probe_all(&fed, fed.peers(), timeout).await;
+        // Peers whose reports this node keeps (the mirrors of its sites:
+        // the ones it may answer) every round; the rest of the federation a
+        // few per round, in turn (bounded by zone size, not federation size).
+        let (kept, others): (Vec<Peer>, Vec<Peer>) =
+            fed.peers().into_iter().partition(|p| p.report.is_some());
+        let targets = super::probe::targets(kept, others, round, super::probe::OTHERS_PER_ROUND);
+        probe_all(&fed, targets, timeout).await;
         check_addresses(&fed);
         // A peer that just missed is suspect: probe it again every `recheck`
         // until it answers or is down, instead of waiting whole rounds. A
@@ -454,7 +469,7 @@ fn check_addresses(fed: &Arc<Federation>) {
 
 /// Pause between re-probes of a suspect peer: a fifth of the probe
 /// interval, within 100..=250 ms.
-fn suspect_recheck(interval: Duration) -> Duration {
+pub fn suspect_recheck(interval: Duration) -> Duration {
     (interval / 5).clamp(Duration::from_millis(100), Duration::from_millis(250))
 }
 

@@ -249,7 +249,7 @@ pub fn signed_report(
         .unwrap()
         .as_millis() as u64;
     let r = Report {
-        format: 1,
+        format: p2pcdn::report::FORMAT,
         node: key.public(),
         name: name.to_string(),
         url: url.to_string(),

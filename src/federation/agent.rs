@@ -629,7 +629,47 @@ pub async fn spot_check(fed: &Arc<Federation>) {
 
 #[cfg(test)]
 mod tests {
-    use super::choose_gossip_peers;
+    use super::{choose_gossip_peers, report_due};
+    use crate::keys::SecretKey;
+    use crate::report::{Capacity, Load, Report, FORMAT};
+
+    #[test]
+    fn reports_are_resigned_on_material_change_or_after_a_third_of_their_life() {
+        let r = Report {
+            format: FORMAT,
+            node: SecretKey::generate().unwrap().public(),
+            name: "m".into(),
+            url: "https://m".into(),
+            addresses: vec![],
+            location: None,
+            capacity: Capacity {
+                rps: 100.0,
+                bps: 100.0,
+            },
+            load: Load::default(),
+            holds: vec![],
+            mirrors: vec![],
+            rtt_ms: Default::default(),
+            client_rtt: vec![],
+            certs: None,
+            seq: 1,
+            issued: 1000,
+            expires: 1015,
+        };
+        assert!(report_due(None, &r, 1000, 15));
+        let mut now = r.clone();
+        now.load.connections = 7;
+        assert!(
+            !report_due(Some(&r), &now, 1004, 15),
+            "nothing material, 4 s of 15"
+        );
+        assert!(
+            report_due(Some(&r), &now, 1005, 15),
+            "a third of the lifetime"
+        );
+        now.load.rps = 50.0;
+        assert!(report_due(Some(&r), &now, 1001, 15), "load crossed tenths");
+    }
 
     fn peers() -> Vec<(String, String, bool)> {
         (1..=5)

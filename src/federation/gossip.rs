@@ -307,4 +307,75 @@ mod tests {
         r.holds.clear();
         assert!(interested(&r, &set(&["b"])));
     }
+
+    /// A small federation running the exchange with random partners:
+    /// every node ends up holding the newest report of every node of its
+    /// interest, and then exchanges carry nothing but fingerprints.
+    #[test]
+    fn a_small_federation_converges_and_then_only_fingerprints_travel() {
+        use std::collections::HashMap;
+        let n = 12;
+        let keys: Vec<SecretKey> = (0..n).map(|_| SecretKey::generate().unwrap()).collect();
+        let sites = ["a", "b", "c"];
+        let interest: Vec<BTreeSet<String>> = (0..n).map(|i| set(&[sites[i % 3]])).collect();
+        // Each node starts with only its own report, seq 10 + i.
+        let own: Vec<VerifiedReport> = (0..n)
+            .map(|i| signed(&keys[i], 10 + i as u64, sites[i % 3]))
+            .collect();
+        let mut held: Vec<HashMap<PublicKey, VerifiedReport>> = vec![HashMap::new(); n];
+        let all = |held: &HashMap<PublicKey, VerifiedReport>, i: usize| -> Vec<VerifiedReport> {
+            std::iter::once(own[i].clone())
+                .chain(held.values().cloned())
+                .collect()
+        };
+        let ingest = |held: &mut HashMap<PublicKey, VerifiedReport>,
+                      me: &PublicKey,
+                      interest: &BTreeSet<String>,
+                      docs: Vec<SignedReport>| {
+            for s in docs {
+                let seqs: HashMap<PublicKey, u64> =
+                    held.iter().map(|(k, v)| (*k, v.report.seq)).collect();
+                if triage(&s, |k| seqs.get(k).copied().unwrap_or(0), me).is_none() {
+                    continue;
+                }
+                let v = report::verify_signed(s, 150).unwrap();
+                if interested(&v.report, interest) {
+                    held.insert(v.report.node, v);
+                }
+            }
+        };
+        let mut quiet_rounds = 0;
+        let mut x = 7u64;
+        for _round in 0..40 {
+            let mut traffic = 0;
+            for c in 0..n {
+                // A partner of the same interest (as the agent prefers).
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (c + 3 * (1 + (x >> 33) as usize % (n / 3 - 1))) % n;
+                let (ca, ra) = (all(&held[c], c), all(&held[r], r));
+                let cv = view(&ca, &interest[c], 150);
+                let rv = view(&ra, &interest[c], 150);
+                let Some(digest) = respond(&fingerprint(entries(&cv)), &rv) else {
+                    continue;
+                };
+                let (push, want) = plan(&digest, &interest[r], &cv);
+                traffic += push.len() + want.len();
+                let back = serve(&want, &view(&ra, &BTreeSet::new(), 150));
+                ingest(&mut held[r], &keys[r].public(), &interest[r], push);
+                ingest(&mut held[c], &keys[c].public(), &interest[c], back);
+            }
+            quiet_rounds = if traffic == 0 { quiet_rounds + 1 } else { 0 };
+        }
+        assert!(quiet_rounds >= 5, "exchanges went quiet");
+        for i in 0..n {
+            let want: BTreeSet<ShortId> = (0..n)
+                .filter(|j| *j != i && j % 3 == i % 3)
+                .map(|j| ShortId::of(&keys[j].public()))
+                .collect();
+            let got: BTreeSet<ShortId> = held[i].keys().map(ShortId::of).collect();
+            assert_eq!(got, want, "node {i} holds exactly its interest");
+        }
+    }
 }

@@ -369,12 +369,12 @@ mod tests {
             quiet_rounds = if traffic == 0 { quiet_rounds + 1 } else { 0 };
         }
         assert!(quiet_rounds >= 5, "exchanges went quiet");
-        for i in 0..n {
+        for (i, h) in held.iter().enumerate() {
             let want: BTreeSet<ShortId> = (0..n)
                 .filter(|j| *j != i && j % 3 == i % 3)
                 .map(|j| ShortId::of(&keys[j].public()))
                 .collect();
-            let got: BTreeSet<ShortId> = held[i].keys().map(ShortId::of).collect();
+            let got: BTreeSet<ShortId> = h.keys().map(ShortId::of).collect();
             assert_eq!(got, want, "node {i} holds exactly its interest");
         }
     }

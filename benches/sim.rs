@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench sim            # all sizes
 //! cargo bench --bench sim -- 100     # one size
+//! cargo bench --bench sim -- --ttl=60 # report_ttl_secs = 60 (default 15)
 //! ```
 //!
 //! It runs the real protocol code and wire types: reports are signed and
@@ -31,7 +32,8 @@
 //! mirror changes its holdings (a material change: its new report must
 //! reach its zone's authorities) and one mirror dies (its zone's
 //! authorities must stop answering it; SWIM must declare it dead at all 20
-//! authorities). Bounded: at most ~40 simulated seconds per size.
+//! authorities). Bounded: 26 simulated seconds per size (about 4 minutes
+//! of wall time in all, most of it N = 3,000).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -49,7 +51,14 @@ const AUTHORITIES: usize = 20;
 const SITES: usize = 50;
 const ZONES: usize = 10;
 const AUTH_PER_ZONE: usize = 4;
-const TTL: u64 = 15;
+/// `report_ttl_secs` (15, the default, unless `--ttl=S` is given).
+static TTL_S: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(15);
+/// Simulated time at which the world starts (ms), past any stagger.
+const START: u64 = 60_000;
+
+fn ttl() -> u64 {
+    TTL_S.load(std::sync::atomic::Ordering::Relaxed)
+}
 const FANOUT: usize = 3;
 const EPOCH: u64 = 1_750_000_000;
 const STEP_MS: u64 = 50;
@@ -168,7 +177,7 @@ fn make_report(key: &SecretKey, i: usize, mirrors: Option<usize>, version: u64) 
 fn sign(key: &SecretKey, mut r: Report, now_ms: u64, seq: u64) -> Rc<VerifiedReport> {
     r.seq = seq;
     r.issued = unix(now_ms);
-    r.expires = r.issued + TTL;
+    r.expires = r.issued + ttl();
     let s = report::sign_report(&r, key).expect("sign");
     Rc::new(report::verify_signed(s, unix(now_ms)).expect("own report verifies"))
 }
@@ -216,9 +225,9 @@ impl World {
             };
             // Staggered: every node signed its last report at a random
             // point of the previous refresh period.
-            let refresh_ms = TTL.div_ceil(3) * 1000;
+            let refresh_ms = ttl().div_ceil(3) * 1000;
             let back = rng.next() % refresh_ms;
-            let at = 10_000 - back;
+            let at = START - back;
             let own = sign(&key, current.clone(), at, at);
             nodes.push(Node {
                 id: ids[i],
@@ -228,7 +237,7 @@ impl World {
                 current,
                 own,
                 held: HashMap::new(),
-                swim: Swim::new(ids[i], ids.iter().copied(), cfg, seed ^ i as u64, 10_000),
+                swim: Swim::new(ids[i], ids.iter().copied(), cfg, seed ^ i as u64, START),
                 probes: BTreeMap::new(),
                 alive: true,
                 phase: rng.next() % ROUND_MS,
@@ -425,7 +434,7 @@ impl World {
             if t < STEP_MS {
                 // Report loop (every second).
                 let node = &self.nodes[i];
-                if report_due(Some(&node.own.report), &node.current, unix(now), TTL) {
+                if report_due(Some(&node.own.report), &node.current, unix(now), ttl()) {
                     let seq = now.max(node.own.report.seq + 1);
                     let own = sign(&node.key, node.current.clone(), now, seq);
                     self.nodes[i].own = own;
@@ -501,10 +510,10 @@ struct Row {
 fn run(n: usize, measure_s: u64) -> Row {
     let wall = Instant::now();
     let mut w = World::new(n, 0x5eed_0000 + n as u64);
-    let warm = 10_000 + 6_000;
+    let warm = START + 6_000;
     let end = warm + measure_s * 1000;
-    let change_at = warm + 1_000;
-    let kill_at = warm + 2_000;
+    let change_at = warm + 500;
+    let kill_at = warm + 1_000;
     // The changer and the victim: mirrors of sites in zone 0.
     let changer = w.mirrors[0].first().copied();
     let victim = w.mirrors[1].first().copied();
@@ -518,7 +527,7 @@ fn run(n: usize, measure_s: u64) -> Row {
     let mut per_node_base = vec![Counters::default(); n];
     let (mut change_ms, mut death_swim_ms, mut dead_out_ms) = (None, None, None);
     let mut change_seq = 0;
-    let mut now = 10_000;
+    let mut now = START;
     while now < end {
         if now == warm {
             base = w.totals();
@@ -605,14 +614,21 @@ fn ms(x: Option<u64>) -> String {
 }
 
 fn main() {
-    let only: Option<usize> = std::env::args().skip(1).find_map(|a| a.parse().ok());
-    let sizes: Vec<(usize, u64)> = [(10, 20), (100, 20), (1000, 20), (3000, 12)]
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only: Option<usize> = args.iter().find_map(|a| a.parse().ok());
+    if let Some(t) = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--ttl=")?.parse::<u64>().ok())
+    {
+        TTL_S.store(t.clamp(3, 3600), std::sync::atomic::Ordering::Relaxed);
+    }
+    let sizes: Vec<(usize, u64)> = [(10, 20), (100, 20), (1000, 20), (3000, 20)]
         .into_iter()
         .filter(|(n, _)| only.is_none_or(|o| o == *n))
         .collect();
     let start = Instant::now();
     println!("# p2pcdn federation simulation (protocol {PROTOCOL})\n");
-    println!("{AUTHORITIES} authorities, {SITES} sites in {ZONES} zones of {} sites, {AUTH_PER_ZONE} authorities per zone, fanout {FANOUT}, report TTL {TTL} s, 1 s gossip/probe/SWIM period. Per instance per second, steady state (mean over all instances; max = busiest instance, an authority).\n", SITES / ZONES);
+    println!("{AUTHORITIES} authorities, {SITES} sites in {ZONES} zones of {} sites, {AUTH_PER_ZONE} authorities per zone, fanout {FANOUT}, report TTL {} s, 1 s gossip/probe/SWIM period. Per instance per second, steady state (mean over all instances; max = busiest instance, an authority).\n", SITES / ZONES, ttl());
     println!("| N | simulated s | bytes sent / instance / s (mean) | max | signatures verified / instance / s (mean) | max | probes sent / instance / s | material change → all zone authorities | death → SWIM dead at all 20 authorities | dead mirror out of every zone authority's answers | wall time |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rows = vec![];

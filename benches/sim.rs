@@ -288,7 +288,16 @@ impl World {
             sites: n.interest.iter().map(|s| (s.clone(), 1)).collect(),
             fp: fp.fp,
             n: fp.n,
+            buckets: None,
         }
+    }
+
+    fn differing(&self, i: usize, theirs: &[gossip::Fingerprint], now: u64) -> Vec<u8> {
+        let n = &self.nodes[i];
+        let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
+            .chain(n.held.values().map(|r| &**r))
+            .collect();
+        gossip::differing_buckets(theirs, &gossip::view(all, &n.interest, unix(now)))
     }
 
     fn answer_sync(&self, i: usize, req: &SyncRequest, now: u64) -> SyncResponse {
@@ -298,15 +307,28 @@ impl World {
             .collect();
         let theirs: BTreeSet<String> = req.sites.keys().cloned().collect();
         let view = gossip::view(all, &theirs, unix(now));
+        let (reports, buckets) =
+            match gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view) {
+                gossip::Answer::Agree => (None, None),
+                gossip::Answer::Buckets(b) => (None, Some(b)),
+                gossip::Answer::Entries(e) => (Some(e), None),
+            };
         SyncResponse {
             v: PROTOCOL,
             sites: n.interest.iter().map(|s| (s.clone(), 1)).collect(),
             manifests: vec![],
-            reports: gossip::respond(&req.fingerprint(), &view),
+            reports,
+            buckets,
         }
     }
 
-    fn plan_push(&self, i: usize, resp: &SyncResponse, now: u64) -> PushRequest {
+    fn plan_push(
+        &self,
+        i: usize,
+        resp: &SyncResponse,
+        buckets: Option<&[u8]>,
+        now: u64,
+    ) -> PushRequest {
         let n = &self.nodes[i];
         let mut push = PushRequest {
             v: PROTOCOL,
@@ -316,7 +338,7 @@ impl World {
             let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
                 .chain(n.held.values().map(|r| &**r))
                 .collect();
-            let view = gossip::view(all, &n.interest, unix(now));
+            let view = gossip::restrict(gossip::view(all, &n.interest, unix(now)), buckets);
             let theirs: BTreeSet<String> = resp.sites.keys().cloned().collect();
             (push.reports, push.want) = gossip::plan(d, &theirs, &view);
         }
@@ -354,19 +376,36 @@ impl World {
         }
     }
 
-    fn exchange(&mut self, c: usize, r: usize, now: u64) {
-        let req = self.sync_request(c, now);
-        let body = serde_json::to_vec(&req).expect("json");
+    /// One `/sync` round trip (bytes counted at each sender).
+    fn sync(&mut self, c: usize, r: usize, req: &SyncRequest, now: u64) -> SyncResponse {
+        let body = serde_json::to_vec(req).expect("json");
         self.nodes[c].c.bytes += (HTTP_REQUEST + body.len()) as u64;
-        if !self.nodes[r].alive {
-            return;
-        }
         let req: SyncRequest = serde_json::from_slice(&body).expect("parse");
         let resp = self.answer_sync(r, &req, now);
         let body = serde_json::to_vec(&resp).expect("json");
         self.nodes[r].c.bytes += (HTTP_RESPONSE + body.len()) as u64;
-        let resp: SyncResponse = serde_json::from_slice(&body).expect("parse");
-        let push = self.plan_push(c, &resp, now);
+        serde_json::from_slice(&body).expect("parse")
+    }
+
+    fn exchange(&mut self, c: usize, r: usize, now: u64) {
+        let req = self.sync_request(c, now);
+        if !self.nodes[r].alive {
+            let body = serde_json::to_vec(&req).expect("json");
+            self.nodes[c].c.bytes += (HTTP_REQUEST + body.len()) as u64;
+            return;
+        }
+        let mut resp = self.sync(c, r, &req, now);
+        let mut buckets = None;
+        if let Some(theirs) = resp.buckets.take() {
+            let diff = self.differing(c, &theirs, now);
+            if !diff.is_empty() {
+                let mut req = req.clone();
+                req.buckets = Some(diff.clone());
+                resp = self.sync(c, r, &req, now);
+                buckets = Some(diff);
+            }
+        }
+        let push = self.plan_push(c, &resp, buckets.as_deref(), now);
         if push.reports.is_empty() && push.want.is_empty() {
             return;
         }

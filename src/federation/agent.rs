@@ -283,14 +283,52 @@ pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
     let sr: SyncResponse = parse_versioned(&body, "sync response")?;
     drop(body);
     fed.ingest_docs(&sr.manifests, vec![]);
-    let push = fed.plan_push(&sr);
+    // A large view that differs: ask for the entries of the buckets that
+    // differ only.
+    let (sr, buckets) = match &sr.buckets {
+        None => (sr, None),
+        Some(theirs) => {
+            let diff = fed.differing_buckets(theirs);
+            if diff.is_empty() {
+                // Our view moved meanwhile and now agrees.
+                let push = fed.plan_push(&sr, None);
+                return push_to(fed, url, &push).await;
+            }
+            let mut req = fed.sync_request();
+            req.buckets = Some(diff.clone());
+            let resp = fed
+                .http
+                .post(format!("{url}/.well-known/p2pcdn/v1/sync"))
+                .json(&req)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| super::error_chain(&e.without_url()))?;
+            let resp = refuse_on_error(resp).await?;
+            let (body, _held) =
+                read_budgeted(resp, super::wire::MAX_BUNDLE_BYTES, &fed.response_budget).await?;
+            let sr2: SyncResponse = parse_versioned(&body, "sync response")?;
+            (sr2, Some(diff))
+        }
+    };
+    let push = fed.plan_push(&sr, buckets.as_deref());
+    push_to(fed, url, &push).await
+}
+
+/// The `/push` of an exchange, if it carries anything; takes in the
+/// reports it wanted.
+async fn push_to(
+    fed: &Federation,
+    url: &str,
+    push: &super::wire::PushRequest,
+) -> Result<(), String> {
     if push.manifests.is_empty() && push.reports.is_empty() && push.want.is_empty() {
         return Ok(());
     }
     let resp = fed
         .http
         .post(format!("{url}/.well-known/p2pcdn/v1/push"))
-        .json(&push)
+        .json(push)
         .timeout(Duration::from_secs(10))
         .send()
         .await

@@ -28,6 +28,11 @@ use crate::report::{self, Report, SignedReport, VerifiedReport};
 pub const PROTOCOL: u32 = 2;
 /// Most reports served for one `want` list.
 pub const MAX_WANT: usize = 4_096;
+/// Buckets of a bucketed digest (by the top 4 bits of the short id).
+pub const BUCKETS: usize = 16;
+/// Views larger than this answer a differing fingerprint with bucket
+/// fingerprints first; smaller ones with their whole digest.
+pub const BUCKET_ABOVE: usize = 32;
 
 /// A short node id: the first 8 bytes of blake3 of the node key, written
 /// as 16 hex digits on the wire (instead of the 51-character key text).
@@ -143,6 +148,76 @@ pub fn entries<'a>(v: &'a [(ShortId, &VerifiedReport)]) -> impl Iterator<Item = 
 pub fn respond(theirs: &Fingerprint, mine: &[(ShortId, &VerifiedReport)]) -> Option<Vec<Entry>> {
     let own = fingerprint(entries(mine));
     (own != *theirs).then(|| entries(mine).collect())
+}
+
+/// The bucket of a short id (its top 4 bits).
+pub fn bucket(id: ShortId) -> u8 {
+    (id.0 >> 60) as u8
+}
+
+/// The fingerprint of each of the [`BUCKETS`] buckets of a view.
+pub fn bucket_fingerprints(v: &[(ShortId, &VerifiedReport)]) -> Vec<Fingerprint> {
+    (0..BUCKETS as u8)
+        .map(|b| fingerprint(entries(v).filter(|e| bucket(e.0) == b)))
+        .collect()
+}
+
+/// The buckets whose fingerprints differ between `theirs` and our view.
+pub fn differing_buckets(theirs: &[Fingerprint], mine: &[(ShortId, &VerifiedReport)]) -> Vec<u8> {
+    let ours = bucket_fingerprints(mine);
+    (0..BUCKETS)
+        .filter(|b| theirs.get(*b) != ours.get(*b))
+        .map(|b| b as u8)
+        .collect()
+}
+
+/// A view restricted to some buckets (all of them when `None`).
+pub fn restrict<'a>(
+    v: Vec<(ShortId, &'a VerifiedReport)>,
+    buckets: Option<&[u8]>,
+) -> Vec<(ShortId, &'a VerifiedReport)> {
+    match buckets {
+        None => v,
+        Some(bs) => v
+            .into_iter()
+            .filter(|(id, _)| bs.contains(&bucket(*id)))
+            .collect(),
+    }
+}
+
+/// The responder's answer to a sync request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The fingerprints agree.
+    Agree,
+    /// They differ and the view is large: per-bucket fingerprints.
+    Buckets(Vec<Fingerprint>),
+    /// The digest of the view (or of the buckets asked for).
+    Entries(Vec<Entry>),
+}
+
+/// Answers a sync request: the entries of the buckets asked for, if any;
+/// else nothing when the fingerprints agree; else bucket fingerprints for
+/// a view over [`BUCKET_ABOVE`] entries, or the whole digest.
+pub fn answer(
+    theirs: &Fingerprint,
+    buckets: Option<&[u8]>,
+    mine: &[(ShortId, &VerifiedReport)],
+) -> Answer {
+    if let Some(bs) = buckets {
+        return Answer::Entries(
+            entries(mine)
+                .filter(|e| bs.contains(&bucket(e.0)))
+                .collect(),
+        );
+    }
+    if fingerprint(entries(mine)) == *theirs {
+        Answer::Agree
+    } else if mine.len() > BUCKET_ABOVE {
+        Answer::Buckets(bucket_fingerprints(mine))
+    } else {
+        Answer::Entries(entries(mine).collect())
+    }
 }
 
 /// What the caller does with a responder's digest: the reports it holds
@@ -377,5 +452,33 @@ mod tests {
             let got: BTreeSet<ShortId> = h.keys().map(ShortId::of).collect();
             assert_eq!(got, want, "node {i} holds exactly its interest");
         }
+    }
+
+    #[test]
+    fn large_views_narrow_to_differing_buckets() {
+        let keys: Vec<SecretKey> = (0..40).map(|_| SecretKey::generate().unwrap()).collect();
+        let a_reports: Vec<VerifiedReport> = keys.iter().map(|k| signed(k, 10, "a")).collect();
+        let mut b_reports = a_reports.clone();
+        b_reports[7] = signed(&keys[7], 11, "a");
+        let interest = set(&["a"]);
+        let a = view(&a_reports, &interest, 150);
+        let b = view(&b_reports, &interest, 150);
+        let fp = fingerprint(entries(&a));
+        assert_eq!(answer(&fp, None, &a), Answer::Agree);
+        let Answer::Buckets(fps) = answer(&fp, None, &b) else {
+            panic!("a view of 40 answers with buckets");
+        };
+        let diff = differing_buckets(&fps, &a);
+        assert_eq!(diff, vec![bucket(ShortId::of(&keys[7].public()))]);
+        let Answer::Entries(digest) = answer(&fp, Some(&diff), &b) else {
+            panic!("entries of the buckets asked for");
+        };
+        assert!(digest.len() < 40 && digest.iter().all(|e| diff.contains(&bucket(e.0))));
+        let (push, want) = plan(&digest, &interest, &restrict(a.clone(), Some(&diff)));
+        assert!(push.is_empty(), "nothing outside the buckets is pushed");
+        assert_eq!(want, vec![ShortId::of(&keys[7].public())]);
+        // Small views answer with the whole digest at once.
+        let small = view(&a_reports[..5], &interest, 150);
+        assert!(matches!(answer(&fp, None, &small), Answer::Entries(e) if e.len() == 5));
     }
 }

@@ -662,7 +662,15 @@ impl Federation {
             sites: self.site_versions(),
             fp: fp.fp,
             n: fp.n,
+            buckets: None,
         }
+    }
+
+    /// The buckets whose fingerprints differ from a responder's.
+    pub fn differing_buckets(&self, theirs: &[gossip::Fingerprint]) -> Vec<u8> {
+        let all = self.all_reports();
+        let view = gossip::view(&all, &self.interest(), unix_now());
+        gossip::differing_buckets(theirs, &view)
     }
 
     /// Answers a sync request: manifests the caller lacks, our site
@@ -672,17 +680,25 @@ impl Federation {
         let all = self.all_reports();
         let their_interest: BTreeSet<String> = req.sites.keys().cloned().collect();
         let view = gossip::view(&all, &their_interest, unix_now());
+        let (reports, buckets) =
+            match gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view) {
+                gossip::Answer::Agree => (None, None),
+                gossip::Answer::Buckets(b) => (None, Some(b)),
+                gossip::Answer::Entries(e) => (Some(e), None),
+            };
         SyncResponse {
             v: PROTOCOL,
             sites: self.site_versions(),
             manifests: self.manifests_newer(&req.sites),
-            reports: gossip::respond(&req.fingerprint(), &view),
+            reports,
+            buckets,
         }
     }
 
     /// The push that follows a sync response: manifests and reports the
-    /// responder lacks, and the ids of reports it holds newer than ours.
-    pub fn plan_push(&self, resp: &SyncResponse) -> PushRequest {
+    /// responder lacks, and the ids of reports it holds newer than ours
+    /// (within `buckets` when the digest covers only those).
+    pub fn plan_push(&self, resp: &SyncResponse, buckets: Option<&[u8]>) -> PushRequest {
         let mut push = PushRequest {
             v: PROTOCOL,
             manifests: self.manifests_newer(&resp.sites),
@@ -691,7 +707,7 @@ impl Federation {
         };
         if let Some(digest) = &resp.reports {
             let all = self.all_reports();
-            let view = gossip::view(&all, &self.interest(), unix_now());
+            let view = gossip::restrict(gossip::view(&all, &self.interest(), unix_now()), buckets);
             let their_interest: BTreeSet<String> = resp.sites.keys().cloned().collect();
             (push.reports, push.want) = gossip::plan(digest, &their_interest, &view);
         }

@@ -49,6 +49,10 @@ pub struct SyncRequest {
     pub fp: ShortId,
     /// Number of reports fingerprinted.
     pub n: u32,
+    /// Buckets whose digest entries the caller asks for (after an answer
+    /// with bucket fingerprints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<u8>>,
 }
 
 impl SyncRequest {
@@ -78,6 +82,10 @@ pub struct SyncResponse {
     /// the fingerprints agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reports: Option<Vec<Entry>>,
+    /// Instead of `reports` for a large view: the fingerprint of each of
+    /// the 16 buckets (by the top 4 bits of the short id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<Fingerprint>>,
 }
 
 /// `POST /push` request (protocol 2): documents the receiver lacks, and the

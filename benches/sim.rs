@@ -11,7 +11,8 @@
 //! It runs the real protocol code and wire types: reports are signed and
 //! verified with ed25519 (`report::sign_report`, `report::verify_signed`),
 //! re-signed on `agent::report_due`; every exchange is the protocol 2
-//! `/sync` + `/push` built from `federation::gossip` (fingerprint, digest,
+//! `/sync` (a second one for the differing buckets of a large view) +
+//! `/push` built from `federation::gossip` (fingerprint, answer, buckets,
 //! plan, serve, triage) and serialized to and parsed from the JSON of
 //! `federation::wire`; membership is `federation::membership::Swim`; the
 //! authorities' health probes fold outcomes with `probe::ProbeState` on the

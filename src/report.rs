@@ -244,7 +244,8 @@ pub struct VerifiedReport {
     pub report: Report,
     /// The signed report exactly as received (relayed as is).
     pub signed: SignedReport,
-    /// Envelope bytes ([`SignedReport::to_bytes`]).
+    /// Envelope bytes: exactly as received by [`verify`], else
+    /// [`SignedReport::to_bytes`].
     pub envelope: Vec<u8>,
 }
 
@@ -300,7 +301,9 @@ pub fn verify(envelope: &[u8], now: u64) -> Result<VerifiedReport, ReportError> 
     }
     let s: SignedReport =
         serde_json::from_slice(envelope).map_err(|e| ReportError::Malformed(e.to_string()))?;
-    verify_signed(s, now)
+    let mut v = verify_signed(s, now)?;
+    v.envelope = envelope.to_vec();
+    Ok(v)
 }
 
 /// Verifies a signed report: signature, format, bounds and times (not

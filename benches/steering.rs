@@ -18,25 +18,10 @@
 //! `Geo::lookup` in `geodata/test/steering-test-city.mmdb`, the client prefix
 //! key and `steer` over 1,000 mirrors.
 //!
-//! Part 2, gossip bytes (simulated, no network), from the real JSON
-//! serializations of the wire types. Steady-state model: every node re-signs
-//! its report every round (as `agent::report_loop` does every second), and
-//! in an exchange the caller is one round behind the responder on every
-//! report except its own, while the responder lacks only the caller's fresh
-//! report. So one exchange is
-//!
-//! * `SyncRequest`: the caller's digest (N report seqs + 3 site versions),
-//! * `SyncResponse`: a bundle of the N - 1 reports newer than that digest
-//!   plus the responder's digest,
-//! * push: a bundle with the caller's own fresh report,
-//!
-//! and one instance's cost per round is fanout (3) x exchange bytes (each
-//! exchange counted once, at its caller; an instance's link carries about
-//! twice that because it also answers about `fanout` exchanges). The
-//! in-sync lower bound is the same exchange when the two views differ only
-//! in the two nodes' own reports (1 report each way). Full mesh for
-//! comparison: every node sends its signed report to the N - 1 others each
-//! round. HTTP, TLS and TCP overheads are not counted.
+//! Part 2, report sizes and crypto: the mean JSON and signed-envelope size
+//! of a synthetic report (protocol 2) and the cost of `report::verify` and
+//! `report::sign`. Gossip bandwidth per instance is measured by the
+//! simulation benchmark (`benches/sim.rs`), which runs the real exchange.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -44,10 +29,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use p2pcdn::federation::gossip::ShortId;
 use p2pcdn::federation::view::prefix_key;
-use p2pcdn::federation::wire::{Bundle, Digest, SyncRequest, SyncResponse};
 use p2pcdn::geo::{Geo, GeoPoint};
 use p2pcdn::keys::SecretKey;
 use p2pcdn::report::{self, Capacity, Held, Load, Point, Report};
@@ -59,11 +42,6 @@ const CURRENT: u64 = 1_750_000_000;
 const ISSUED: u64 = 1_750_000_100;
 /// Default `federation.report_ttl_secs`.
 const TTL: u64 = 15;
-/// Default `federation.fanout`.
-const FANOUT: usize = 3;
-/// One gossip round (default `federation.gossip_interval_ms`), in ms: the
-/// seq step between a node's consecutive reports.
-const ROUND_MS: u64 = 1000;
 const CLIENTS: usize = 10_000;
 const SITES: [&str; 3] = ["www.example.org", "docs.example.org", "blog.example.com"];
 
@@ -308,13 +286,9 @@ fn steering() {
     println!();
 }
 
-/// N nodes with signed reports.
+/// Synthetic signed reports.
 struct Federation {
-    keys: Vec<String>,
-    seqs: Vec<u64>,
     envelopes: Vec<Vec<u8>>,
-    /// Standard base64 of each envelope, as it travels in a `Bundle`.
-    encoded: Vec<String>,
     secrets: Vec<SecretKey>,
     reports: Vec<Report>,
 }
@@ -323,8 +297,10 @@ fn federation(n: usize, rng: &mut Rng) -> Federation {
     let secrets: Vec<SecretKey> = (0..n)
         .map(|_| SecretKey::generate().expect("random key"))
         .collect();
-    let keys: Vec<String> = secrets.iter().map(|s| s.public().to_string()).collect();
-    let mut seqs = Vec::with_capacity(n);
+    let ids: Vec<String> = secrets
+        .iter()
+        .map(|s| ShortId::of(&s.public()).to_string())
+        .collect();
     let mut reports = Vec::with_capacity(n);
     let mut envelopes = Vec::with_capacity(n);
     for (i, secret) in secrets.iter().enumerate() {
@@ -333,13 +309,18 @@ fn federation(n: usize, rng: &mut Rng) -> Federation {
             addresses.push(v6(i));
         }
         let p = rng.point();
-        // Probe RTTs to up to 8 peers, full f64 precision as measured.
+        // Probe RTTs to up to 8 peers, by short id, to 0.1 ms (as `agent` does).
         let rtt_ms: BTreeMap<String, f64> = (1..=8.min(n - 1))
-            .map(|d| (keys[(i + d) % n].clone(), 1.0 + rng.unit() * 250.0))
+            .map(|d| {
+                (
+                    ids[(i + d) % n].clone(),
+                    report::round_to(1.0 + rng.unit() * 250.0, 1),
+                )
+            })
             .collect();
         let seq = ISSUED * 1000 + rng.next_u64() % 1000;
         let r = Report {
-            format: 1,
+            format: report::FORMAT,
             node: secret.public(),
             name: format!("m{i}.example.net"),
             url: format!("https://m{i}.example.net"),
@@ -353,8 +334,8 @@ fn federation(n: usize, rng: &mut Rng) -> Federation {
                 bps: 1.25e9,
             },
             load: Load {
-                rps: rng.unit() * 4000.0,
-                bps: rng.unit() * 1e9,
+                rps: report::round_to(rng.unit() * 4000.0, 2),
+                bps: report::round_to(rng.unit() * 1e9, 0),
                 connections: rng.next_u64() % 2000,
             },
             holds: SITES
@@ -373,44 +354,12 @@ fn federation(n: usize, rng: &mut Rng) -> Federation {
             expires: ISSUED + TTL,
         };
         envelopes.push(report::sign(&r, secret).expect("sign"));
-        seqs.push(seq);
         reports.push(r);
     }
-    let encoded = envelopes.iter().map(|e| STANDARD.encode(e)).collect();
     Federation {
-        keys,
-        seqs,
         envelopes,
-        encoded,
         secrets,
         reports,
-    }
-}
-
-impl Federation {
-    /// A digest that has node j's fresh report when `fresh(j)`, else the
-    /// one from the previous round.
-    fn digest(&self, fresh: impl Fn(usize) -> bool) -> Digest {
-        Digest {
-            manifests: SITES.iter().map(|s| ((*s).to_string(), CURRENT)).collect(),
-            reports: self
-                .keys
-                .iter()
-                .zip(&self.seqs)
-                .enumerate()
-                .map(|(j, (k, s))| (k.clone(), if fresh(j) { *s } else { s - ROUND_MS }))
-                .collect(),
-        }
-    }
-
-    fn bundle(&self, which: impl Fn(usize) -> bool) -> Bundle {
-        Bundle {
-            manifests: vec![],
-            reports: (0..self.keys.len())
-                .filter(|j| which(*j))
-                .map(|j| self.encoded[j].clone())
-                .collect(),
-        }
     }
 }
 
@@ -418,125 +367,26 @@ fn json_len<T: serde::Serialize>(v: &T) -> usize {
     serde_json::to_vec(v).expect("serialize").len()
 }
 
-/// Byte counts of one exchange.
-struct Exchange {
-    request: usize,
-    response: usize,
-    push: usize,
-    digest: usize,
-}
-
-impl Exchange {
-    fn total(&self) -> usize {
-        self.request + self.response + self.push
-    }
-}
-
-/// Caller 0 syncs with responder 1. `in_sync`: views differ only in the two
-/// own reports; otherwise the steady-state model of the module docs.
-fn exchange(f: &Federation, in_sync: bool) -> Exchange {
-    let (caller, responder) = (0, 1);
-    let mine = f.digest(|j| j == caller);
-    let (bundle, theirs) = if in_sync {
-        (f.bundle(|j| j == responder), f.digest(|j| j == responder))
-    } else {
-        (f.bundle(|j| j != caller), f.digest(|j| j != caller))
-    };
-    let digest = json_len(&mine);
-    let request = json_len(&SyncRequest { digest: mine });
-    let response = json_len(&SyncResponse {
-        bundle,
-        digest: theirs,
-    });
-    let push = json_len(&f.bundle(|j| j == caller));
-    Exchange {
-        request,
-        response,
-        push,
-        digest,
-    }
-}
-
-fn human(bytes: f64) -> String {
-    if bytes >= 1e6 {
-        format!("{:.2} MB", bytes / 1e6)
-    } else if bytes >= 1e3 {
-        format!("{:.1} kB", bytes / 1e3)
-    } else {
-        format!("{bytes:.0} B")
-    }
-}
-
-fn gossip() {
+fn reports() {
     let mut rng = Rng(0x5eed_0003);
-    let feds: Vec<(usize, Federation)> = [10, 100, 1000]
-        .into_iter()
-        .map(|n| (n, federation(n, &mut rng)))
-        .collect();
-
-    // Cost of checking one received report (what `ingest_bundle` does per report).
-    let (_, f10) = &feds[0];
-    let env = &f10.envelopes[0];
+    let f = federation(100, &mut rng);
+    let env = &f.envelopes[0];
     report::verify(env, ISSUED + 1).expect("the sample report verifies");
     let t = timed(Duration::from_millis(500), 200, 1, |_| {
         usize::from(report::verify(black_box(env), ISSUED + 1).is_ok())
     });
     let verify_us = t.ns() / 1e3;
     let t = timed(Duration::from_millis(300), 200, 1, |_| {
-        report::sign(black_box(&f10.reports[0]), &f10.secrets[0]).map_or(0, |e| e.len().min(1))
+        report::sign(black_box(&f.reports[0]), &f.secrets[0]).map_or(0, |e| e.len().min(1))
     });
     let sign_us = t.ns() / 1e3;
-
-    println!("## Gossip bytes (simulated, steady state, fanout {FANOUT}, 3 sites)\n");
-    println!("Model: every node re-signs its report every round (1 s by default). In each exchange the caller is one round behind the responder on every report except its own, and the responder lacks only the caller's fresh report. Exchange = `SyncRequest` (caller digest: N report seqs + 3 site versions) + `SyncResponse` (bundle of the N − 1 newer reports + responder digest) + push (bundle with the caller's report). Per instance per round = {FANOUT} × exchange (exchanges counted once, at the caller). In-sync lower bound: the views differ only in the two own reports (1 report each way). Full mesh: (N − 1) × signed report bytes. Sizes are `serde_json::to_vec(..).len()` of the real wire types; HTTP/TLS overhead not counted.\n");
-    println!("| N | Report JSON | Signed report (envelope) | Report in bundle (base64) | Digest | SyncRequest | SyncResponse | Push | Exchange |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut rows = Vec::new();
-    for (n, f) in &feds {
-        let mean_env = f.envelopes.iter().map(Vec::len).sum::<usize>() as f64 / *n as f64;
-        let mean_b64 = f.encoded.iter().map(String::len).sum::<usize>() as f64 / *n as f64;
-        let mean_json = f.reports.iter().map(json_len).sum::<usize>() as f64 / *n as f64;
-        let model = exchange(f, false);
-        let sync = exchange(f, true);
-        println!(
-            "| {n} | {mean_json:.0} B | {mean_env:.0} B | {mean_b64:.0} B | {} B | {} B | {} B | {} B | {} B |",
-            model.digest,
-            model.request,
-            model.response,
-            model.push,
-            model.total()
-        );
-        rows.push((*n, mean_env, model, sync));
-    }
-    println!();
-    println!("| N | Gossip / round / instance (model) | of which digests | Gossip, in-sync lower bound | Full mesh / round / instance | Gossip ÷ mesh | Gossip Mbit/s per instance (1 round/s) | Reports verified / round / instance (gossip vs mesh) | Verify CPU / round / instance (gossip vs mesh) |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, mean_env, model, sync) in &rows {
-        let gossip = (FANOUT * model.total()) as f64;
-        let digests = (FANOUT * 2 * model.digest) as f64;
-        let lower = (FANOUT * sync.total()) as f64;
-        let mesh = (n - 1) as f64 * mean_env;
-        // Received per round: N - 1 in each of `fanout` responses, plus about
-        // `fanout` pushes answered; full mesh: one from each other node.
-        let gossip_reports = FANOUT * (n - 1) + FANOUT;
-        let mesh_reports = n - 1;
-        println!(
-            "| {n} | {} | {} | {} | {} | {:.2} | {:.1} | {gossip_reports} vs {mesh_reports} | {:.1} ms vs {:.1} ms |",
-            human(gossip),
-            human(digests),
-            human(lower),
-            human(mesh),
-            gossip / mesh,
-            gossip * 8.0 / 1e6,
-            gossip_reports as f64 * verify_us / 1e3,
-            mesh_reports as f64 * verify_us / 1e3,
-        );
-    }
-    println!();
-    println!("| Report crypto (one report, single thread) | µs |");
-    println!("|---|---:|");
-    println!("| `report::verify` | {verify_us:.1} |");
-    println!("| `report::sign` | {sign_us:.1} |");
+    let n = f.reports.len() as f64;
+    let mean_json = f.reports.iter().map(json_len).sum::<usize>() as f64 / n;
+    let mean_env = f.envelopes.iter().map(Vec::len).sum::<usize>() as f64 / n;
+    println!("## Reports (protocol 2, 3 sites, 8 peer RTTs)\n");
+    println!("| Report JSON | Signed report (envelope) | `report::verify` | `report::sign` |");
+    println!("|---:|---:|---:|---:|");
+    println!("| {mean_json:.0} B | {mean_env:.0} B | {verify_us:.1} µs | {sign_us:.1} µs |");
     println!();
 }
 
@@ -544,6 +394,6 @@ fn main() {
     let start = Instant::now();
     println!("# p2pcdn steering benchmark\n");
     steering();
-    gossip();
+    reports();
     println!("Total bench time: {:.1} s", start.elapsed().as_secs_f64());
 }

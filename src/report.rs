@@ -3,10 +3,15 @@
 //! measured to peers, and the RTTs of its clients aggregated per client
 //! network ([`crate::latency`]). Pure: no I/O, no clock.
 //!
-//! Wire form: `{"report": <base64 canonical JSON>, "signature": <base64
-//! ed25519(REPORT_DOMAIN || bytes)>}`; the signing key is `report.node`.
-//! Freshness: `seq` strictly increases per node (replays are dropped by the
-//! receiver), `expires` bounds how long a report is believed.
+//! Wire form (format 2): `{"report": "<report JSON text>", "sig": <base64
+//! ed25519(REPORT_DOMAIN || report JSON bytes)>}`: the signed bytes travel
+//! as a plain JSON string beside their signature (no base64 of base64); the
+//! signing key is `report.node`. Freshness: `seq` strictly increases per
+//! node (replays are dropped by the receiver, before any signature check:
+//! [`peek_signed`]), `expires` bounds how long a report is believed.
+//!
+//! A report is re-signed only when something peers act on changed
+//! ([`material_change`]) or about a third of its lifetime passed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -19,7 +24,11 @@ use crate::keys::{PublicKey, SecretKey};
 use crate::latency::{self, LatencyError, NetRtt};
 
 /// Domain separation prefix for report signatures.
-pub const REPORT_DOMAIN: &[u8] = b"p2pcdn-report-v1\0";
+pub const REPORT_DOMAIN: &[u8] = b"p2pcdn-report-v2\0";
+/// The report format this code signs and accepts.
+pub const FORMAT: u32 = 2;
+/// Most peer RTTs a report carries (the lowest ones).
+pub const MAX_PEER_RTTS: usize = 16;
 /// Largest signed report accepted, bytes.
 pub const MAX_REPORT_BYTES: usize = 256 * 1024;
 /// Longest lifetime a report may claim, seconds.
@@ -115,7 +124,7 @@ pub const MAX_CERTS: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
-    /// Format (1).
+    /// Format ([`FORMAT`]).
     pub format: u32,
     /// Signing node key.
     pub node: PublicKey,
@@ -136,7 +145,8 @@ pub struct Report {
     /// Sites this node mirrors (wants to hold).
     #[serde(default)]
     pub mirrors: Vec<String>,
-    /// RTT in ms to peers, by node key text.
+    /// RTT in ms (0.1 ms precision) to at most [`MAX_PEER_RTTS`] peers, by
+    /// short node id (`federation::gossip::ShortId`, 16 hex digits).
     pub rtt_ms: BTreeMap<String, f64>,
     /// Measured RTTs of this node's clients per client network (at most
     /// [`crate::latency::MAX_REPORTED`]); left out of the JSON when empty.
@@ -176,11 +186,22 @@ impl Report {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A signed report as it travels: the exact report JSON text and the
+/// base64 signature over `REPORT_DOMAIN || text`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Envelope {
-    report: String,
-    signature: String,
+pub struct SignedReport {
+    /// The report's JSON text, exactly as signed.
+    pub report: String,
+    /// Standard base64 of the ed25519 signature.
+    pub sig: String,
+}
+
+impl SignedReport {
+    /// The envelope bytes (`{"report": .., "sig": ..}`).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
 }
 
 /// Why a report was refused.
@@ -215,26 +236,43 @@ pub enum ReportError {
 pub struct VerifiedReport {
     /// Parsed report.
     pub report: Report,
-    /// Envelope bytes exactly as received.
+    /// The signed report exactly as received (relayed as is).
+    pub signed: SignedReport,
+    /// Envelope bytes: exactly as received by [`verify`], else
+    /// [`SignedReport::to_bytes`].
     pub envelope: Vec<u8>,
 }
 
-/// Signs a report.
+/// Signs a report; returns the envelope bytes.
 pub fn sign(r: &Report, key: &SecretKey) -> Result<Vec<u8>, ReportError> {
-    let bytes = serde_json::to_vec(r).map_err(|e| ReportError::Malformed(e.to_string()))?;
-    let mut msg = REPORT_DOMAIN.to_vec();
-    msg.extend_from_slice(&bytes);
-    let env = Envelope {
-        report: STANDARD.encode(&bytes),
-        signature: STANDARD.encode(key.sign(&msg)),
-    };
-    serde_json::to_vec(&env).map_err(|e| ReportError::Malformed(e.to_string()))
+    Ok(sign_report(r, key)?.to_bytes())
 }
 
-/// Reads the signer and sequence number without verifying anything (used to
-/// skip verification of reports that are not newer than held ones).
+/// Signs a report.
+pub fn sign_report(r: &Report, key: &SecretKey) -> Result<SignedReport, ReportError> {
+    let text = serde_json::to_string(r).map_err(|e| ReportError::Malformed(e.to_string()))?;
+    let mut msg = REPORT_DOMAIN.to_vec();
+    msg.extend_from_slice(text.as_bytes());
+    Ok(SignedReport {
+        report: text,
+        sig: STANDARD.encode(key.sign(&msg)),
+    })
+}
+
+/// Reads the signer and sequence number of envelope bytes without
+/// verifying anything.
 pub fn peek(envelope: &[u8]) -> Option<(PublicKey, u64)> {
     if envelope.len() > MAX_REPORT_BYTES {
+        return None;
+    }
+    peek_signed(&serde_json::from_slice(envelope).ok()?)
+}
+
+/// Reads the signer and sequence number without verifying anything: a
+/// receiver drops reports that are not newer than the one it holds (the
+/// common case in gossip) before paying for a signature check.
+pub fn peek_signed(s: &SignedReport) -> Option<(PublicKey, u64)> {
+    if s.report.len() > MAX_REPORT_BYTES {
         return None;
     }
     #[derive(Deserialize)]
@@ -242,13 +280,12 @@ pub fn peek(envelope: &[u8]) -> Option<(PublicKey, u64)> {
         node: PublicKey,
         seq: u64,
     }
-    let env: Envelope = serde_json::from_slice(envelope).ok()?;
-    let bytes = STANDARD.decode(env.report.as_bytes()).ok()?;
-    let h: Head = serde_json::from_slice(&bytes).ok()?;
+    let h: Head = serde_json::from_str(&s.report).ok()?;
     Some((h.node, h.seq))
 }
 
-/// Verifies signature and times (not sequence: that needs the receiver's state).
+/// Verifies envelope bytes: signature and times (not sequence: that needs
+/// the receiver's state).
 pub fn verify(envelope: &[u8], now: u64) -> Result<VerifiedReport, ReportError> {
     if envelope.len() > MAX_REPORT_BYTES {
         return Err(ReportError::Malformed(format!(
@@ -256,22 +293,33 @@ pub fn verify(envelope: &[u8], now: u64) -> Result<VerifiedReport, ReportError> 
             envelope.len()
         )));
     }
-    let env: Envelope =
+    let s: SignedReport =
         serde_json::from_slice(envelope).map_err(|e| ReportError::Malformed(e.to_string()))?;
-    let bytes = STANDARD
-        .decode(env.report.as_bytes())
-        .map_err(|e| ReportError::Malformed(e.to_string()))?;
+    let mut v = verify_signed(s, now)?;
+    v.envelope = envelope.to_vec();
+    Ok(v)
+}
+
+/// Verifies a signed report: signature, format, bounds and times (not
+/// sequence: that needs the receiver's state).
+pub fn verify_signed(s: SignedReport, now: u64) -> Result<VerifiedReport, ReportError> {
+    if s.report.len() > MAX_REPORT_BYTES {
+        return Err(ReportError::Malformed(format!(
+            "{} bytes is too large",
+            s.report.len()
+        )));
+    }
     let sig = STANDARD
-        .decode(env.signature.as_bytes())
+        .decode(s.sig.as_bytes())
         .map_err(|e| ReportError::Malformed(e.to_string()))?;
     let report: Report =
-        serde_json::from_slice(&bytes).map_err(|e| ReportError::Malformed(e.to_string()))?;
+        serde_json::from_str(&s.report).map_err(|e| ReportError::Malformed(e.to_string()))?;
     let mut msg = REPORT_DOMAIN.to_vec();
-    msg.extend_from_slice(&bytes);
+    msg.extend_from_slice(s.report.as_bytes());
     if !report.node.verify(&msg, &sig) {
         return Err(ReportError::BadSignature);
     }
-    if report.format != 1 {
+    if report.format != FORMAT {
         return Err(ReportError::Malformed(format!(
             "unsupported format {}",
             report.format
@@ -299,10 +347,66 @@ pub fn verify(envelope: &[u8], now: u64) -> Result<VerifiedReport, ReportError> 
     if report.expires.saturating_sub(report.issued) > MAX_REPORT_TTL {
         return Err(stale("claims a lifetime over one hour".into()));
     }
+    if report.rtt_ms.len() > MAX_PEER_RTTS {
+        return Err(ReportError::Malformed(format!(
+            "more than {MAX_PEER_RTTS} peer RTTs"
+        )));
+    }
+    let envelope = s.to_bytes();
     Ok(VerifiedReport {
         report,
-        envelope: envelope.to_vec(),
+        signed: s,
+        envelope,
     })
+}
+
+/// Load steps that count as a material change: tenths of capacity.
+pub fn load_bucket(r: &Report) -> u32 {
+    (r.load.fraction(&r.capacity) * 10.0).floor().min(1000.0) as u32
+}
+
+/// Client RTT aggregates moved by more than this (ms) and
+/// [`RTT_MARGIN_FRACTION`]: a material change.
+pub const RTT_MARGIN_MS: f64 = 5.0;
+/// Relative margin for client RTT aggregates.
+pub const RTT_MARGIN_FRACTION: f64 = 0.2;
+
+/// Whether `new` differs from `old` in something peers act on, so it is
+/// worth signing and gossiping now rather than at the next refresh:
+/// holdings, mirrored sites, addresses, location, capacity, certificates,
+/// name or URL, a load bucket crossed ([`load_bucket`]), or client RTT
+/// aggregates appearing, disappearing or moving beyond the margins.
+/// Peer RTTs, connection counts and small load moves are not material.
+pub fn material_change(old: &Report, new: &Report) -> bool {
+    if old.holds != new.holds
+        || old.mirrors != new.mirrors
+        || old.addresses != new.addresses
+        || old.location != new.location
+        || old.capacity != new.capacity
+        || old.certs != new.certs
+        || old.name != new.name
+        || old.url != new.url
+        || load_bucket(old) != load_bucket(new)
+        || old.client_rtt.len() != new.client_rtt.len()
+    {
+        return true;
+    }
+    old.client_rtt.iter().zip(&new.client_rtt).any(|(a, b)| {
+        let d = (a.rtt_ms - b.rtt_ms).abs();
+        a.net != b.net || (d > RTT_MARGIN_MS && d > RTT_MARGIN_FRACTION * a.rtt_ms.max(b.rtt_ms))
+    })
+}
+
+/// Rounds to `decimals` decimal places (keeps wire numbers short at a
+/// precision steering can use: RTTs to 0.1 ms, loads to 0.01).
+pub fn round_to(x: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    let r = (x * f).round() / f;
+    if r.is_finite() {
+        r
+    } else {
+        0.0
+    }
 }
 
 #[cfg(test)]
@@ -311,7 +415,7 @@ mod tests {
 
     fn sample(key: &SecretKey, seq: u64) -> Report {
         Report {
-            format: 1,
+            format: FORMAT,
             node: key.public(),
             name: "m1.example.net".into(),
             url: "https://m1.example.net".into(),
@@ -401,5 +505,81 @@ mod tests {
             verify(&sign(&r, &k).unwrap(), 1010),
             Err(ReportError::ClientRtt { .. })
         ));
+    }
+
+    #[test]
+    fn envelope_is_plain_json_beside_its_signature_and_peeks_without_verifying() {
+        let k = SecretKey::generate().unwrap();
+        let env = sign(&sample(&k, 7), &k).unwrap();
+        let text = String::from_utf8(env.clone()).unwrap();
+        assert!(text.starts_with(r#"{"report":"{\"format\":2,"#), "{text}");
+        assert_eq!(peek(&env), Some((k.public(), 7)));
+        // A tampered body still peeks (so a replay is dropped unverified)
+        // but does not verify.
+        let mut s: SignedReport = serde_json::from_slice(&env).unwrap();
+        s.report = s.report.replace("\"seq\":7", "\"seq\":8");
+        assert_eq!(peek_signed(&s), Some((k.public(), 8)));
+        assert_eq!(
+            verify_signed(s, 1010).unwrap_err(),
+            ReportError::BadSignature
+        );
+        // Format 1 (protocol 1) bodies are refused by name.
+        let mut old = sample(&k, 9);
+        old.format = 1;
+        let err = verify(&sign(&old, &k).unwrap(), 1010).unwrap_err();
+        assert_eq!(err.to_string(), "malformed report: unsupported format 1");
+    }
+
+    #[test]
+    fn only_material_changes_count() {
+        let k = SecretKey::generate().unwrap();
+        let a = sample(&k, 1);
+        let same = |f: &dyn Fn(&mut Report)| {
+            let mut b = a.clone();
+            f(&mut b);
+            !material_change(&a, &b)
+        };
+        assert!(same(&|b| b.seq = 99));
+        assert!(same(&|b| b.issued = 2000));
+        assert!(same(&|b| b.load.connections = 900));
+        assert!(
+            same(&|b| b.load.bps = 9.4e5),
+            "0.90 -> 0.94 of capacity: same tenth"
+        );
+        assert!(same(&|b| {
+            b.rtt_ms.insert("00000000000000aa".into(), 3.0);
+        }));
+        assert!(
+            !same(&|b| b.load.bps = 1e6),
+            "load crossed into the next tenth"
+        );
+        assert!(!same(&|b| b.load.bps = 7e5), "and back below");
+        assert!(!same(&|b| b.holds[0].version = 5));
+        assert!(!same(&|b| b.addresses.push("192.0.2.2".parse().unwrap())));
+        assert!(!same(&|b| b.certs = Some(vec![])));
+        let with_rtt = |ms: f64| {
+            let mut b = a.clone();
+            b.client_rtt = vec![NetRtt {
+                net: "10.3.1.0/24".parse().unwrap(),
+                rtt_ms: ms,
+                samples: 40,
+            }];
+            b
+        };
+        assert!(
+            material_change(&a, &with_rtt(20.0)),
+            "an aggregate appeared"
+        );
+        assert!(
+            !material_change(&with_rtt(20.0), &with_rtt(24.0)),
+            "within 5 ms"
+        );
+        assert!(
+            !material_change(&with_rtt(100.0), &with_rtt(115.0)),
+            "within 20 %"
+        );
+        assert!(material_change(&with_rtt(100.0), &with_rtt(130.0)));
+        assert_eq!(round_to(12.345_678, 1), 12.3);
+        assert_eq!(round_to(f64::NAN, 1), 0.0);
     }
 }

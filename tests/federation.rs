@@ -215,8 +215,9 @@ async fn replicate_steer_and_respect_owner_control() {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let bundle = serde_json::json!({
+        "v": p2pcdn::federation::gossip::PROTOCOL,
         "manifests": [b64.encode(&old_env)],
-        "reports": [b64.encode(&old_report.envelope)],
+        "reports": [old_report.signed],
     });
     let c4 = common::ca_client(&f.ca_pem, &[("ns4.fed.test", f.nodes[3].https)])
         .build()
@@ -231,6 +232,37 @@ async fn replicate_steer_and_respect_owner_control() {
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT);
+    // A protocol 1 peer's requests are refused by name (PROTOCOL.md,
+    // Versioning), and the node document states protocol 2.
+    let base = format!("https://ns4.fed.test:{}", f.nodes[3].https.port());
+    let old_push = serde_json::json!({
+        "manifests": [],
+        "reports": [b64.encode(&old_report.envelope)],
+    });
+    let old_sync = serde_json::json!({"digest": {"manifests": {}, "reports": {}}});
+    for (path, body) in [("push", &old_push), ("sync", &old_sync)] {
+        let r = c4
+            .post(format!("{base}/.well-known/p2pcdn/v1/{path}"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("federation protocol 1 is not supported: this node speaks protocol 2"),
+            "{path}: {text}"
+        );
+    }
+    let doc: serde_json::Value = c4
+        .get(format!("{base}/.well-known/p2pcdn/v1/node"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["protocol"], p2pcdn::federation::gossip::PROTOCOL);
     let seen = fed4
         .peers()
         .into_iter()

@@ -2,9 +2,9 @@
 //!
 //! First byte picks the mode; the rest is:
 //! - mode 0/1 (raw): arbitrary envelope bytes for `verify(bytes, NOW)`;
-//! - mode 2 (signed body): arbitrary report *body* bytes in an envelope signed
-//!   by the fixed key (seeds name that key as `node`, so the time and format
-//!   rules are reached);
+//! - mode 2 (signed body): arbitrary report *body* text (UTF-8) in an envelope
+//!   signed by the fixed key (seeds name that key as `node`, so the time and
+//!   format rules are reached);
 //! - mode 3 (structured): a `Report` built from the bytes, signed with
 //!   `report::sign`; `verify` must accept it exactly when a model of the rules
 //!   says so, and round-trip it.
@@ -25,7 +25,8 @@ use p2pcdn_fuzz::{fixed_key, NOW};
 
 fn check_verified(v: &VerifiedReport, envelope: &[u8]) {
     let r = &v.report;
-    assert_eq!(r.format, 1);
+    assert_eq!(r.format, report::FORMAT);
+    assert!(r.rtt_ms.len() <= report::MAX_PEER_RTTS);
     assert!(r.expires > NOW, "accepted an expired report");
     assert!(r.issued <= NOW + report::MAX_SKEW);
     assert!(r.expires.saturating_sub(r.issued) <= report::MAX_REPORT_TTL);
@@ -47,11 +48,14 @@ fn raw(data: &[u8]) {
 }
 
 fn signed_body(body: &[u8]) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return;
+    };
     let mut msg = REPORT_DOMAIN.to_vec();
     msg.extend_from_slice(body);
     let env = serde_json::json!({
-        "report": STANDARD.encode(body),
-        "signature": STANDARD.encode(fixed_key().sign(&msg)),
+        "report": text,
+        "sig": STANDARD.encode(fixed_key().sign(&msg)),
     });
     let env = serde_json::to_vec(&env).expect("envelope");
     match verify(&env, NOW) {
@@ -116,7 +120,11 @@ fn build(u: &mut Unstructured<'_>) -> AResult<Report> {
         })
         .collect::<AResult<_>>()?;
     Ok(Report {
-        format: if u.ratio(1, 8)? { u32::arbitrary(u)? } else { 1 },
+        format: if u.ratio(1, 8)? {
+            u32::arbitrary(u)?
+        } else {
+            report::FORMAT
+        },
         node: fixed_key().public(),
         name: String::arbitrary(u)?,
         url: String::arbitrary(u)?,
@@ -171,7 +179,8 @@ fn structured(data: &[u8]) {
     let finite = floats(&r).iter().all(|f| f.is_finite());
     let want = finite
         && env.len() <= report::MAX_REPORT_BYTES
-        && r.format == 1
+        && r.format == report::FORMAT
+        && r.rtt_ms.len() <= report::MAX_PEER_RTTS
         && r.expires > NOW
         && r.issued <= NOW + report::MAX_SKEW
         && r.expires.saturating_sub(r.issued) <= report::MAX_REPORT_TTL

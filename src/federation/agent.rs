@@ -8,7 +8,7 @@ use rand::seq::IndexedRandom;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::wire::{Bundle, SyncRequest, SyncResponse};
+use super::wire::{Bundle, SyncResponse};
 use super::{replicate, Federation, Peer};
 use crate::catalog::unix_now;
 use crate::report::{self, Capacity, Held, Load, Report};
@@ -52,15 +52,12 @@ pub fn cert_states(fed: &Federation, now: u64) -> Option<Vec<crate::report::Cert
     )
 }
 
-/// Builds and signs this node's current report.
-pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
+/// This node's current state as an unsigned report (sequence and times
+/// filled in by [`make_report`]). Floats are rounded to a useful precision
+/// (loads to 0.01, RTTs to 0.1 ms) so the JSON stays short.
+pub fn current_report(fed: &Federation) -> Report {
     let cfg = fed.config();
     let now = unix_now();
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let prev = fed.own_report().map_or(0, |r| r.report.seq);
     let (rps, bps) = fed.load.rates();
     let holds = fed
         .catalog
@@ -69,8 +66,12 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
         .into_iter()
         .map(|(site, version)| Held { site, version })
         .collect();
-    let r = Report {
-        format: 1,
+    let mut client_rtt = fed.client_rtt.snapshot();
+    for c in &mut client_rtt {
+        c.rtt_ms = report::round_to(c.rtt_ms, 1);
+    }
+    Report {
+        format: report::FORMAT,
         node: fed.me,
         name: fed.name.clone(),
         url: fed.url.clone(),
@@ -81,8 +82,8 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
             bps: cfg.node.capacity_bps,
         },
         load: Load {
-            rps,
-            bps,
+            rps: report::round_to(rps, 2),
+            bps: report::round_to(bps, 0),
             connections: fed.connections.get(),
         },
         holds,
@@ -93,14 +94,39 @@ pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
             .map(|s| s.hostname.clone())
             .collect(),
         rtt_ms: fed.rtts(),
-        client_rtt: fed.client_rtt.snapshot(),
+        client_rtt,
         certs: cert_states(fed, now),
-        seq: millis.max(prev + 1),
+        seq: 0,
         issued: now,
         expires: now + cfg.federation.report_ttl_secs,
-    };
-    let bytes = report::sign(&r, &fed.key).ok()?;
-    report::verify(&bytes, now).ok()
+    }
+}
+
+/// Signs `r` as this node's next report (sequence: milliseconds, strictly
+/// above the previous one).
+pub fn make_report_from(fed: &Federation, mut r: Report) -> Option<crate::report::VerifiedReport> {
+    let now = unix_now();
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let prev = fed.own_report().map_or(0, |r| r.report.seq);
+    r.seq = millis.max(prev + 1);
+    let signed = report::sign_report(&r, &fed.key).ok()?;
+    report::verify_signed(signed, now).ok()
+}
+
+/// Builds and signs this node's current report.
+pub fn make_report(fed: &Federation) -> Option<crate::report::VerifiedReport> {
+    make_report_from(fed, current_report(fed))
+}
+
+/// Whether a new report is due: none yet, a third of the lifetime passed
+/// since the last one was issued, or something material changed
+/// ([`report::material_change`]).
+pub fn report_due(old: Option<&Report>, current: &Report, now: u64, ttl_secs: u64) -> bool {
+    let refresh_after = ttl_secs.div_ceil(3).max(1);
+    old.is_none_or(|o| now >= o.issued + refresh_after || report::material_change(o, current))
 }
 
 async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
@@ -108,35 +134,13 @@ async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     loop {
         fed.load.tick(last.elapsed().as_secs_f64());
         last = Instant::now();
-        // Re-sign only when something peers act on changed (holdings, a load
-        // shift, addresses) or a third of the lifetime passed: unchanged
-        // reports are not re-gossiped every second.
-        let refresh_after = fed.config().federation.report_ttl_secs.div_ceil(3).max(1);
-        let due = match fed.own_report() {
-            None => true,
-            Some(old) => {
-                let o = &old.report;
-                let (rps, bps) = fed.load.rates();
-                let load = crate::report::Load {
-                    rps,
-                    bps,
-                    connections: 0,
-                }
-                .fraction(&o.capacity);
-                let holds: Vec<(String, u64)> = fed.catalog.load().versions();
-                let old_holds: Vec<(String, u64)> = o
-                    .holds
-                    .iter()
-                    .map(|h| (h.site.clone(), h.version))
-                    .collect();
-                unix_now() >= o.issued + refresh_after
-                    || holds != old_holds
-                    || cert_states(&fed, unix_now()) != o.certs
-                    || (load - o.load.fraction(&o.capacity)).abs() > 0.05
-            }
-        };
-        if due {
-            if let Some(r) = make_report(&fed) {
+        // Re-sign only when something peers act on changed or a third of
+        // the lifetime passed: unchanged reports are not re-gossiped.
+        let current = current_report(&fed);
+        let old = fed.own_report();
+        let ttl = fed.config().federation.report_ttl_secs;
+        if report_due(old.as_ref().map(|o| &o.report), &current, unix_now(), ttl) {
+            if let Some(r) = make_report_from(&fed, current) {
                 fed.set_own_report(r);
             }
         }
@@ -176,16 +180,25 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             .lock()
             .map(|f| f.iter().cloned().collect())
             .unwrap_or_default();
-        let candidates: Vec<(String, String, bool)> = peers
-            .iter()
-            .map(|p| (p.url.clone(), p.name.clone(), p.probe.is_up()))
-            .collect();
-        let chosen = choose_gossip_peers(
-            &candidates,
-            &busy,
-            fed.config().federation.fanout,
-            &mut rand::rng(),
-        );
+        // Partners share this node's interest (their reports are kept)
+        // first; others only fill the remaining slots.
+        let fanout = fed.config().federation.fanout;
+        let (kept, others): (Vec<&Peer>, Vec<&Peer>) =
+            peers.iter().partition(|p| p.report.is_some());
+        let candidates = |ps: &[&Peer]| -> Vec<(String, String, bool)> {
+            ps.iter()
+                .map(|p| (p.url.clone(), p.name.clone(), p.probe.is_up()))
+                .collect()
+        };
+        let mut chosen = choose_gossip_peers(&candidates(&kept), &busy, fanout, &mut rand::rng());
+        if chosen.len() < fanout {
+            chosen.extend(choose_gossip_peers(
+                &candidates(&others),
+                &busy,
+                fanout - chosen.len(),
+                &mut rand::rng(),
+            ));
+        }
         for (url, name) in chosen {
             if let Ok(mut f) = in_flight.lock() {
                 f.insert(url.clone());
@@ -249,11 +262,12 @@ pub fn choose_gossip_peers<R: rand::Rng + ?Sized>(
     out
 }
 
-/// One push-pull exchange with the peer at `url`.
+/// One exchange with the peer at `url` (protocol 2, `docs/PROTOCOL.md`):
+/// `/sync` with our fingerprint; when the peer's answer carries a digest
+/// (views differ) or we hold manifests it lacks, `/push` with what it
+/// lacks and the ids we want, whose reports come back in the answer.
 pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
-    let req = SyncRequest {
-        digest: fed.digest(),
-    };
+    let req = fed.sync_request();
     let resp = fed
         .http
         .post(format!("{url}/.well-known/p2pcdn/v1/sync"))
@@ -261,30 +275,104 @@ pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| super::error_chain(&e.without_url()))?
-        .error_for_status()
         .map_err(|e| super::error_chain(&e.without_url()))?;
+    let resp = refuse_on_error(resp).await?;
     // Responses of every exchange share one byte budget: bound peers are
     // anyone with a domain, and each may answer with 64 MiB.
     let (body, _held) =
         read_budgeted(resp, super::wire::MAX_BUNDLE_BYTES, &fed.response_budget).await?;
-    let sr: SyncResponse =
-        serde_json::from_slice(&body).map_err(|e| format!("bad sync response: {e}"))?;
+    let sr: SyncResponse = parse_versioned(&body, "sync response")?;
     drop(body);
-    fed.ingest_bundle(&sr.bundle);
-    let push: Bundle = fed.newer_than(&sr.digest);
-    if !push.is_empty() {
-        fed.http
-            .post(format!("{url}/.well-known/p2pcdn/v1/push"))
-            .json(&push)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| super::error_chain(&e.without_url()))?
-            .error_for_status()
-            .map_err(|e| super::error_chain(&e.without_url()))?;
+    fed.ingest_docs(&sr.manifests, vec![]);
+    // A large view that differs: ask for the entries of the buckets that
+    // differ only.
+    let (sr, buckets) = match &sr.buckets {
+        None => (sr, None),
+        Some(theirs) => {
+            let diff = fed.differing_buckets(theirs);
+            if diff.is_empty() {
+                // Our view moved meanwhile and now agrees.
+                let push = fed.plan_push(&sr, None);
+                return push_to(fed, url, &push).await;
+            }
+            let mut req = fed.sync_request();
+            req.buckets = Some(diff.clone());
+            let resp = fed
+                .http
+                .post(format!("{url}/.well-known/p2pcdn/v1/sync"))
+                .json(&req)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| super::error_chain(&e.without_url()))?;
+            let resp = refuse_on_error(resp).await?;
+            let (body, _held) =
+                read_budgeted(resp, super::wire::MAX_BUNDLE_BYTES, &fed.response_budget).await?;
+            let sr2: SyncResponse = parse_versioned(&body, "sync response")?;
+            (sr2, Some(diff))
+        }
+    };
+    let push = fed.plan_push(&sr, buckets.as_deref());
+    push_to(fed, url, &push).await
+}
+
+/// The `/push` of an exchange, if it carries anything; takes in the
+/// reports it wanted.
+async fn push_to(
+    fed: &Federation,
+    url: &str,
+    push: &super::wire::PushRequest,
+) -> Result<(), String> {
+    if push.manifests.is_empty() && push.reports.is_empty() && push.want.is_empty() {
+        return Ok(());
     }
+    let resp = fed
+        .http
+        .post(format!("{url}/.well-known/p2pcdn/v1/push"))
+        .json(push)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| super::error_chain(&e.without_url()))?;
+    let resp = refuse_on_error(resp).await?;
+    if push.want.is_empty() {
+        return Ok(());
+    }
+    let (body, _held) =
+        read_budgeted(resp, super::wire::MAX_BUNDLE_BYTES, &fed.response_budget).await?;
+    let b: Bundle = serde_json::from_slice(&body).map_err(|e| format!("bad push answer: {e}"))?;
+    drop(body);
+    fed.ingest_docs::<String>(&[], b.reports);
     Ok(())
+}
+
+/// A peer's error status, with the first line of its body (a protocol
+/// version refusal names both versions there).
+async fn refuse_on_error(resp: reqwest::Response) -> Result<reqwest::Response, String> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = read_limited(resp, 1024)
+        .await
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    Err(format!("HTTP {status}: {text}"))
+}
+
+/// Parses a peer's answer, naming a protocol version mismatch plainly.
+fn parse_versioned<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
+    let v = super::wire::stated_version(body);
+    if v != super::gossip::PROTOCOL {
+        return Err(super::wire::version_refusal(v));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("bad {what}: {e}"))
 }
 
 /// Bytes per permit of [`Federation::response_budget`].
@@ -353,7 +441,13 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => break,
         }
         let round_start = Instant::now();
-        probe_all(&fed, fed.peers(), timeout).await;
+        // Peers whose reports this node keeps (the mirrors of its sites:
+        // the ones it may answer) every round; the rest of the federation a
+        // few per round, in turn (bounded by zone size, not federation size).
+        let (kept, others): (Vec<Peer>, Vec<Peer>) =
+            fed.peers().into_iter().partition(|p| p.report.is_some());
+        let targets = super::probe::targets(kept, others, round, super::probe::OTHERS_PER_ROUND);
+        probe_all(&fed, targets, timeout).await;
         check_addresses(&fed);
         // A peer that just missed is suspect: probe it again every `recheck`
         // until it answers or is down, instead of waiting whole rounds. A
@@ -414,7 +508,7 @@ fn check_addresses(fed: &Arc<Federation>) {
 
 /// Pause between re-probes of a suspect peer: a fifth of the probe
 /// interval, within 100..=250 ms.
-fn suspect_recheck(interval: Duration) -> Duration {
+pub fn suspect_recheck(interval: Duration) -> Duration {
     (interval / 5).clamp(Duration::from_millis(100), Duration::from_millis(250))
 }
 
@@ -574,7 +668,47 @@ pub async fn spot_check(fed: &Arc<Federation>) {
 
 #[cfg(test)]
 mod tests {
-    use super::choose_gossip_peers;
+    use super::{choose_gossip_peers, report_due};
+    use crate::keys::SecretKey;
+    use crate::report::{Capacity, Load, Report, FORMAT};
+
+    #[test]
+    fn reports_are_resigned_on_material_change_or_after_a_third_of_their_life() {
+        let r = Report {
+            format: FORMAT,
+            node: SecretKey::generate().unwrap().public(),
+            name: "m".into(),
+            url: "https://m".into(),
+            addresses: vec![],
+            location: None,
+            capacity: Capacity {
+                rps: 100.0,
+                bps: 100.0,
+            },
+            load: Load::default(),
+            holds: vec![],
+            mirrors: vec![],
+            rtt_ms: Default::default(),
+            client_rtt: vec![],
+            certs: None,
+            seq: 1,
+            issued: 1000,
+            expires: 1015,
+        };
+        assert!(report_due(None, &r, 1000, 15));
+        let mut now = r.clone();
+        now.load.connections = 7;
+        assert!(
+            !report_due(Some(&r), &now, 1004, 15),
+            "nothing material, 4 s of 15"
+        );
+        assert!(
+            report_due(Some(&r), &now, 1005, 15),
+            "a third of the lifetime"
+        );
+        now.load.rps = 50.0;
+        assert!(report_due(Some(&r), &now, 1001, 15), "load crossed tenths");
+    }
 
     fn peers() -> Vec<(String, String, bool)> {
         (1..=5)

@@ -21,7 +21,9 @@ pub mod binding;
 pub mod bindq;
 pub mod challenge;
 pub mod failover;
+pub mod gossip;
 pub mod holding;
+pub mod membership;
 pub mod memory;
 pub mod plausible;
 pub mod probe;
@@ -30,7 +32,7 @@ pub mod sources;
 pub mod view;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -44,13 +46,14 @@ use crate::config::{normalize_url, Config};
 use crate::db::Db;
 use crate::keys::{PublicKey, SecretKey};
 use crate::manifest::{self, ManifestError};
-use crate::report::{self, VerifiedReport};
+use crate::report::{self, SignedReport, VerifiedReport};
 use crate::sites::{Imported, IngestError, SiteName, Sites};
 use crate::store::BlobStore;
 use bindq::{BindQueue, Offer};
+use gossip::{ShortId, PROTOCOL};
 use probe::ProbeState;
 use sources::SourceBook;
-use wire::{Bundle, Digest, NodeDoc};
+use wire::{Bundle, NodeDoc, PushRequest, SyncRequest, SyncResponse};
 
 /// Federation setup errors.
 #[derive(Debug, thiserror::Error)]
@@ -452,6 +455,7 @@ impl Federation {
             name: self.name.clone(),
             key: self.me.to_string(),
             url: self.url.clone(),
+            protocol: Some(PROTOCOL),
             proof: challenge.map(|n| binding::prove(&self.key, n, &self.name, &self.url)),
         }
     }
@@ -533,6 +537,11 @@ impl Federation {
         if key == self.me {
             return Err(format!("{url} is this node"));
         }
+        let theirs = doc.protocol.unwrap_or(1);
+        if theirs != PROTOCOL {
+            tracing::warn!(%url, peer_protocol = theirs, our_protocol = PROTOCOL, "peer speaks another federation protocol version; not bound (see docs/PROTOCOL.md, Versioning)");
+            return Err(format!("{url}: {}", wire::version_refusal(theirs)));
+        }
         let Some(proof) = doc.proof.as_deref() else {
             return Err(format!(
                 "{url}: the node document carries no proof of possession of its key \
@@ -587,6 +596,9 @@ impl Federation {
         if rep.node == self.me {
             return false;
         }
+        // Partial view: reports about sites this node has nothing to do
+        // with are not kept (their URL may still be bound below).
+        let keep = gossip::interested(rep, &self.interest());
         let (url, host) = match normalize_url(&rep.url) {
             Ok(x) => x,
             Err(e) => {
@@ -602,8 +614,8 @@ impl Federation {
                 // Only the key bound to a name says where that name lives.
                 self.resolver.learn(&host, &rep.addresses);
                 let held = p.report.as_ref().map_or(0, |o| o.report.seq);
-                if rep.seq <= held {
-                    tracing::trace!(peer = %p.name, seq = rep.seq, held, "stale or replayed report dropped");
+                if rep.seq <= held || !keep {
+                    tracing::trace!(peer = %p.name, seq = rep.seq, held, keep, "stale, replayed or uninteresting report dropped");
                     return false;
                 }
                 p.report = Some(r);
@@ -629,7 +641,7 @@ impl Federation {
                 if offer != Offer::Queued && offer != Offer::Known {
                     tracing::debug!(%url, ?offer, "URL from an unbound key's report not queued for binding");
                 }
-                if vouched {
+                if vouched && keep {
                     if let Ok(mut u) = self.unbound.lock() {
                         let newer = u.get(&rep.node).is_none_or(|o| o.report.seq < rep.seq);
                         if newer && (u.len() < UNBOUND_HELD || u.contains_key(&rep.node)) {
@@ -642,58 +654,138 @@ impl Federation {
         }
     }
 
-    /// Our digest: newest manifest per configured site, newest report seq per node.
-    pub fn digest(&self) -> Digest {
-        let mut d = Digest::default();
-        for s in &self.cfg.load().sites {
-            let v = self
-                .db
-                .held_version(&s.hostname)
-                .ok()
-                .flatten()
-                .unwrap_or(0);
-            d.manifests.insert(s.hostname.clone(), v);
-        }
-        if let Some(r) = self.own_report() {
-            d.reports.insert(self.me.to_string(), r.report.seq);
-        }
-        for p in self.peers() {
-            if let Some(r) = &p.report {
-                d.reports.insert(p.key.to_string(), r.report.seq);
-            }
-        }
-        d
+    /// This node's interest: its configured sites (partial view, [`gossip`]).
+    pub fn interest(&self) -> BTreeSet<String> {
+        self.cfg
+            .load()
+            .sites
+            .iter()
+            .map(|s| s.hostname.clone())
+            .collect()
     }
 
-    /// Documents we hold that are newer than `theirs`.
-    pub fn newer_than(&self, theirs: &Digest) -> Bundle {
-        let mut b = Bundle::default();
-        for (site, their_v) in &theirs.manifests {
+    /// Newest manifest version held per configured site (0: none).
+    fn site_versions(&self) -> BTreeMap<String, u64> {
+        self.cfg
+            .load()
+            .sites
+            .iter()
+            .map(|s| {
+                let v = self
+                    .db
+                    .held_version(&s.hostname)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                (s.hostname.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Manifest envelopes (base64) of configured sites newer than `theirs`.
+    fn manifests_newer(&self, theirs: &BTreeMap<String, u64>) -> Vec<String> {
+        let mut out = vec![];
+        for (site, their_v) in theirs {
             if self.cfg.load().site(site).is_none() {
                 continue;
             }
             if let Ok(Some(row)) = self.db.newest_manifest(site) {
                 if row.version > *their_v {
-                    b.manifests.push(STANDARD.encode(&row.envelope));
+                    out.push(STANDARD.encode(&row.envelope));
                 }
             }
         }
-        let mut reports: Vec<(String, VerifiedReport)> = vec![];
-        if let Some(r) = self.own_report() {
-            reports.push((self.me.to_string(), r));
+        out
+    }
+
+    /// Every report held: our own and bound peers'.
+    fn all_reports(&self) -> Vec<VerifiedReport> {
+        let mut all: Vec<VerifiedReport> = self.own_report().into_iter().collect();
+        if let Ok(p) = self.peers.read() {
+            all.extend(p.values().filter_map(|p| p.report.clone()));
         }
-        for p in self.peers() {
-            if let Some(r) = p.report {
-                reports.push((p.key.to_string(), r));
-            }
+        all
+    }
+
+    /// The opening of an exchange: our site versions and the fingerprint
+    /// of the reports we hold for our sites.
+    pub fn sync_request(&self) -> SyncRequest {
+        let all = self.all_reports();
+        let view = gossip::view(&all, &self.interest(), unix_now());
+        let fp = gossip::fingerprint(gossip::entries(&view));
+        SyncRequest {
+            v: PROTOCOL,
+            sites: self.site_versions(),
+            fp: fp.fp,
+            n: fp.n,
+            buckets: None,
         }
-        let now = unix_now();
-        for (k, r) in reports {
-            if r.report.expires > now && theirs.reports.get(&k).is_none_or(|s| *s < r.report.seq) {
-                b.reports.push(STANDARD.encode(&r.envelope));
-            }
+    }
+
+    /// The buckets whose fingerprints differ from a responder's.
+    pub fn differing_buckets(&self, theirs: &[gossip::Fingerprint]) -> Vec<u8> {
+        let all = self.all_reports();
+        let view = gossip::view(&all, &self.interest(), unix_now());
+        gossip::differing_buckets(theirs, &view)
+    }
+
+    /// Answers a sync request: manifests the caller lacks, our site
+    /// versions, and our digest of the caller's sites unless the
+    /// fingerprints agree.
+    pub fn answer_sync(&self, req: &SyncRequest) -> SyncResponse {
+        let all = self.all_reports();
+        let their_interest: BTreeSet<String> = req.sites.keys().cloned().collect();
+        let view = gossip::view(&all, &their_interest, unix_now());
+        let (reports, buckets) =
+            match gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view) {
+                gossip::Answer::Agree => (None, None),
+                gossip::Answer::Buckets(b) => (None, Some(b)),
+                gossip::Answer::Entries(e) => (Some(e), None),
+            };
+        SyncResponse {
+            v: PROTOCOL,
+            sites: self.site_versions(),
+            manifests: self.manifests_newer(&req.sites),
+            reports,
+            buckets,
         }
-        b
+    }
+
+    /// The push that follows a sync response: manifests and reports the
+    /// responder lacks, and the ids of reports it holds newer than ours
+    /// (within `buckets` when the digest covers only those).
+    pub fn plan_push(&self, resp: &SyncResponse, buckets: Option<&[u8]>) -> PushRequest {
+        let mut push = PushRequest {
+            v: PROTOCOL,
+            manifests: self.manifests_newer(&resp.sites),
+            reports: vec![],
+            want: vec![],
+        };
+        if let Some(digest) = &resp.reports {
+            let all = self.all_reports();
+            let view = gossip::restrict(gossip::view(&all, &self.interest(), unix_now()), buckets);
+            let their_interest: BTreeSet<String> = resp.sites.keys().cloned().collect();
+            (push.reports, push.want) = gossip::plan(digest, &their_interest, &view);
+        }
+        push
+    }
+
+    /// Takes in a push and answers the reports it wants.
+    pub fn answer_push<S: AsRef<str>>(
+        &self,
+        manifests: &[S],
+        reports: Vec<SignedReport>,
+        want: &[ShortId],
+    ) -> Bundle {
+        self.ingest_docs(manifests, reports);
+        if want.is_empty() {
+            return Bundle::default();
+        }
+        let all = self.all_reports();
+        let view = gossip::view(&all, &BTreeSet::new(), unix_now());
+        Bundle {
+            reports: gossip::serve(want, &view),
+        }
     }
 
     /// Keys authorized as mirrors by a manifest we hold (newest or served).
@@ -706,43 +798,29 @@ impl Federation {
             .collect()
     }
 
-    /// Verifies and takes in a bundle from a peer. Returns (manifests accepted, reports accepted).
+    /// Verifies and takes in documents from a peer. Returns (manifests
+    /// accepted, reports accepted).
     ///
     /// Work per report is bounded before any signature check: a report
-    /// whose `seq` is not newer than the one held is skipped after a peek;
-    /// a report from a key nobody vouches for (not bound, not authorized by
-    /// a manifest we hold) is verified only for the first
-    /// [`UNVOUCHED_PER_BUNDLE`] of the bundle, and then only offers its URL
-    /// to the bounded bind queue, never stored.
-    pub fn ingest_bundle(&self, b: &Bundle) -> (usize, usize) {
-        self.ingest_docs(&b.manifests, &b.reports)
-    }
-
-    /// [`Self::ingest_bundle`] on borrowed documents.
-    pub fn ingest_docs<S: AsRef<str>>(&self, manifests: &[S], reports: &[S]) -> (usize, usize) {
+    /// whose `seq` is not newer than the one held is skipped after a peek
+    /// ([`gossip::triage`]); a report from a key nobody vouches for (not
+    /// bound, not authorized by a manifest we hold) is verified only for
+    /// the first [`UNVOUCHED_PER_BUNDLE`] of the bundle, and then only
+    /// offers its URL to the bounded bind queue, never stored.
+    pub fn ingest_docs<S: AsRef<str>>(
+        &self,
+        manifests: &[S],
+        reports: Vec<SignedReport>,
+    ) -> (usize, usize) {
         let now = unix_now();
         let mut nr = 0;
         let mut unvouched_budget = UNVOUCHED_PER_BUNDLE;
         let manifest_keys = self.manifest_keys();
-        for r in reports.iter().take(10_000) {
-            // Longer than any acceptable report: not even decoded.
-            if r.as_ref().len() > report::MAX_REPORT_BYTES.div_ceil(3) * 4 {
-                tracing::debug!("oversized report dropped");
-                continue;
-            }
-            let Ok(bytes) = STANDARD.decode(r.as_ref().as_bytes()) else {
-                tracing::debug!("undecodable report dropped");
+        for r in reports.into_iter().take(10_000) {
+            let Some((node, _seq)) = gossip::triage(&r, |k| self.known_seq(k), &self.me) else {
+                tracing::trace!("duplicate, own or unreadable report dropped unverified");
                 continue;
             };
-            // Cheap pre-check: skip the signature work for reports that are
-            // not newer than what we hold (the common case in gossip).
-            let Some((node, seq)) = report::peek(&bytes) else {
-                tracing::debug!("unreadable report dropped");
-                continue;
-            };
-            if node == self.me || self.known_seq(&node) >= seq {
-                continue;
-            }
             let vouched = manifest_keys.contains(&node) || self.is_bound(&node);
             if !vouched {
                 if unvouched_budget == 0 {
@@ -750,7 +828,7 @@ impl Federation {
                 }
                 unvouched_budget -= 1;
             }
-            match report::verify(&bytes, now) {
+            match report::verify_signed(r, now) {
                 Ok(v) => nr += usize::from(self.accept_report(v, vouched)),
                 Err(e) => tracing::debug!(error = %e, "report refused"),
             }
@@ -944,11 +1022,18 @@ impl Federation {
             .unwrap_or(0)
     }
 
-    /// RTTs measured to peers, by node key text.
+    /// The lowest RTTs measured to peers (at most
+    /// [`report::MAX_PEER_RTTS`]), by short id, to 0.1 ms.
     pub fn rtts(&self) -> BTreeMap<String, f64> {
-        self.peers()
+        let mut v: Vec<(f64, ShortId)> = self
+            .peers()
             .into_iter()
-            .filter_map(|p| p.probe.rtt_ms().map(|r| (p.key.to_string(), r)))
+            .filter_map(|p| p.probe.rtt_ms().map(|r| (r, ShortId::of(&p.key))))
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v.into_iter()
+            .take(report::MAX_PEER_RTTS)
+            .map(|(r, id)| (id.to_string(), report::round_to(r, 1)))
             .collect()
     }
 

@@ -1,10 +1,13 @@
-//! Federation wire types (JSON over HTTPS under `/.well-known/p2pcdn/v1/`).
-//! See `docs/PROTOCOL.md`.
+//! Federation wire types (JSON over HTTPS under `/.well-known/p2pcdn/v1/`),
+//! protocol [`PROTOCOL`]. See `docs/PROTOCOL.md`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use super::gossip::{Entry, Fingerprint, ShortId, PROTOCOL};
+use crate::report::SignedReport;
 
 /// Largest push body (and sync response) accepted, bytes.
 pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
@@ -21,6 +24,10 @@ pub struct NodeDoc {
     pub key: String,
     /// HTTPS base URL.
     pub url: String,
+    /// Federation protocol version spoken ([`PROTOCOL`]); absent in
+    /// protocol 1 documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
     /// Proof of possession of `key`: standard base64 of its signature over
     /// the binder's challenge (`federation::binding`). Present only when the
     /// request carried `?challenge=`.
@@ -28,60 +35,120 @@ pub struct NodeDoc {
     pub proof: Option<String>,
 }
 
-/// What a node holds: newest manifest version per site it knows (0 = knows
-/// the site, holds no manifest) and newest report sequence per node key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Digest {
-    /// Site → newest manifest version.
-    pub manifests: BTreeMap<String, u64>,
-    /// Node key → newest report sequence.
-    pub reports: BTreeMap<String, u64>,
-}
-
-/// Signed documents, each the exact envelope bytes, base64.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Bundle {
-    /// Manifest envelopes.
-    pub manifests: Vec<String>,
-    /// Report envelopes.
-    pub reports: Vec<String>,
-}
-
-/// A bundle parsed without copying its documents out of the request body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleRef<'a> {
-    /// Manifest envelopes.
-    #[serde(borrow)]
-    pub manifests: Vec<Cow<'a, str>>,
-    /// Report envelopes.
-    #[serde(borrow)]
-    pub reports: Vec<Cow<'a, str>>,
-}
-
-impl Bundle {
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.manifests.is_empty() && self.reports.is_empty()
-    }
-}
-
-/// `POST /sync` request: the caller's digest.
+/// `POST /sync` request (protocol 2): the caller's manifest versions per
+/// configured site (which are also its interest) and the fingerprint of
+/// the reports it holds for those sites.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
-    /// Caller's digest.
-    pub digest: Digest,
+    /// Protocol version ([`PROTOCOL`]).
+    pub v: u32,
+    /// Site → newest manifest version held (0: none).
+    pub sites: BTreeMap<String, u64>,
+    /// Fingerprint of the caller's reports for its sites (XOR of entry hashes).
+    pub fp: ShortId,
+    /// Number of reports fingerprinted.
+    pub n: u32,
+    /// Buckets whose digest entries the caller asks for (after an answer
+    /// with bucket fingerprints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<u8>>,
 }
 
-/// `POST /sync` response: what the caller lacks, and the responder's digest.
+impl SyncRequest {
+    /// The request's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            fp: self.fp,
+            n: self.n,
+        }
+    }
+}
+
+/// `POST /sync` response: manifests newer than the caller's, the
+/// responder's site versions, and its report digest only when the
+/// fingerprints differ.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncResponse {
-    /// Documents newer than the caller's digest.
-    pub bundle: Bundle,
-    /// Responder's digest (the caller pushes what the responder lacks).
-    pub digest: Digest,
+    /// Protocol version ([`PROTOCOL`]).
+    pub v: u32,
+    /// Responder's site → newest manifest version (also its interest).
+    pub sites: BTreeMap<String, u64>,
+    /// Manifest envelopes newer than the caller's (standard base64).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<String>,
+    /// The responder's (short id, seq) for the caller's sites; absent when
+    /// the fingerprints agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<Vec<Entry>>,
+    /// Instead of `reports` for a large view: the fingerprint of each of
+    /// the 16 buckets (by the top 4 bits of the short id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<Fingerprint>>,
+}
+
+/// `POST /push` request (protocol 2): documents the receiver lacks, and the
+/// reports the caller wants back (answered as a [`Bundle`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    /// Protocol version ([`PROTOCOL`]).
+    pub v: u32,
+    /// Manifest envelopes (standard base64).
+    #[serde(default)]
+    pub manifests: Vec<String>,
+    /// Signed reports.
+    #[serde(default)]
+    pub reports: Vec<SignedReport>,
+    /// Short ids whose reports the caller wants.
+    #[serde(default)]
+    pub want: Vec<ShortId>,
+}
+
+/// A push parsed without copying manifest envelopes out of the body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRef<'a> {
+    /// Protocol version.
+    pub v: u32,
+    /// Manifest envelopes.
+    #[serde(borrow, default)]
+    pub manifests: Vec<Cow<'a, str>>,
+    /// Signed reports.
+    #[serde(default)]
+    pub reports: Vec<SignedReport>,
+    /// Wanted short ids.
+    #[serde(default)]
+    pub want: Vec<ShortId>,
+}
+
+/// Documents sent back for a push's `want` list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Signed reports.
+    pub reports: Vec<SignedReport>,
+}
+
+/// The protocol version a peer's request or document states (absent:
+/// protocol 1, which carried none), read without caring about the rest.
+pub fn stated_version(body: &[u8]) -> u32 {
+    #[derive(Deserialize)]
+    struct V {
+        #[serde(default)]
+        v: Option<u32>,
+    }
+    serde_json::from_slice::<V>(body)
+        .ok()
+        .and_then(|v| v.v)
+        .unwrap_or(1)
+}
+
+/// The refusal text for a peer speaking another protocol version.
+pub fn version_refusal(theirs: u32) -> String {
+    format!(
+        "federation protocol {theirs} is not supported: this node speaks protocol {PROTOCOL} \
+         (see docs/PROTOCOL.md, Versioning)"
+    )
 }

@@ -22,8 +22,9 @@ use super::intake::Admitted;
 use super::listen::ConnInfo;
 use super::{AppState, HttpError};
 use crate::catalog::unix_now;
+use crate::federation::gossip::PROTOCOL;
 use crate::federation::wire::{
-    BundleRef, SyncRequest, SyncResponse, MAX_BUNDLE_BYTES, MAX_SYNC_BYTES,
+    stated_version, version_refusal, PushRef, SyncRequest, MAX_BUNDLE_BYTES, MAX_SYNC_BYTES,
 };
 use crate::federation::Federation;
 use crate::hash::BlobHash;
@@ -220,48 +221,81 @@ fn status_json(st: &AppState) -> Response {
     .into_response()
 }
 
-/// `POST /sync`: takes the caller's digest, returns what it lacks plus our
-/// digest. The body is read only after a slot and bytes were reserved.
+/// A request in another protocol version: refused with a text naming both
+/// versions, logged at WARN (once per address and version).
+fn wrong_version(st: &AppState, ip: Option<IpAddr>, theirs: u32) -> Response {
+    if let Some(fed) = &st.fed {
+        let ip = ip.map_or_else(|| "unknown".to_string(), |i| i.to_string());
+        if fed.note_sync_error(&format!("version refusal {ip}"), Some(&theirs.to_string())) {
+            tracing::warn!(peer = %ip, peer_protocol = theirs, our_protocol = PROTOCOL, "refused a peer request in another federation protocol version (see docs/PROTOCOL.md, Versioning)");
+        }
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        format!("{}\n", version_refusal(theirs)),
+    )
+        .into_response()
+}
+
+/// `POST /sync`: takes the caller's site versions and report fingerprint,
+/// returns manifests it lacks, our site versions, and our report digest
+/// when the fingerprints differ. The body is read only after a slot and
+/// bytes were reserved.
 pub async fn sync(
     State(st): State<AppState>,
     conn: Option<Extension<ConnInfo>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
+    let ip = conn.as_ref().map(|Extension(c)| c.peer.ip());
     let (fed, body, admitted) = admit(&st, conn, &headers, body, MAX_SYNC_BYTES).await?;
+    let v = stated_version(&body);
+    if v != PROTOCOL {
+        return Ok(wrong_version(&st, ip, v));
+    }
     let req: SyncRequest = serde_json::from_slice(&body)
         .map_err(|e| HttpError::BadRequest(format!("bad sync request: {e}").into()))?;
     drop(body);
-    let resp = tokio::task::spawn_blocking(move || SyncResponse {
-        bundle: fed.newer_than(&req.digest),
-        digest: fed.digest(),
-    })
-    .await
-    .map_err(|_| HttpError::Internal)?;
+    let resp = tokio::task::spawn_blocking(move || fed.answer_sync(&req))
+        .await
+        .map_err(|_| HttpError::Internal)?;
     drop(admitted);
     Ok(Json(resp).into_response())
 }
 
-/// `POST /push`: documents a peer thinks we lack; each is verified before
-/// use. The body is read only after a slot and bytes were reserved, and
-/// parsed without copying the documents.
+/// `POST /push`: documents a peer thinks we lack, each verified before
+/// use, and the reports it wants (answered as a bundle; 204 when it wants
+/// none). The body is read only after a slot and bytes were reserved, and
+/// parsed without copying the manifests.
 pub async fn push(
     State(st): State<AppState>,
     conn: Option<Extension<ConnInfo>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<StatusCode, HttpError> {
+) -> Result<Response, HttpError> {
+    let ip = conn.as_ref().map(|Extension(c)| c.peer.ip());
     let (fed, body, admitted) = admit(&st, conn, &headers, body, MAX_BUNDLE_BYTES).await?;
-    tokio::task::spawn_blocking(move || {
+    let parsed = tokio::task::spawn_blocking(move || {
         let _admitted = admitted;
-        let b: BundleRef<'_> = serde_json::from_slice(&body)?;
-        fed.ingest_docs(&b.manifests, &b.reports);
-        Ok::<(), serde_json::Error>(())
+        // Parsed once; only a body that does not parse is read again for
+        // the version it states (a protocol 1 bundle has none).
+        let b: PushRef<'_> = match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return Err((stated_version(&body), e.to_string())),
+        };
+        if b.v != PROTOCOL {
+            return Err((b.v, String::new()));
+        }
+        Ok(fed.answer_push(&b.manifests, b.reports, &b.want))
     })
     .await
-    .map_err(|_| HttpError::Internal)?
-    .map_err(|e| HttpError::BadRequest(format!("bad bundle: {e}").into()))?;
-    Ok(StatusCode::NO_CONTENT)
+    .map_err(|_| HttpError::Internal)?;
+    match parsed {
+        Err((v, _)) if v != PROTOCOL => Ok(wrong_version(&st, ip, v)),
+        Err((_, e)) => Err(HttpError::BadRequest(format!("bad bundle: {e}").into())),
+        Ok(b) if b.reports.is_empty() => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(b) => Ok(Json(b).into_response()),
+    }
 }
 
 /// `GET /blob/{blake3}`: a verified blob, with Range support (resumable pulls).

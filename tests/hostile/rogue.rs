@@ -18,12 +18,11 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bytes::Bytes;
 use p2pcdn::devca::DevCa;
 use p2pcdn::federation::binding::{self, Nonce};
-use p2pcdn::federation::wire::{Bundle, NodeDoc};
+use p2pcdn::federation::gossip::PROTOCOL;
+use p2pcdn::federation::wire::{NodeDoc, PushRequest};
 use p2pcdn::hash::BlobHash;
 use p2pcdn::keys::{PublicKey, SecretKey};
 use p2pcdn::report::{Capacity, Held, Load, Point, Report};
@@ -196,9 +195,13 @@ impl Rogue {
             .entry((name.to_string(), addr))
             .or_insert_with(|| client(&self.ca_pem, name, addr))
             .clone();
-        let bundle = Bundle {
-            manifests: vec![],
-            reports: reports.iter().map(|r| STANDARD.encode(r)).collect(),
+        let bundle = PushRequest {
+            v: PROTOCOL,
+            reports: reports
+                .iter()
+                .map(|r| serde_json::from_slice(r).unwrap())
+                .collect(),
+            ..Default::default()
         };
         match c
             .post(format!(
@@ -246,7 +249,7 @@ pub fn signed_report(
         .unwrap()
         .as_millis() as u64;
     let r = Report {
-        format: 1,
+        format: p2pcdn::report::FORMAT,
         node: key.public(),
         name: name.to_string(),
         url: url.to_string(),
@@ -290,6 +293,7 @@ async fn node(State(st): State<Arc<RogueState>>, uri: Uri) -> Response {
         name: st.name.clone(),
         key: key.to_string(),
         url: st.url.clone(),
+        protocol: Some(PROTOCOL),
         // Signed with the key it holds: a claimed foreign key cannot verify.
         proof: nonce
             .filter(|_| !st.old_version.load(Ordering::Relaxed))
@@ -303,8 +307,8 @@ async fn health() -> Response {
 }
 
 async fn sync() -> Response {
-    Json(serde_json::json!({"bundle": {"manifests": [], "reports": []}, "digest": {"manifests": {}, "reports": {}}}))
-        .into_response()
+    // Protocol 2: holds no manifest and agrees with every fingerprint.
+    Json(serde_json::json!({"v": PROTOCOL, "sites": {}})).into_response()
 }
 
 async fn push() -> Response {

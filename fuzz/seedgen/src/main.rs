@@ -250,9 +250,12 @@ fn manifest_seeds() {
 
 fn sample_report() -> Report {
     let mut rtt = BTreeMap::new();
-    rtt.insert(fixed_key().public().to_string(), 12.5);
+    rtt.insert(
+        p2pcdn::federation::gossip::ShortId::of(&fixed_key().public()).to_string(),
+        12.5,
+    );
     Report {
-        format: 1,
+        format: report::FORMAT,
         node: fixed_key().public(),
         name: "ns1.t.test".into(),
         url: "https://ns1.t.test:8443".into(),
@@ -289,7 +292,7 @@ fn report_seeds() {
     r2.mirrors.clear();
     r2.client_rtt.clear();
     write(&d, "body_min", &with_sel(2, &serde_json::to_vec(&r2).expect("json")));
-    let env = serde_json::json!({"report": STANDARD.encode(b"{}"), "signature": STANDARD.encode([0u8; 64])});
+    let env = serde_json::json!({"report": "{}", "sig": STANDARD.encode([0u8; 64])});
     write(&d, "raw_bad", &with_sel(1, &serde_json::to_vec(&env).expect("json")));
     let structured: Vec<u8> = (0..256u32).map(|i| (i * 53 % 241) as u8).collect();
     write(&d, "structured", &with_sel(3, &structured));

@@ -262,16 +262,16 @@ pub fn choose_gossip_peers<R: rand::Rng + ?Sized>(
     out
 }
 
-/// One exchange with the peer at `url` (protocol 2, `docs/PROTOCOL.md`):
-/// `/sync` with our fingerprint; when the peer's answer carries a digest
-/// (views differ) or we hold manifests it lacks, `/push` with what it
-/// lacks and the ids we want, whose reports come back in the answer.
-pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
-    let req = fed.sync_request();
+/// One `/sync` request to the peer at `url` and its parsed answer.
+async fn post_sync(
+    fed: &Federation,
+    url: &str,
+    req: &super::wire::SyncRequest,
+) -> Result<SyncResponse, String> {
     let resp = fed
         .http
         .post(format!("{url}/.well-known/p2pcdn/v1/sync"))
-        .json(&req)
+        .json(req)
         .timeout(Duration::from_secs(10))
         .send()
         .await
@@ -281,8 +281,15 @@ pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
     // anyone with a domain, and each may answer with 64 MiB.
     let (body, _held) =
         read_budgeted(resp, super::wire::MAX_BUNDLE_BYTES, &fed.response_budget).await?;
-    let sr: SyncResponse = parse_versioned(&body, "sync response")?;
-    drop(body);
+    parse_versioned(&body, "sync response")
+}
+
+/// One exchange with the peer at `url` (protocol 2, `docs/PROTOCOL.md`):
+/// `/sync` with our fingerprint; when the peer's answer carries a digest
+/// (views differ) or we hold manifests it lacks, `/push` with what it
+/// lacks and the ids we want, whose reports come back in the answer.
+pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
+    let sr = post_sync(fed, url, &fed.sync_request()).await?;
     fed.ingest_docs(&sr.manifests, vec![]);
     // A large view that differs: ask for the entries of the buckets that
     // differ only.
@@ -297,19 +304,7 @@ pub async fn sync_with(fed: &Federation, url: &str) -> Result<(), String> {
             }
             let mut req = fed.sync_request();
             req.buckets = Some(diff.clone());
-            let resp = fed
-                .http
-                .post(format!("{url}/.well-known/p2pcdn/v1/sync"))
-                .json(&req)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-                .map_err(|e| super::error_chain(&e.without_url()))?;
-            let resp = refuse_on_error(resp).await?;
-            let (body, _held) =
-                read_budgeted(resp, super::wire::MAX_BUNDLE_BYTES, &fed.response_budget).await?;
-            let sr2: SyncResponse = parse_versioned(&body, "sync response")?;
-            (sr2, Some(diff))
+            (post_sync(fed, url, &req).await?, Some(diff))
         }
     };
     let push = fed.plan_push(&sr, buckets.as_deref());

@@ -429,8 +429,12 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let recheck = suspect_recheck(interval);
     let mut ticker = tokio::time::interval(interval);
     let mut round: u64 = 0;
+    // Proof-of-holding checks run beside the probes, one round of them at a
+    // time: a check may download a whole blob (up to 3 s), and health
+    // detection must never wait for it.
+    let mut spot: Option<tokio::task::JoinHandle<()>> = None;
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    'rounds: loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.changed() => break,
@@ -459,14 +463,18 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             }
             tokio::select! {
                 _ = tokio::time::sleep(recheck) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => break 'rounds,
             }
             probe_all(&fed, suspects, timeout).await;
         }
         round = round.wrapping_add(1);
-        if round % SPOT_CHECK_EVERY == 0 {
-            spot_check(&fed).await;
+        if round % SPOT_CHECK_EVERY == 0 && spot.as_ref().is_none_or(|h| h.is_finished()) {
+            let fed = fed.clone();
+            spot = Some(tokio::spawn(async move { spot_check(&fed).await }));
         }
+    }
+    if let Some(h) = spot {
+        h.abort();
     }
 }
 

@@ -175,9 +175,9 @@ impl BlobStore {
         fs::metadata(self.blob_path(h)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
-    /// A fresh temp file path on the store's file system (for writers that
-    /// hash while streaming, then [`BlobStore::commit_partial`]).
-    pub fn temp_path(&self) -> PathBuf {
+    /// A fresh temp file path on the store's file system (for
+    /// [`BlobStore::put_reader`], which hashes while it writes).
+    fn temp_path(&self) -> PathBuf {
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         self.inner
             .tmp
@@ -262,13 +262,6 @@ impl BlobStore {
             self.remember(*h, Stamp::of(&md));
         }
         Ok(())
-    }
-
-    /// Moves a fully written and already hash-checked temp file into place
-    /// (fsync, rename). The caller verified the hash while streaming.
-    pub fn commit_partial(&self, h: &BlobHash, part: &Path) -> Result<(), StoreError> {
-        let f = File::open(part).map_err(io_err(part))?;
-        self.commit(f, part, h)
     }
 
     /// Opens a verified blob of unknown size (its file length is checked by hashing).

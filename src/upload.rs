@@ -123,6 +123,9 @@ pub enum UploadError {
         /// Hash of the bytes received.
         actual: BlobHash,
     },
+    /// A `Content-Range` that is not the rest of the blob.
+    #[error("bad Content-Range {0:?}: expected bytes <start>-<size-1>/<size>")]
+    BadRange(String),
     /// The upload resumes at an offset other than the bytes held.
     #[error("blob {hash}: this instance holds {held} bytes of an interrupted upload, not {asked}; resume at {held} or send it whole")]
     Offset {
@@ -167,7 +170,7 @@ impl UploadError {
             Self::Truncated { .. } | Self::HashMismatch { .. } => 422,
             Self::Busy => 429,
             Self::Slow => 408,
-            Self::Interrupted(_) => 400,
+            Self::Interrupted(_) | Self::BadRange(_) => 400,
             Self::Internal(_) => 500,
         }
     }

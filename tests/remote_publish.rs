@@ -261,6 +261,25 @@ async fn uploads_without_the_owner_key_or_with_bad_bytes_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 413);
     assert!(!blob_stored(&w, &hash));
+    // A resume that is not the rest of the blob, or starts where nothing
+    // was kept: refused, nothing stored.
+    let n = data.len();
+    for (range, status, says) in [
+        (format!("bytes 7-{}/{}", n - 2, n), 400, "Content-Range"),
+        (format!("bytes 7-{}/{}", n - 1, n + 1), 400, "Content-Range"),
+        (format!("bytes 7-{}/{n}", n - 1), 409, "holds 0 bytes"),
+    ] {
+        let r = c
+            .put(&blob_url)
+            .header("content-range", &range)
+            .body(data[7..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{range}");
+        assert!(r.text().await.unwrap().contains(says), "{range}");
+    }
+    assert!(!blob_stored(&w, &hash));
 
     // The right bytes complete the version.
     let r = c.put(&blob_url).body(data.clone()).send().await.unwrap();

@@ -343,10 +343,8 @@ fn resume_offset(headers: &HeaderMap, size: u64) -> Result<u64, UploadError> {
     let Some(v) = headers.get(header::CONTENT_RANGE) else {
         return Ok(0);
     };
-    let bad = || {
-        UploadError::Interrupted("bad Content-Range: expected bytes <start>-<size-1>/<size>".into())
-    };
-    let text = v.to_str().map_err(|_| bad())?;
+    let text = v.to_str().unwrap_or("(not text)");
+    let bad = || UploadError::BadRange(text.to_string());
     let (range, total) = text
         .strip_prefix("bytes ")
         .and_then(|r| r.split_once('/'))

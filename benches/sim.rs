@@ -309,11 +309,7 @@ impl World {
         let theirs: BTreeSet<String> = req.sites.keys().cloned().collect();
         let view = gossip::view(all, &theirs, unix(now));
         let (reports, buckets) =
-            match gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view) {
-                gossip::Answer::Agree => (None, None),
-                gossip::Answer::Buckets(b) => (None, Some(b)),
-                gossip::Answer::Entries(e) => (Some(e), None),
-            };
+            gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view).into_fields();
         SyncResponse {
             v: PROTOCOL,
             sites: n.interest.iter().map(|s| (s.clone(), 1)).collect(),

@@ -196,6 +196,17 @@ pub enum Answer {
     Entries(Vec<Entry>),
 }
 
+impl Answer {
+    /// The answer as the sync response's `(reports, buckets)` fields.
+    pub fn into_fields(self) -> (Option<Vec<Entry>>, Option<Vec<Fingerprint>>) {
+        match self {
+            Answer::Agree => (None, None),
+            Answer::Buckets(b) => (None, Some(b)),
+            Answer::Entries(e) => (Some(e), None),
+        }
+    }
+}
+
 /// Answers a sync request: the entries of the buckets asked for, if any;
 /// else nothing when the fingerprints agree; else bucket fingerprints for
 /// a view over [`BUCKET_ABOVE`] entries, or the whole digest.

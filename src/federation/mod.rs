@@ -737,11 +737,7 @@ impl Federation {
         let their_interest: BTreeSet<String> = req.sites.keys().cloned().collect();
         let view = gossip::view(&all, &their_interest, unix_now());
         let (reports, buckets) =
-            match gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view) {
-                gossip::Answer::Agree => (None, None),
-                gossip::Answer::Buckets(b) => (None, Some(b)),
-                gossip::Answer::Entries(e) => (Some(e), None),
-            };
+            gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view).into_fields();
         SyncResponse {
             v: PROTOCOL,
             sites: self.site_versions(),

@@ -41,7 +41,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use p2pcdn::federation::agent::{report_due, suspect_recheck};
-use p2pcdn::federation::gossip::{self, ShortId, PROTOCOL};
+use p2pcdn::federation::gossip::{self, Entry, Interest, ShortId, PROTOCOL};
 use p2pcdn::federation::membership::{Msg, State, Swim, SwimConfig};
 use p2pcdn::federation::probe::ProbeState;
 use p2pcdn::federation::wire::{Bundle, PushRequest, SyncRequest, SyncResponse};
@@ -99,12 +99,15 @@ struct Counters {
     bytes: u64,
     verified: u64,
     probes: u64,
+    /// Of `probes`, SWIM pings and ping-reqs (the rest: authorities'
+    /// health probes of the mirrors they answer for).
+    swim: u64,
 }
 
 struct Node {
     key: SecretKey,
     id: ShortId,
-    interest: BTreeSet<String>,
+    interest: Interest,
     /// Sites whose mirrors this node steers to (authorities).
     answers: BTreeSet<String>,
     current: Report,
@@ -216,13 +219,25 @@ impl World {
                 mirrors[*s].push(i);
             }
         }
-        let cfg = SwimConfig::default();
+        // The agent's membership timing (`swim::Membership::new`).
+        let cfg = SwimConfig::with_period(ROUND_MS);
         let mut nodes: Vec<Node> = Vec::with_capacity(n);
         for (i, key) in keys.into_iter().enumerate() {
             let current = make_report(&key, i, mirrored[i], 1);
-            let interest: BTreeSet<String> = match mirrored[i] {
-                Some(s) => [site(s)].into(),
-                None => answers[i].clone(),
+            // A mirror follows its site thinly (the site's core of
+            // `gossip::FOLLOW_PER_SITE` co-mirrors, as `Federation::interest`
+            // does for a site whose zone it does not answer for); an
+            // authority follows every mirror of its sites.
+            let interest = match mirrored[i] {
+                Some(s) => {
+                    let mut it = Interest::from(BTreeSet::from([site(s)]));
+                    let co: Vec<ShortId> = mirrors[s].iter().map(|m| ids[*m]).collect();
+                    if let Some(core) = gossip::core(&site(s), &co, ids[i]) {
+                        it.follow.insert(site(s), core);
+                    }
+                    it
+                }
+                None => Interest::from(answers[i].clone()),
             };
             // Staggered: every node signed its last report at a random
             // point of the previous refresh period.
@@ -282,14 +297,16 @@ impl World {
         let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
             .chain(n.held.values().map(|r| &**r))
             .collect();
-        let view = gossip::view(all, &n.interest, unix(now));
+        let view = gossip::without(gossip::view(all, &n.interest, unix(now)), n.id);
         let fp = gossip::fingerprint(gossip::entries(&view));
         SyncRequest {
             v: PROTOCOL,
-            sites: n.interest.iter().map(|s| (s.clone(), 1)).collect(),
+            sites: n.interest.sites.iter().map(|s| (s.clone(), 1)).collect(),
             fp: fp.fp,
             n: fp.n,
             buckets: None,
+            me: Some(Entry(n.id, n.own.report.seq)),
+            follow: n.interest.follow_wire(),
         }
     }
 
@@ -298,7 +315,10 @@ impl World {
         let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
             .chain(n.held.values().map(|r| &**r))
             .collect();
-        gossip::differing_buckets(theirs, &gossip::view(all, &n.interest, unix(now)))
+        gossip::differing_buckets(
+            theirs,
+            &gossip::without(gossip::view(all, &n.interest, unix(now)), n.id),
+        )
     }
 
     fn answer_sync(&self, i: usize, req: &SyncRequest, now: u64) -> SyncResponse {
@@ -306,16 +326,25 @@ impl World {
         let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
             .chain(n.held.values().map(|r| &**r))
             .collect();
-        let theirs: BTreeSet<String> = req.sites.keys().cloned().collect();
-        let view = gossip::view(all, &theirs, unix(now));
+        // As `Federation::answer_sync`.
+        let theirs = Interest::from_wire(req.sites.keys().cloned(), &req.follow);
+        let mut view = gossip::view(all, &theirs, unix(now));
+        let mut want_me = false;
+        if let Some(Entry(id, seq)) = req.me {
+            view = gossip::without(view, id);
+            let held = n.held.get(&id).map_or(0, |r| r.report.seq);
+            want_me = held < seq && id != n.id && n.interest.keeps(id, req.sites.keys());
+        }
         let (reports, buckets) =
             gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view).into_fields();
         SyncResponse {
             v: PROTOCOL,
-            sites: n.interest.iter().map(|s| (s.clone(), 1)).collect(),
+            sites: n.interest.sites.iter().map(|s| (s.clone(), 1)).collect(),
             manifests: vec![],
             reports,
             buckets,
+            follow: n.interest.follow_wire(),
+            want_me,
         }
     }
 
@@ -335,9 +364,15 @@ impl World {
             let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
                 .chain(n.held.values().map(|r| &**r))
                 .collect();
-            let view = gossip::restrict(gossip::view(all, &n.interest, unix(now)), buckets);
-            let theirs: BTreeSet<String> = resp.sites.keys().cloned().collect();
+            let view = gossip::restrict(
+                gossip::without(gossip::view(all, &n.interest, unix(now)), n.id),
+                buckets,
+            );
+            let theirs = Interest::from_wire(resp.sites.keys().cloned(), &resp.follow);
             (push.reports, push.want) = gossip::plan(d, &theirs, &view);
+        }
+        if resp.want_me {
+            push.reports.push(n.own.signed.clone());
         }
         push
     }
@@ -347,7 +382,7 @@ impl World {
         let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
             .chain(n.held.values().map(|r| &**r))
             .collect();
-        let view = gossip::view(all, &BTreeSet::new(), unix(now));
+        let view = gossip::view(all, &Interest::default(), unix(now));
         Bundle {
             reports: gossip::serve(want, &view),
         }
@@ -453,6 +488,7 @@ impl World {
         node.c.bytes += (DATAGRAM + len) as u64;
         if matches!(msg, Msg::Ping { .. } | Msg::PingReq { .. }) {
             node.c.probes += 1;
+            node.c.swim += 1;
         }
         if let Some(&j) = self.by_id.get(&to) {
             self.swim_queue.push((now + SWIM_LATENCY_MS, from, j, msg));
@@ -525,6 +561,7 @@ impl World {
                 bytes: a.bytes + n.c.bytes,
                 verified: a.verified + n.c.verified,
                 probes: a.probes + n.c.probes,
+                swim: a.swim + n.c.swim,
             })
     }
 }
@@ -537,6 +574,7 @@ struct Row {
     verified: f64,
     verified_max: f64,
     probes: f64,
+    swim: f64,
     change_ms: Option<u64>,
     death_swim_ms: Option<u64>,
     dead_out_ms: Option<u64>,
@@ -636,6 +674,7 @@ fn run(n: usize, measure_s: u64) -> Row {
         verified: per(t.verified, base.verified),
         verified_max: max(|c| c.verified),
         probes: per(t.probes, base.probes),
+        swim: per(t.swim, base.swim),
         change_ms,
         death_swim_ms,
         dead_out_ms,
@@ -665,13 +704,13 @@ fn main() {
     let start = Instant::now();
     println!("# p2pcdn federation simulation (protocol {PROTOCOL})\n");
     println!("{AUTHORITIES} authorities, {SITES} sites in {ZONES} zones of {} sites, {AUTH_PER_ZONE} authorities per zone, fanout {FANOUT}, report TTL {} s, 1 s gossip/probe/SWIM period. Per instance per second, steady state (mean over all instances; max = busiest instance, an authority).\n", SITES / ZONES, ttl());
-    println!("| N | simulated s | bytes sent / instance / s (mean) | max | signatures verified / instance / s (mean) | max | probes sent / instance / s | material change → all zone authorities | death → SWIM dead at all 20 authorities | dead mirror out of every zone authority's answers | wall time |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| N | simulated s | bytes sent / instance / s (mean) | max | signatures verified / instance / s (mean) | max | probes sent / instance / s | of which SWIM | material change → all zone authorities | death → SWIM dead at all 20 authorities | dead mirror out of every zone authority's answers | wall time |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rows = vec![];
     for (n, secs) in sizes {
         let r = run(n, secs);
         println!(
-            "| {} | {:.0} | {:.0} B | {:.0} B | {:.2} | {:.1} | {:.2} | {} | {} | {} | {:.1} s |",
+            "| {} | {:.0} | {:.0} B | {:.0} B | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {} | {:.1} s |",
             r.n,
             r.secs,
             r.bytes,
@@ -679,6 +718,7 @@ fn main() {
             r.verified,
             r.verified_max,
             r.probes,
+            r.swim,
             ms(r.change_ms),
             ms(r.death_swim_ms),
             ms(r.dead_out_ms),

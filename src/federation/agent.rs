@@ -18,6 +18,7 @@ pub fn spawn(fed: Arc<Federation>, tasks: &mut JoinSet<()>, shutdown: watch::Rec
     tasks.spawn(report_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(gossip_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(probe_loop(fed.clone(), shutdown.clone()));
+    tasks.spawn(super::swim::run(fed.clone(), shutdown.clone()));
     tasks.spawn(super::memory::run(fed.clone(), shutdown.clone()));
     tasks.spawn(replicate::scrub_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(replicate::run(fed, shutdown));
@@ -185,9 +186,18 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         let fanout = fed.config().federation.fanout;
         let (kept, others): (Vec<&Peer>, Vec<&Peer>) =
             peers.iter().partition(|p| p.report.is_some());
+        // Up: peers whose reports we keep are probed (`probe_loop`); the
+        // others are what SWIM membership says.
         let candidates = |ps: &[&Peer]| -> Vec<(String, String, bool)> {
             ps.iter()
-                .map(|p| (p.url.clone(), p.name.clone(), p.probe.is_up()))
+                .map(|p| {
+                    let up = if p.report.is_some() {
+                        p.probe.is_up()
+                    } else {
+                        fed.membership.state_of(&p.key) == Some(super::membership::State::Alive)
+                    };
+                    (p.url.clone(), p.name.clone(), up)
+                })
                 .collect()
         };
         let mut chosen = choose_gossip_peers(&candidates(&kept), &busy, fanout, &mut rand::rng());
@@ -441,12 +451,14 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         }
         let round_start = Instant::now();
         // Peers whose reports this node keeps (the mirrors of its sites:
-        // the ones it may answer) every round; the rest of the federation a
-        // few per round, in turn (bounded by zone size, not federation size).
-        let (kept, others): (Vec<Peer>, Vec<Peer>) =
-            fed.peers().into_iter().partition(|p| p.report.is_some());
-        let targets = super::probe::targets(kept, others, round, super::probe::OTHERS_PER_ROUND);
-        probe_all(&fed, targets, timeout).await;
+        // the ones it may answer) every round, bounded by zone size; the
+        // rest of the federation is SWIM membership's (`swim`).
+        let kept: Vec<Peer> = fed
+            .peers()
+            .into_iter()
+            .filter(|p| p.report.is_some())
+            .collect();
+        probe_all(&fed, kept, timeout).await;
         check_addresses(&fed);
         // A peer that just missed is suspect: probe it again every `recheck`
         // until it answers or is down, instead of waiting whole rounds. A

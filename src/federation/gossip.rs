@@ -117,6 +117,9 @@ pub fn fingerprint(entries: impl IntoIterator<Item = Entry>) -> Fingerprint {
 /// replicator's parallel pulls, 4) and a few to spare for ones that died
 /// or are backed off. Authorities follow every mirror of their sites.
 pub const FOLLOW_PER_SITE: usize = 8;
+// Enough sources for the replicator's parallel pulls, twice over.
+const _: () = assert!(FOLLOW_PER_SITE >= 2 * super::replicate::PARALLEL);
+
 /// Most ids accepted in one site's follow list on the wire.
 pub const MAX_FOLLOW: usize = 64;
 
@@ -571,6 +574,68 @@ mod tests {
             let got: BTreeSet<ShortId> = h.keys().map(ShortId::of).collect();
             assert_eq!(got, want, "node {i} holds exactly its interest");
         }
+    }
+
+    #[test]
+    fn thin_followers_keep_the_same_core_and_agree_without_their_own_reports() {
+        let keys: Vec<SecretKey> = (0..20).map(|_| SecretKey::generate().unwrap()).collect();
+        let ids: Vec<ShortId> = keys.iter().map(|k| ShortId::of(&k.public())).collect();
+        assert_eq!(core("a", &ids[..FOLLOW_PER_SITE + 1], ids[0]), None);
+        // The site's core as seen by a non-mirror (an id not in the list).
+        let c0 = core("a", &ids, ShortId(0)).expect("more mirrors than the core");
+        assert_eq!(c0.len(), FOLLOW_PER_SITE);
+        // Every mirror outside the core computes the same core; one inside
+        // leaves itself out and takes the next.
+        let outside: Vec<usize> = (0..20).filter(|i| !c0.contains(&ids[*i])).collect();
+        for &o in &outside {
+            assert_eq!(core("a", &ids, ids[o]).as_ref(), Some(&c0));
+        }
+        let inside = (0..20).find(|i| c0.contains(&ids[*i])).unwrap();
+        let ci = core("a", &ids, ids[inside]).unwrap();
+        assert!(!ci.contains(&ids[inside]) && ci.len() == FOLLOW_PER_SITE);
+        assert_eq!(ci.intersection(&c0).count(), FOLLOW_PER_SITE - 1);
+        // Another site ranks differently.
+        assert_ne!(core("b", &ids, ShortId(0)), Some(c0.clone()));
+        let c1 = c0.clone();
+
+        let reports: Vec<VerifiedReport> = keys.iter().map(|k| signed(k, 10, "a")).collect();
+        let thin = |me: usize| Interest {
+            sites: ["a".to_string()].into(),
+            follow: [("a".to_string(), core("a", &ids, ids[me]).unwrap())].into(),
+        };
+        let (i, j) = (outside[0], outside[1]);
+        for r in &reports {
+            let id = ShortId::of(&r.report.node);
+            assert_eq!(interested(&r.report, &thin(i)), c1.contains(&id));
+        }
+        // i and j (both outside the core) hold the core and their own
+        // report; their views without their own reports agree.
+        let held = |me: usize| -> Vec<VerifiedReport> {
+            reports
+                .iter()
+                .enumerate()
+                .filter(|(k, r)| *k == me || interested(&r.report, &thin(me)))
+                .map(|(_, r)| r.clone())
+                .collect()
+        };
+        let (hi, hj) = (held(i), held(j));
+        let caller = without(view(&hi, &thin(i), 150), ids[i]);
+        let responder = without(view(&hj, &thin(i), 150), ids[i]);
+        assert_eq!(caller.len(), FOLLOW_PER_SITE);
+        assert_eq!(respond(&fingerprint(entries(&caller)), &responder), None);
+        // The wire form round-trips and caps list length.
+        let w = thin(i).follow_wire();
+        assert_eq!(Interest::from_wire(["a".to_string()], &w), thin(i));
+        let long: BTreeMap<String, Vec<ShortId>> =
+            [("a".to_string(), (0..100).map(ShortId).collect())].into();
+        let capped = Interest::from_wire(["a".to_string()], &long);
+        assert_eq!(capped.follow["a"].len(), MAX_FOLLOW);
+        assert!(Interest::from_wire(["b".to_string()], &long)
+            .follow
+            .is_empty());
+        // An authority (no follow list) keeps every mirror.
+        assert!(set(&["a"]).keeps(ids[j], ["a".to_string()].iter()));
+        assert!(!thin(i).keeps(ids[j], ["a".to_string()].iter()));
     }
 
     #[test]

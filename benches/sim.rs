@@ -265,10 +265,22 @@ impl World {
         let all: Vec<Rc<VerifiedReport>> = nodes.iter().map(|x| x.own.clone()).collect();
         let mut peers_of = vec![vec![]; n];
         for (i, node) in nodes.iter_mut().enumerate() {
+            // Gossip partners (`agent::gossip_partner`): held reports of
+            // mirrors of its sites, and the authorities of its sites' zones
+            // (not every authority whose siteless report it keeps).
+            let my_auths: BTreeSet<usize> = node
+                .interest
+                .sites
+                .iter()
+                .filter_map(|s| s.split(".z").nth(1)?.split('.').next()?.parse().ok())
+                .flat_map(zone_authorities)
+                .collect();
             for (j, r) in all.iter().enumerate() {
                 if i != j && gossip::interested(&r.report, &node.interest) {
                     node.held.insert(ids[j], r.clone());
-                    peers_of[i].push(j);
+                    if j >= na || my_auths.contains(&j) {
+                        peers_of[i].push(j);
+                    }
                 }
             }
             for s in &node.answers {

@@ -686,6 +686,27 @@ impl Federation {
         interest
     }
 
+    /// The NS names (lowercase, no trailing dot) of the zones of this
+    /// node's configured sites, from its zone data.
+    pub fn zone_authority_names(&self) -> HashSet<String> {
+        let mut out = HashSet::new();
+        let Some(dns) = self.dns_data.get() else {
+            return out;
+        };
+        let data = dns.load();
+        for s in &self.cfg.load().sites {
+            let Some(zone) = challenge::lower(&s.hostname).and_then(|n| data.zones.find(&n)) else {
+                continue;
+            };
+            for r in zone.rrset(zone.origin(), hickory_proto::rr::RecordType::NS) {
+                if let hickory_proto::rr::RData::NS(ns) = r.data() {
+                    out.insert(ns.0.to_string().trim_end_matches('.').to_ascii_lowercase());
+                }
+            }
+        }
+        out
+    }
+
     /// Whether this node answers for the zone of `site`: its name is in
     /// the zone's NS set, or it has no zone data saying otherwise.
     fn answers_for(&self, site: &str) -> bool {

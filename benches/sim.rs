@@ -25,9 +25,14 @@
 //! World: instances 0..20 are authorities; the 50 sites form 10 zones of 5
 //! sites, each zone served by 4 authorities (each authority answers for 2
 //! zones, 10 sites); every other instance mirrors one site (the k-th mirror
-//! mirrors site k mod 50; at N = 10, 5 authorities and 5 mirrors). A mirror's interest is its site; an
-//! authority's, its 10 sites. Reports live `report_ttl_secs` = 15 s (the
-//! default), so an unchanged report is re-signed every 5 s.
+//! mirrors site k mod 50; at N = 10, 5 authorities and 5 mirrors). A mirror's interest is its site,
+//! followed thinly (the site's core of `gossip::FOLLOW_PER_SITE` co-mirrors,
+//! as an instance outside the zone's NS set does); an authority's, its 10
+//! sites, in full. Gossip partners are the peers of a node's sites and the
+//! authorities of their zones (`agent::gossip_partner`). SWIM runs with the
+//! agent's timing (`SwimConfig::with_period`). Reports live
+//! `report_ttl_secs` = 15 s (the default), so an unchanged report is
+//! re-signed every 5 s.
 //!
 //! Steady state is measured after a warm-up, over a window in which one
 //! mirror changes its holdings (a material change: its new report must

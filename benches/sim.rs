@@ -25,9 +25,14 @@
 //! World: instances 0..20 are authorities; the 50 sites form 10 zones of 5
 //! sites, each zone served by 4 authorities (each authority answers for 2
 //! zones, 10 sites); every other instance mirrors one site (the k-th mirror
-//! mirrors site k mod 50; at N = 10, 5 authorities and 5 mirrors). A mirror's interest is its site; an
-//! authority's, its 10 sites. Reports live `report_ttl_secs` = 15 s (the
-//! default), so an unchanged report is re-signed every 5 s.
+//! mirrors site k mod 50; at N = 10, 5 authorities and 5 mirrors). A mirror's interest is its site,
+//! followed thinly (the site's core of `gossip::FOLLOW_PER_SITE` co-mirrors,
+//! as an instance outside the zone's NS set does); an authority's, its 10
+//! sites, in full. Gossip partners are the peers of a node's sites and the
+//! authorities of their zones (`agent::gossip_partner`). SWIM runs with the
+//! agent's timing (`SwimConfig::with_period`). Reports live
+//! `report_ttl_secs` = 15 s (the default), so an unchanged report is
+//! re-signed every 5 s.
 //!
 //! Steady state is measured after a warm-up, over a window in which one
 //! mirror changes its holdings (a material change: its new report must
@@ -41,7 +46,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use p2pcdn::federation::agent::{report_due, suspect_recheck};
-use p2pcdn::federation::gossip::{self, ShortId, PROTOCOL};
+use p2pcdn::federation::gossip::{self, Entry, Interest, ShortId, PROTOCOL};
 use p2pcdn::federation::membership::{Msg, State, Swim, SwimConfig};
 use p2pcdn::federation::probe::ProbeState;
 use p2pcdn::federation::wire::{Bundle, PushRequest, SyncRequest, SyncResponse};
@@ -99,12 +104,15 @@ struct Counters {
     bytes: u64,
     verified: u64,
     probes: u64,
+    /// Of `probes`, SWIM pings and ping-reqs (the rest: authorities'
+    /// health probes of the mirrors they answer for).
+    swim: u64,
 }
 
 struct Node {
     key: SecretKey,
     id: ShortId,
-    interest: BTreeSet<String>,
+    interest: Interest,
     /// Sites whose mirrors this node steers to (authorities).
     answers: BTreeSet<String>,
     current: Report,
@@ -216,13 +224,25 @@ impl World {
                 mirrors[*s].push(i);
             }
         }
-        let cfg = SwimConfig::default();
+        // The agent's membership timing (`swim::Membership::new`).
+        let cfg = SwimConfig::with_period(ROUND_MS);
         let mut nodes: Vec<Node> = Vec::with_capacity(n);
         for (i, key) in keys.into_iter().enumerate() {
             let current = make_report(&key, i, mirrored[i], 1);
-            let interest: BTreeSet<String> = match mirrored[i] {
-                Some(s) => [site(s)].into(),
-                None => answers[i].clone(),
+            // A mirror follows its site thinly (the site's core of
+            // `gossip::FOLLOW_PER_SITE` co-mirrors, as `Federation::interest`
+            // does for a site whose zone it does not answer for); an
+            // authority follows every mirror of its sites.
+            let interest = match mirrored[i] {
+                Some(s) => {
+                    let mut it = Interest::from(BTreeSet::from([site(s)]));
+                    let co: Vec<ShortId> = mirrors[s].iter().map(|m| ids[*m]).collect();
+                    if let Some(core) = gossip::core(&site(s), &co, ids[i]) {
+                        it.follow.insert(site(s), core);
+                    }
+                    it
+                }
+                None => Interest::from(answers[i].clone()),
             };
             // Staggered: every node signed its last report at a random
             // point of the previous refresh period.
@@ -250,10 +270,22 @@ impl World {
         let all: Vec<Rc<VerifiedReport>> = nodes.iter().map(|x| x.own.clone()).collect();
         let mut peers_of = vec![vec![]; n];
         for (i, node) in nodes.iter_mut().enumerate() {
+            // Gossip partners (`agent::gossip_partner`): held reports of
+            // mirrors of its sites, and the authorities of its sites' zones
+            // (not every authority whose siteless report it keeps).
+            let my_auths: BTreeSet<usize> = node
+                .interest
+                .sites
+                .iter()
+                .filter_map(|s| s.split(".z").nth(1)?.split('.').next()?.parse().ok())
+                .flat_map(zone_authorities)
+                .collect();
             for (j, r) in all.iter().enumerate() {
                 if i != j && gossip::interested(&r.report, &node.interest) {
                     node.held.insert(ids[j], r.clone());
-                    peers_of[i].push(j);
+                    if j >= na || my_auths.contains(&j) {
+                        peers_of[i].push(j);
+                    }
                 }
             }
             for s in &node.answers {
@@ -282,14 +314,16 @@ impl World {
         let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
             .chain(n.held.values().map(|r| &**r))
             .collect();
-        let view = gossip::view(all, &n.interest, unix(now));
+        let view = gossip::without(gossip::view(all, &n.interest, unix(now)), n.id);
         let fp = gossip::fingerprint(gossip::entries(&view));
         SyncRequest {
             v: PROTOCOL,
-            sites: n.interest.iter().map(|s| (s.clone(), 1)).collect(),
+            sites: n.interest.sites.iter().map(|s| (s.clone(), 1)).collect(),
             fp: fp.fp,
             n: fp.n,
             buckets: None,
+            me: Some(Entry(n.id, n.own.report.seq)),
+            follow: n.interest.follow_wire(),
         }
     }
 
@@ -298,7 +332,10 @@ impl World {
         let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
             .chain(n.held.values().map(|r| &**r))
             .collect();
-        gossip::differing_buckets(theirs, &gossip::view(all, &n.interest, unix(now)))
+        gossip::differing_buckets(
+            theirs,
+            &gossip::without(gossip::view(all, &n.interest, unix(now)), n.id),
+        )
     }
 
     fn answer_sync(&self, i: usize, req: &SyncRequest, now: u64) -> SyncResponse {
@@ -306,16 +343,25 @@ impl World {
         let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
             .chain(n.held.values().map(|r| &**r))
             .collect();
-        let theirs: BTreeSet<String> = req.sites.keys().cloned().collect();
-        let view = gossip::view(all, &theirs, unix(now));
+        // As `Federation::answer_sync`.
+        let theirs = Interest::from_wire(req.sites.keys().cloned(), &req.follow);
+        let mut view = gossip::view(all, &theirs, unix(now));
+        let mut want_me = false;
+        if let Some(Entry(id, seq)) = req.me {
+            view = gossip::without(view, id);
+            let held = n.held.get(&id).map_or(0, |r| r.report.seq);
+            want_me = held < seq && id != n.id && n.interest.keeps(id, req.sites.keys());
+        }
         let (reports, buckets) =
             gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view).into_fields();
         SyncResponse {
             v: PROTOCOL,
-            sites: n.interest.iter().map(|s| (s.clone(), 1)).collect(),
+            sites: n.interest.sites.iter().map(|s| (s.clone(), 1)).collect(),
             manifests: vec![],
             reports,
             buckets,
+            follow: n.interest.follow_wire(),
+            want_me,
         }
     }
 
@@ -335,9 +381,15 @@ impl World {
             let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
                 .chain(n.held.values().map(|r| &**r))
                 .collect();
-            let view = gossip::restrict(gossip::view(all, &n.interest, unix(now)), buckets);
-            let theirs: BTreeSet<String> = resp.sites.keys().cloned().collect();
+            let view = gossip::restrict(
+                gossip::without(gossip::view(all, &n.interest, unix(now)), n.id),
+                buckets,
+            );
+            let theirs = Interest::from_wire(resp.sites.keys().cloned(), &resp.follow);
             (push.reports, push.want) = gossip::plan(d, &theirs, &view);
+        }
+        if resp.want_me {
+            push.reports.push(n.own.signed.clone());
         }
         push
     }
@@ -347,7 +399,7 @@ impl World {
         let all: Vec<&VerifiedReport> = std::iter::once(&*n.own)
             .chain(n.held.values().map(|r| &**r))
             .collect();
-        let view = gossip::view(all, &BTreeSet::new(), unix(now));
+        let view = gossip::view(all, &Interest::default(), unix(now));
         Bundle {
             reports: gossip::serve(want, &view),
         }
@@ -453,6 +505,7 @@ impl World {
         node.c.bytes += (DATAGRAM + len) as u64;
         if matches!(msg, Msg::Ping { .. } | Msg::PingReq { .. }) {
             node.c.probes += 1;
+            node.c.swim += 1;
         }
         if let Some(&j) = self.by_id.get(&to) {
             self.swim_queue.push((now + SWIM_LATENCY_MS, from, j, msg));
@@ -525,6 +578,7 @@ impl World {
                 bytes: a.bytes + n.c.bytes,
                 verified: a.verified + n.c.verified,
                 probes: a.probes + n.c.probes,
+                swim: a.swim + n.c.swim,
             })
     }
 }
@@ -537,6 +591,7 @@ struct Row {
     verified: f64,
     verified_max: f64,
     probes: f64,
+    swim: f64,
     change_ms: Option<u64>,
     death_swim_ms: Option<u64>,
     dead_out_ms: Option<u64>,
@@ -636,6 +691,7 @@ fn run(n: usize, measure_s: u64) -> Row {
         verified: per(t.verified, base.verified),
         verified_max: max(|c| c.verified),
         probes: per(t.probes, base.probes),
+        swim: per(t.swim, base.swim),
         change_ms,
         death_swim_ms,
         dead_out_ms,
@@ -665,13 +721,13 @@ fn main() {
     let start = Instant::now();
     println!("# p2pcdn federation simulation (protocol {PROTOCOL})\n");
     println!("{AUTHORITIES} authorities, {SITES} sites in {ZONES} zones of {} sites, {AUTH_PER_ZONE} authorities per zone, fanout {FANOUT}, report TTL {} s, 1 s gossip/probe/SWIM period. Per instance per second, steady state (mean over all instances; max = busiest instance, an authority).\n", SITES / ZONES, ttl());
-    println!("| N | simulated s | bytes sent / instance / s (mean) | max | signatures verified / instance / s (mean) | max | probes sent / instance / s | material change → all zone authorities | death → SWIM dead at all 20 authorities | dead mirror out of every zone authority's answers | wall time |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| N | simulated s | bytes sent / instance / s (mean) | max | signatures verified / instance / s (mean) | max | probes sent / instance / s | of which SWIM | material change → all zone authorities | death → SWIM dead at all 20 authorities | dead mirror out of every zone authority's answers | wall time |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut rows = vec![];
     for (n, secs) in sizes {
         let r = run(n, secs);
         println!(
-            "| {} | {:.0} | {:.0} B | {:.0} B | {:.2} | {:.1} | {:.2} | {} | {} | {} | {:.1} s |",
+            "| {} | {:.0} | {:.0} B | {:.0} B | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {} | {:.1} s |",
             r.n,
             r.secs,
             r.bytes,
@@ -679,6 +735,7 @@ fn main() {
             r.verified,
             r.verified_max,
             r.probes,
+            r.swim,
             ms(r.change_ms),
             ms(r.death_swim_ms),
             ms(r.dead_out_ms),

@@ -128,6 +128,8 @@ struct RawFederation {
     report_ttl_secs: Option<Spanned<u64>>,
     #[serde(default)]
     location_check: Option<bool>,
+    #[serde(default)]
+    source_address: Option<IpAddr>,
 }
 
 #[derive(Deserialize)]
@@ -374,6 +376,8 @@ pub struct FederationConfig {
     /// Rank peers whose claimed location contradicts the measured RTT as of
     /// unknown location (they are flagged in `status` either way).
     pub location_check: bool,
+    /// Local address of outgoing peer connections (None: the system's choice).
+    pub source_address: Option<IpAddr>,
 }
 
 /// Steering policy knobs.
@@ -939,6 +943,7 @@ impl Checker<'_> {
             ca_file: f.ca_file.as_deref().map(|q| self.abs(q)),
             webpki_roots: f.webpki_roots.unwrap_or(true),
             location_check: f.location_check.unwrap_or(false),
+            source_address: f.source_address,
             gossip_interval_ms: self.num(&f.gossip_interval_ms, &limits::GOSSIP_INTERVAL)?,
             fanout: self.num(&f.fanout, &limits::FANOUT)?,
             probe_interval_ms: self.num(&f.probe_interval_ms, &limits::PROBE_INTERVAL)?,

@@ -54,6 +54,12 @@ pub struct Metrics {
     pub peer_upload_bytes: Counter,
     /// Gossip exchanges, by outcome ("ok", "failed").
     pub gossip_exchanges: Family<Outcome, Counter>,
+    /// SWIM probes sent, by kind ("ping": this node's direct probe,
+    /// "ping_req": asking another member to probe indirectly, "relay": a
+    /// ping on another member's behalf).
+    pub swim_probes: Family<Outcome, Counter>,
+    /// SWIM members by state ("alive", "suspect", "dead").
+    pub swim_members: Family<Outcome, Gauge>,
     /// Bound peers the health probes see up.
     pub peers_up: Gauge,
     /// Bound peers.
@@ -93,6 +99,8 @@ impl Metrics {
             blob_pulls: Family::default(),
             peer_upload_bytes: Counter::default(),
             gossip_exchanges: Family::default(),
+            swim_probes: Family::default(),
+            swim_members: Family::default(),
             peers_up: Gauge::default(),
             peers: Gauge::default(),
             served_version: Family::default(),
@@ -140,6 +148,16 @@ impl Metrics {
             "gossip_exchanges",
             "Anti-entropy exchanges with peers, by outcome",
             m.gossip_exchanges.clone(),
+        );
+        r.register(
+            "swim_probes",
+            "SWIM probes sent, by kind (ping, ping_req, relay)",
+            m.swim_probes.clone(),
+        );
+        r.register(
+            "swim_members",
+            "SWIM members by state (alive, suspect, dead)",
+            m.swim_members.clone(),
         );
         r.register(
             "peers_up",

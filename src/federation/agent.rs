@@ -18,6 +18,7 @@ pub fn spawn(fed: Arc<Federation>, tasks: &mut JoinSet<()>, shutdown: watch::Rec
     tasks.spawn(report_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(gossip_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(probe_loop(fed.clone(), shutdown.clone()));
+    tasks.spawn(super::swim::run(fed.clone(), shutdown.clone()));
     tasks.spawn(super::memory::run(fed.clone(), shutdown.clone()));
     tasks.spawn(replicate::scrub_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(replicate::run(fed, shutdown));
@@ -183,11 +184,23 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         // Partners share this node's interest (their reports are kept)
         // first; others only fill the remaining slots.
         let fanout = fed.config().federation.fanout;
-        let (kept, others): (Vec<&Peer>, Vec<&Peer>) =
-            peers.iter().partition(|p| p.report.is_some());
+        let mine = fed.interest().sites;
+        let authorities = fed.zone_authority_names();
+        let (kept, others): (Vec<&Peer>, Vec<&Peer>) = peers
+            .iter()
+            .partition(|p| gossip_partner(p, &mine, &authorities));
+        // Up: peers whose reports we keep are probed (`probe_loop`); the
+        // others are what SWIM membership says.
         let candidates = |ps: &[&Peer]| -> Vec<(String, String, bool)> {
             ps.iter()
-                .map(|p| (p.url.clone(), p.name.clone(), p.probe.is_up()))
+                .map(|p| {
+                    let up = if p.report.is_some() {
+                        p.probe.is_up()
+                    } else {
+                        fed.membership.state_of(&p.key) == Some(super::membership::State::Alive)
+                    };
+                    (p.url.clone(), p.name.clone(), up)
+                })
                 .collect()
         };
         let mut chosen = choose_gossip_peers(&candidates(&kept), &busy, fanout, &mut rand::rng());
@@ -235,6 +248,26 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         }
     }
     rounds.abort_all();
+}
+
+/// Whether `p` is a preferred gossip partner: its report is kept and names
+/// one of this node's sites (a mirror of them, the core of a thinly
+/// followed one), or it is an authority of one of their zones (`authorities`:
+/// NS names). Other authorities, whose reports name no site and are kept by
+/// everyone, only fill remaining slots: partners, and so the load on
+/// authorities, stay within this node's zones.
+pub fn gossip_partner(
+    p: &Peer,
+    mine: &std::collections::BTreeSet<String>,
+    authorities: &std::collections::HashSet<String>,
+) -> bool {
+    let Some(r) = p.report.as_ref().map(|r| &r.report) else {
+        return false;
+    };
+    authorities.contains(&p.name)
+        || r.mirrors.iter().any(|s| mine.contains(s))
+        || r.holds.iter().any(|h| mine.contains(&h.site))
+        || (r.mirrors.is_empty() && r.holds.is_empty() && authorities.is_empty())
 }
 
 /// Picks up to `fanout` gossip partners from `(url, name, probed up)`,
@@ -441,12 +474,14 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         }
         let round_start = Instant::now();
         // Peers whose reports this node keeps (the mirrors of its sites:
-        // the ones it may answer) every round; the rest of the federation a
-        // few per round, in turn (bounded by zone size, not federation size).
-        let (kept, others): (Vec<Peer>, Vec<Peer>) =
-            fed.peers().into_iter().partition(|p| p.report.is_some());
-        let targets = super::probe::targets(kept, others, round, super::probe::OTHERS_PER_ROUND);
-        probe_all(&fed, targets, timeout).await;
+        // the ones it may answer) every round, bounded by zone size; the
+        // rest of the federation is SWIM membership's (`swim`).
+        let kept: Vec<Peer> = fed
+            .peers()
+            .into_iter()
+            .filter(|p| p.report.is_some())
+            .collect();
+        probe_all(&fed, kept, timeout).await;
         check_addresses(&fed);
         // A peer that just missed is suspect: probe it again every `recheck`
         // until it answers or is down, instead of waiting whole rounds. A
@@ -711,6 +746,63 @@ mod tests {
         );
         now.load.rps = 50.0;
         assert!(report_due(Some(&r), &now, 1001, 15), "load crossed tenths");
+    }
+
+    #[test]
+    fn gossip_partners_are_co_mirrors_and_authorities_of_our_zones() {
+        let peer = |name: &str, site: Option<&str>| {
+            let key = SecretKey::generate().unwrap();
+            let r = Report {
+                format: FORMAT,
+                node: key.public(),
+                name: name.into(),
+                url: format!("https://{name}"),
+                addresses: vec![],
+                location: None,
+                capacity: Capacity { rps: 1.0, bps: 1.0 },
+                load: Load::default(),
+                holds: vec![],
+                mirrors: site.map(String::from).into_iter().collect(),
+                rtt_ms: Default::default(),
+                client_rtt: vec![],
+                certs: None,
+                seq: 1,
+                issued: 1000,
+                expires: 1015,
+            };
+            let signed = crate::report::sign_report(&r, &key).unwrap();
+            crate::federation::Peer {
+                key: key.public(),
+                name: name.into(),
+                url: format!("https://{name}"),
+                report: crate::report::verify_signed(signed, 1001).ok(),
+                probe: Default::default(),
+                distrusted: Default::default(),
+            }
+        };
+        let mine: std::collections::BTreeSet<String> = ["www.a".to_string()].into();
+        let ns: std::collections::HashSet<String> = ["ns1.a".to_string()].into();
+        assert!(super::gossip_partner(
+            &peer("m1", Some("www.a")),
+            &mine,
+            &ns
+        ));
+        assert!(!super::gossip_partner(
+            &peer("m2", Some("www.b")),
+            &mine,
+            &ns
+        ));
+        assert!(super::gossip_partner(&peer("ns1.a", None), &mine, &ns));
+        assert!(!super::gossip_partner(&peer("ns9.b", None), &mine, &ns));
+        // Without zone data, siteless peers stay partners.
+        assert!(super::gossip_partner(
+            &peer("ns9.b", None),
+            &mine,
+            &Default::default()
+        ));
+        let mut unreported = peer("m3", Some("www.a"));
+        unreported.report = None;
+        assert!(!super::gossip_partner(&unreported, &mine, &ns));
     }
 
     fn peers() -> Vec<(String, String, bool)> {

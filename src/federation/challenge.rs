@@ -72,7 +72,7 @@ impl Context for FedContext<'_> {
     }
 }
 
-fn lower(name: &str) -> Option<LowerName> {
+pub(super) fn lower(name: &str) -> Option<LowerName> {
     Name::from_str(&format!("{}.", name.trim_end_matches('.')))
         .ok()
         .map(|n| LowerName::new(&n))

@@ -112,21 +112,122 @@ pub fn fingerprint(entries: impl IntoIterator<Item = Entry>) -> Fingerprint {
     }
 }
 
-/// Whether a node interested in `interest` (site names) keeps and relays
-/// `r`: it mirrors or holds one of them, or names no site (membership
-/// only). An empty interest takes everything.
-pub fn interested(r: &Report, interest: &BTreeSet<String>) -> bool {
-    interest.is_empty()
+/// Co-mirrors of a site a mirror follows when it does not answer for the
+/// site's zone: enough replication sources (at least twice the
+/// replicator's parallel pulls, 4) and a few to spare for ones that died
+/// or are backed off. Authorities follow every mirror of their sites.
+pub const FOLLOW_PER_SITE: usize = 8;
+// Enough sources for the replicator's parallel pulls, twice over.
+const _: () = assert!(FOLLOW_PER_SITE >= 2 * super::replicate::PARALLEL);
+
+/// Most ids accepted in one site's follow list on the wire.
+pub const MAX_FOLLOW: usize = 64;
+
+/// What a node keeps and relays (its partial view): reports of nodes that
+/// mirror or hold one of `sites`, restricted for the sites in `follow` to
+/// the listed ids, plus reports naming no site. Empty `sites`: everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Site names.
+    pub sites: BTreeSet<String>,
+    /// Sites followed thinly: the only ids kept for them.
+    pub follow: BTreeMap<String, BTreeSet<ShortId>>,
+}
+
+impl From<BTreeSet<String>> for Interest {
+    fn from(sites: BTreeSet<String>) -> Self {
+        Self {
+            sites,
+            follow: BTreeMap::new(),
+        }
+    }
+}
+
+impl Interest {
+    /// An interest read from the wire: `sites`, and the follow lists of
+    /// those of them followed thinly (at most [`MAX_FOLLOW`] ids each; lists
+    /// for other sites are ignored).
+    pub fn from_wire(
+        sites: impl IntoIterator<Item = String>,
+        follow: &BTreeMap<String, Vec<ShortId>>,
+    ) -> Self {
+        let sites: BTreeSet<String> = sites.into_iter().collect();
+        let follow = follow
+            .iter()
+            .filter(|(s, _)| sites.contains(*s))
+            .map(|(s, ids)| (s.clone(), ids.iter().take(MAX_FOLLOW).copied().collect()))
+            .collect();
+        Self { sites, follow }
+    }
+
+    /// The follow lists as sent on the wire.
+    pub fn follow_wire(&self) -> BTreeMap<String, Vec<ShortId>> {
+        self.follow
+            .iter()
+            .map(|(s, ids)| (s.clone(), ids.iter().copied().collect()))
+            .collect()
+    }
+
+    /// Whether a node with this interest keeps the report of `id`, which
+    /// serves `sites` (known without the report itself: the caller of an
+    /// exchange states only its id and sites).
+    pub fn keeps<'a>(&self, id: ShortId, mut sites: impl Iterator<Item = &'a String>) -> bool {
+        self.sites.is_empty()
+            || sites.any(|s| {
+                self.sites.contains(s) && self.follow.get(s).is_none_or(|f| f.contains(&id))
+            })
+    }
+}
+
+/// The co-mirrors of `site` a node `me` follows thinly: the
+/// [`FOLLOW_PER_SITE`] of `mirrors` (the site's authorized mirrors, as
+/// short ids) ranked first by rendezvous hash of (site, id), so every
+/// mirror of the site follows the same few; `None` when there are no
+/// more than that (follow them all).
+pub fn core(site: &str, mirrors: &[ShortId], me: ShortId) -> Option<BTreeSet<ShortId>> {
+    let mut ranked: Vec<(u64, ShortId)> = mirrors
+        .iter()
+        .filter(|id| **id != me)
+        .map(|id| {
+            let mut h = blake3::Hasher::new();
+            h.update(site.as_bytes());
+            h.update(&id.0.to_be_bytes());
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h.finalize().as_bytes()[..8]);
+            (u64::from_be_bytes(b), *id)
+        })
+        .collect();
+    if ranked.len() <= FOLLOW_PER_SITE {
+        return None;
+    }
+    ranked.sort_unstable();
+    ranked.dedup();
+    Some(
+        ranked
+            .into_iter()
+            .take(FOLLOW_PER_SITE)
+            .map(|(_, id)| id)
+            .collect(),
+    )
+}
+
+/// Whether a node with `interest` keeps and relays `r`: it mirrors or
+/// holds one of its sites (and, for a site followed thinly, is listed), or
+/// names no site (membership only). An empty interest takes everything.
+pub fn interested(r: &Report, interest: &Interest) -> bool {
+    interest.sites.is_empty()
         || (r.mirrors.is_empty() && r.holds.is_empty())
-        || r.mirrors.iter().any(|s| interest.contains(s))
-        || r.holds.iter().any(|h| interest.contains(&h.site))
+        || interest.keeps(
+            ShortId::of(&r.node),
+            r.mirrors.iter().chain(r.holds.iter().map(|h| &h.site)),
+        )
 }
 
 /// The reports of `all` a peer with `interest` should see, unexpired at
 /// `now`, ordered by short id.
 pub fn view<'a>(
     all: impl IntoIterator<Item = &'a VerifiedReport>,
-    interest: &BTreeSet<String>,
+    interest: &Interest,
     now: u64,
 ) -> Vec<(ShortId, &'a VerifiedReport)> {
     let mut v: Vec<(ShortId, &VerifiedReport)> = all
@@ -136,6 +237,13 @@ pub fn view<'a>(
         .collect();
     v.sort_by_key(|(id, _)| *id);
     v
+}
+
+/// A view without the report of `id` (an exchange's caller states its own
+/// report apart, so the fingerprints of two mirrors of one site agree
+/// whether or not each follows the other).
+pub fn without(v: Vec<(ShortId, &VerifiedReport)>, id: ShortId) -> Vec<(ShortId, &VerifiedReport)> {
+    v.into_iter().filter(|(i, _)| *i != id).collect()
 }
 
 /// Digest entries of a view.
@@ -236,7 +344,7 @@ pub fn answer(
 /// interest), and the ids whose reports the responder holds newer.
 pub fn plan(
     their_digest: &[Entry],
-    their_interest: &BTreeSet<String>,
+    their_interest: &Interest,
     mine: &[(ShortId, &VerifiedReport)],
 ) -> (Vec<SignedReport>, Vec<ShortId>) {
     let theirs: BTreeMap<ShortId, u64> = their_digest.iter().map(|e| (e.0, e.1)).collect();
@@ -310,8 +418,11 @@ mod tests {
         report::verify_signed(report::sign_report(&r, key).unwrap(), 150).unwrap()
     }
 
-    fn set(s: &[&str]) -> BTreeSet<String> {
-        s.iter().map(|x| x.to_string()).collect()
+    fn set(s: &[&str]) -> Interest {
+        s.iter()
+            .map(|x| x.to_string())
+            .collect::<BTreeSet<String>>()
+            .into()
     }
 
     #[test]
@@ -403,7 +514,7 @@ mod tests {
         let n = 12;
         let keys: Vec<SecretKey> = (0..n).map(|_| SecretKey::generate().unwrap()).collect();
         let sites = ["a", "b", "c"];
-        let interest: Vec<BTreeSet<String>> = (0..n).map(|i| set(&[sites[i % 3]])).collect();
+        let interest: Vec<Interest> = (0..n).map(|i| set(&[sites[i % 3]])).collect();
         // Each node starts with only its own report, seq 10 + i.
         let own: Vec<VerifiedReport> = (0..n)
             .map(|i| signed(&keys[i], 10 + i as u64, sites[i % 3]))
@@ -416,7 +527,7 @@ mod tests {
         };
         let ingest = |held: &mut HashMap<PublicKey, VerifiedReport>,
                       me: &PublicKey,
-                      interest: &BTreeSet<String>,
+                      interest: &Interest,
                       docs: Vec<SignedReport>| {
             for s in docs {
                 let seqs: HashMap<PublicKey, u64> =
@@ -448,7 +559,7 @@ mod tests {
                 };
                 let (push, want) = plan(&digest, &interest[r], &cv);
                 traffic += push.len() + want.len();
-                let back = serve(&want, &view(&ra, &BTreeSet::new(), 150));
+                let back = serve(&want, &view(&ra, &Interest::default(), 150));
                 ingest(&mut held[r], &keys[r].public(), &interest[r], push);
                 ingest(&mut held[c], &keys[c].public(), &interest[c], back);
             }
@@ -463,6 +574,68 @@ mod tests {
             let got: BTreeSet<ShortId> = h.keys().map(ShortId::of).collect();
             assert_eq!(got, want, "node {i} holds exactly its interest");
         }
+    }
+
+    #[test]
+    fn thin_followers_keep_the_same_core_and_agree_without_their_own_reports() {
+        let keys: Vec<SecretKey> = (0..20).map(|_| SecretKey::generate().unwrap()).collect();
+        let ids: Vec<ShortId> = keys.iter().map(|k| ShortId::of(&k.public())).collect();
+        assert_eq!(core("a", &ids[..FOLLOW_PER_SITE + 1], ids[0]), None);
+        // The site's core as seen by a non-mirror (an id not in the list).
+        let c0 = core("a", &ids, ShortId(0)).expect("more mirrors than the core");
+        assert_eq!(c0.len(), FOLLOW_PER_SITE);
+        // Every mirror outside the core computes the same core; one inside
+        // leaves itself out and takes the next.
+        let outside: Vec<usize> = (0..20).filter(|i| !c0.contains(&ids[*i])).collect();
+        for &o in &outside {
+            assert_eq!(core("a", &ids, ids[o]).as_ref(), Some(&c0));
+        }
+        let inside = (0..20).find(|i| c0.contains(&ids[*i])).unwrap();
+        let ci = core("a", &ids, ids[inside]).unwrap();
+        assert!(!ci.contains(&ids[inside]) && ci.len() == FOLLOW_PER_SITE);
+        assert_eq!(ci.intersection(&c0).count(), FOLLOW_PER_SITE - 1);
+        // Another site ranks differently.
+        assert_ne!(core("b", &ids, ShortId(0)), Some(c0.clone()));
+        let c1 = c0.clone();
+
+        let reports: Vec<VerifiedReport> = keys.iter().map(|k| signed(k, 10, "a")).collect();
+        let thin = |me: usize| Interest {
+            sites: ["a".to_string()].into(),
+            follow: [("a".to_string(), core("a", &ids, ids[me]).unwrap())].into(),
+        };
+        let (i, j) = (outside[0], outside[1]);
+        for r in &reports {
+            let id = ShortId::of(&r.report.node);
+            assert_eq!(interested(&r.report, &thin(i)), c1.contains(&id));
+        }
+        // i and j (both outside the core) hold the core and their own
+        // report; their views without their own reports agree.
+        let held = |me: usize| -> Vec<VerifiedReport> {
+            reports
+                .iter()
+                .enumerate()
+                .filter(|(k, r)| *k == me || interested(&r.report, &thin(me)))
+                .map(|(_, r)| r.clone())
+                .collect()
+        };
+        let (hi, hj) = (held(i), held(j));
+        let caller = without(view(&hi, &thin(i), 150), ids[i]);
+        let responder = without(view(&hj, &thin(i), 150), ids[i]);
+        assert_eq!(caller.len(), FOLLOW_PER_SITE);
+        assert_eq!(respond(&fingerprint(entries(&caller)), &responder), None);
+        // The wire form round-trips and caps list length.
+        let w = thin(i).follow_wire();
+        assert_eq!(Interest::from_wire(["a".to_string()], &w), thin(i));
+        let long: BTreeMap<String, Vec<ShortId>> =
+            [("a".to_string(), (0..100).map(ShortId).collect())].into();
+        let capped = Interest::from_wire(["a".to_string()], &long);
+        assert_eq!(capped.follow["a"].len(), MAX_FOLLOW);
+        assert!(Interest::from_wire(["b".to_string()], &long)
+            .follow
+            .is_empty());
+        // An authority (no follow list) keeps every mirror.
+        assert!(set(&["a"]).keeps(ids[j], ["a".to_string()].iter()));
+        assert!(!thin(i).keeps(ids[j], ["a".to_string()].iter()));
     }
 
     #[test]

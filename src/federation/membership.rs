@@ -56,6 +56,20 @@ impl Default for SwimConfig {
     }
 }
 
+impl SwimConfig {
+    /// The agent's timing for a protocol period of `period_ms` (its probe
+    /// interval): direct probe timeout 30 % of the period, the rest as
+    /// [`Default`]. The simulation uses the same.
+    pub fn with_period(period_ms: u64) -> Self {
+        let period_ms = period_ms.clamp(100, 60_000);
+        Self {
+            period_ms,
+            probe_timeout_ms: period_ms * 3 / 10,
+            ..Self::default()
+        }
+    }
+}
+
 /// What a node believes about a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
@@ -198,6 +212,28 @@ impl Swim {
     /// What this node believes about `id`.
     pub fn state(&self, id: &ShortId) -> Option<State> {
         self.members.get(id).map(|m| m.state)
+    }
+
+    /// Adds `id` as an alive member (incarnation 0) unless it is known
+    /// (the agent adds every peer it binds).
+    pub fn join(&mut self, id: ShortId, now: u64) {
+        if id == self.me || self.members.contains_key(&id) {
+            return;
+        }
+        self.members.insert(
+            id,
+            Member {
+                incarnation: 0,
+                state: State::Alive,
+                since: now,
+            },
+        );
+        self.order.push(id);
+    }
+
+    /// Every member and what this node believes about it.
+    pub fn members(&self) -> impl Iterator<Item = (ShortId, State)> + '_ {
+        self.members.iter().map(|(id, m)| (*id, m.state))
     }
 
     /// Members not declared dead.
@@ -404,7 +440,18 @@ impl Swim {
         match msg {
             Msg::Ping { seq, updates } => {
                 self.receive_updates(&updates, now);
-                let updates = self.piggyback();
+                let mut updates = self.piggyback();
+                // A member we declared dead pings us (it restarted, or a
+                // partition healed): tell it, so it refutes with a higher
+                // incarnation and rejoins.
+                if let Some(m) = self.members.get(&from).filter(|m| m.state == State::Dead) {
+                    updates.truncate(MAX_PIGGYBACK - 1);
+                    updates.push(Update {
+                        id: from,
+                        incarnation: m.incarnation,
+                        state: State::Dead,
+                    });
+                }
                 vec![Out {
                     to: from,
                     msg: Msg::Ack {
@@ -537,6 +584,50 @@ mod tests {
         // "Node 99" does not exist: node 99 % 20 = 19 is watched and never killed.
         let (seen, _) = run(20, 99, u64::MAX, 15_000);
         assert!(seen.iter().all(Option::is_none), "{seen:?}");
+    }
+
+    #[test]
+    fn a_member_declared_dead_rejoins_when_it_pings() {
+        let ids = [ShortId(1), ShortId(2)];
+        let mut a = Swim::new(ids[0], [ids[0]], SwimConfig::default(), 1, 0);
+        a.join(ids[1], 0);
+        a.join(ids[1], 0);
+        assert_eq!(a.members().count(), 1);
+        let dead = Update {
+            id: ids[1],
+            incarnation: 0,
+            state: State::Dead,
+        };
+        a.receive(
+            ids[1],
+            Msg::Ack {
+                seq: 9,
+                about: ids[1],
+                updates: vec![dead],
+            },
+            5,
+        );
+        assert_eq!(a.state(&ids[1]), Some(State::Dead));
+        // The restarted member pings; the ack tells it it is dead.
+        let mut b = Swim::new(ids[1], ids, SwimConfig::default(), 2, 10);
+        let out = a.receive(
+            ids[1],
+            Msg::Ping {
+                seq: 1,
+                updates: vec![],
+            },
+            10,
+        );
+        assert!(matches!(&out[0].msg, Msg::Ack { updates, .. } if updates.contains(&dead)));
+        b.receive(ids[0], out[0].msg.clone(), 20);
+        // Its next ping carries the refutation.
+        let ping = b
+            .tick(2_000)
+            .into_iter()
+            .find(|o| o.to == ids[0])
+            .expect("b pings a");
+        a.receive(ids[1], ping.msg, 2_010);
+        assert_eq!(a.state(&ids[1]), Some(State::Alive));
     }
 
     #[test]

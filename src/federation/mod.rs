@@ -29,10 +29,11 @@ pub mod plausible;
 pub mod probe;
 pub mod replicate;
 pub mod sources;
+pub mod swim;
 pub mod view;
 pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -241,7 +242,8 @@ fn client_builder(cfg: &Config) -> Result<reqwest::ClientBuilder, FederationErro
         .timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("p2pcdn/", env!("CARGO_PKG_VERSION")));
+        .user_agent(concat!("p2pcdn/", env!("CARGO_PKG_VERSION")))
+        .local_address(cfg.federation.source_address);
     if let Some(ca) = &cfg.federation.ca_file {
         let err = |message: String| FederationError::Ca {
             path: ca.display().to_string(),
@@ -265,7 +267,7 @@ pub const UNVOUCHED_PER_BUNDLE: usize = 8;
 pub const UNBOUND_HELD: usize = 1_000;
 
 /// Unix time in milliseconds.
-fn unix_millis() -> u64 {
+pub fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -328,6 +330,8 @@ pub struct Federation {
     pub connections: Arc<crate::http::listen::ConnCounter>,
     /// Operational metrics of this instance (shared with DNS and HTTP).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// SWIM membership of the bound peers ([`swim`]).
+    pub membership: swim::Membership,
     /// Client RTT aggregates: the HTTP(S) listeners feed them, this node's
     /// report carries their snapshot.
     pub client_rtt: Arc<crate::http::rtt::ClientRtt>,
@@ -380,6 +384,7 @@ impl Federation {
             );
         }
         let metrics = Arc::new(crate::metrics::Metrics::new());
+        let cfg_probe_ms = cfg.federation.probe_interval_ms;
         Ok(Self {
             me,
             key,
@@ -412,6 +417,7 @@ impl Federation {
             started: std::time::Instant::now(),
             load: Arc::new(LoadMeter::default()),
             connections,
+            membership: swim::Membership::new(&me, Duration::from_millis(cfg_probe_ms)),
             client_rtt: Arc::new(crate::http::rtt::ClientRtt::new(metrics.clone())),
             metrics,
             health_log: failover::HealthLog::default(),
@@ -582,7 +588,7 @@ impl Federation {
         // A report that arrived before binding can be accepted now.
         let waiting = self.unbound.lock().ok().and_then(|mut u| u.remove(&key));
         if let Some(r) = waiting {
-            self.accept_report(r, true);
+            self.accept_report(r, true, &self.interest());
         }
         Ok(key)
     }
@@ -591,14 +597,14 @@ impl Federation {
     /// `vouched`: an unbound key is authorized by a manifest we hold, so its
     /// report is held until the binding succeeds; other unbound reports
     /// only offer their URL to the bind queue.
-    fn accept_report(&self, r: VerifiedReport, vouched: bool) -> bool {
+    fn accept_report(&self, r: VerifiedReport, vouched: bool, interest: &gossip::Interest) -> bool {
         let rep = &r.report;
         if rep.node == self.me {
             return false;
         }
         // Partial view: reports about sites this node has nothing to do
         // with are not kept (their URL may still be bound below).
-        let keep = gossip::interested(rep, &self.interest());
+        let keep = gossip::interested(rep, interest);
         let (url, host) = match normalize_url(&rep.url) {
             Ok(x) => x,
             Err(e) => {
@@ -654,14 +660,80 @@ impl Federation {
         }
     }
 
-    /// This node's interest: its configured sites (partial view, [`gossip`]).
-    pub fn interest(&self) -> BTreeSet<String> {
-        self.cfg
-            .load()
-            .sites
-            .iter()
-            .map(|s| s.hostname.clone())
-            .collect()
+    /// This node's interest: its configured sites (partial view,
+    /// [`gossip`]). A site whose zone this node does not answer for (it is
+    /// not in the zone's NS set) is followed thinly when its manifest
+    /// authorizes more than [`gossip::FOLLOW_PER_SITE`] mirrors: only the
+    /// [`gossip::core`] of them; the zone's authorities follow them all.
+    pub fn interest(&self) -> gossip::Interest {
+        let cfg = self.cfg.load();
+        let cat = self.catalog.load();
+        let me = ShortId::of(&self.me);
+        let mut interest = gossip::Interest::default();
+        for s in &cfg.sites {
+            interest.sites.insert(s.hostname.clone());
+            if self.answers_for(&s.hostname) {
+                continue;
+            }
+            let Some(m) = cat.site(&s.hostname).and_then(|l| l.newest.as_ref()) else {
+                continue;
+            };
+            let ids: Vec<ShortId> = m.manifest.mirrors.iter().map(ShortId::of).collect();
+            if let Some(core) = gossip::core(&s.hostname, &ids, me) {
+                interest.follow.insert(s.hostname.clone(), core);
+            }
+        }
+        interest
+    }
+
+    /// The NS names (lowercase, no trailing dot) of the zones of this
+    /// node's configured sites, from its zone data.
+    pub fn zone_authority_names(&self) -> HashSet<String> {
+        let mut out = HashSet::new();
+        let Some(dns) = self.dns_data.get() else {
+            return out;
+        };
+        let data = dns.load();
+        for s in &self.cfg.load().sites {
+            let Some(zone) = challenge::lower(&s.hostname).and_then(|n| data.zones.find(&n)) else {
+                continue;
+            };
+            for r in zone.rrset(zone.origin(), hickory_proto::rr::RecordType::NS) {
+                if let hickory_proto::rr::RData::NS(ns) = r.data() {
+                    out.insert(ns.0.to_string().trim_end_matches('.').to_ascii_lowercase());
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether this node answers for the zone of `site`: its name is in
+    /// the zone's NS set, or it has no zone data saying otherwise.
+    fn answers_for(&self, site: &str) -> bool {
+        let (Some(dns), Some(n)) = (self.dns_data.get(), challenge::lower(site)) else {
+            return true;
+        };
+        let data = dns.load();
+        let Some(zone) = data.zones.find(&n) else {
+            return true;
+        };
+        let own = self.name.trim_end_matches('.');
+        let mut any = false;
+        for r in zone.rrset(zone.origin(), hickory_proto::rr::RecordType::NS) {
+            let hickory_proto::rr::RData::NS(ns) = r.data() else {
+                continue;
+            };
+            any = true;
+            if ns
+                .0
+                .to_string()
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(own)
+            {
+                return true;
+            }
+        }
+        !any
     }
 
     /// Newest manifest version held per configured site (0: none).
@@ -711,7 +783,9 @@ impl Federation {
     /// of the reports we hold for our sites.
     pub fn sync_request(&self) -> SyncRequest {
         let all = self.all_reports();
-        let view = gossip::view(&all, &self.interest(), unix_now());
+        let interest = self.interest();
+        let me = ShortId::of(&self.me);
+        let view = gossip::without(gossip::view(&all, &interest, unix_now()), me);
         let fp = gossip::fingerprint(gossip::entries(&view));
         SyncRequest {
             v: PROTOCOL,
@@ -719,13 +793,18 @@ impl Federation {
             fp: fp.fp,
             n: fp.n,
             buckets: None,
+            me: self.own_report().map(|r| gossip::Entry(me, r.report.seq)),
+            follow: interest.follow_wire(),
         }
     }
 
     /// The buckets whose fingerprints differ from a responder's.
     pub fn differing_buckets(&self, theirs: &[gossip::Fingerprint]) -> Vec<u8> {
         let all = self.all_reports();
-        let view = gossip::view(&all, &self.interest(), unix_now());
+        let view = gossip::without(
+            gossip::view(&all, &self.interest(), unix_now()),
+            ShortId::of(&self.me),
+        );
         gossip::differing_buckets(theirs, &view)
     }
 
@@ -734,8 +813,19 @@ impl Federation {
     /// fingerprints agree.
     pub fn answer_sync(&self, req: &SyncRequest) -> SyncResponse {
         let all = self.all_reports();
-        let their_interest: BTreeSet<String> = req.sites.keys().cloned().collect();
-        let view = gossip::view(&all, &their_interest, unix_now());
+        let their_interest = gossip::Interest::from_wire(req.sites.keys().cloned(), &req.follow);
+        let mut view = gossip::view(&all, &their_interest, unix_now());
+        let interest = self.interest();
+        let mut want_me = false;
+        if let Some(gossip::Entry(id, seq)) = req.me {
+            view = gossip::without(view, id);
+            let held = all
+                .iter()
+                .find(|r| ShortId::of(&r.report.node) == id)
+                .map_or(0, |r| r.report.seq);
+            want_me =
+                held < seq && id != ShortId::of(&self.me) && interest.keeps(id, req.sites.keys());
+        }
         let (reports, buckets) =
             gossip::answer(&req.fingerprint(), req.buckets.as_deref(), &view).into_fields();
         SyncResponse {
@@ -744,6 +834,8 @@ impl Federation {
             manifests: self.manifests_newer(&req.sites),
             reports,
             buckets,
+            follow: interest.follow_wire(),
+            want_me,
         }
     }
 
@@ -759,9 +851,21 @@ impl Federation {
         };
         if let Some(digest) = &resp.reports {
             let all = self.all_reports();
-            let view = gossip::restrict(gossip::view(&all, &self.interest(), unix_now()), buckets);
-            let their_interest: BTreeSet<String> = resp.sites.keys().cloned().collect();
+            let view = gossip::restrict(
+                gossip::without(
+                    gossip::view(&all, &self.interest(), unix_now()),
+                    ShortId::of(&self.me),
+                ),
+                buckets,
+            );
+            let their_interest =
+                gossip::Interest::from_wire(resp.sites.keys().cloned(), &resp.follow);
             (push.reports, push.want) = gossip::plan(digest, &their_interest, &view);
+        }
+        if resp.want_me {
+            if let Some(own) = self.own_report() {
+                push.reports.push(own.signed);
+            }
         }
         push
     }
@@ -778,7 +882,7 @@ impl Federation {
             return Bundle::default();
         }
         let all = self.all_reports();
-        let view = gossip::view(&all, &BTreeSet::new(), unix_now());
+        let view = gossip::view(&all, &gossip::Interest::default(), unix_now());
         Bundle {
             reports: gossip::serve(want, &view),
         }
@@ -812,6 +916,7 @@ impl Federation {
         let mut nr = 0;
         let mut unvouched_budget = UNVOUCHED_PER_BUNDLE;
         let manifest_keys = self.manifest_keys();
+        let interest = self.interest();
         for r in reports.into_iter().take(10_000) {
             let Some((node, _seq)) = gossip::triage(&r, |k| self.known_seq(k), &self.me) else {
                 tracing::trace!("duplicate, own or unreadable report dropped unverified");
@@ -825,7 +930,7 @@ impl Federation {
                 unvouched_budget -= 1;
             }
             match report::verify_signed(r, now) {
-                Ok(v) => nr += usize::from(self.accept_report(v, vouched)),
+                Ok(v) => nr += usize::from(self.accept_report(v, vouched, &interest)),
                 Err(e) => tracing::debug!(error = %e, "report refused"),
             }
         }

@@ -3,29 +3,10 @@
 //! misses; RTT is an exponentially weighted moving average. It also counts
 //! health changes (flaps, forgotten one per [`FLAP_DECAY`] successes in a
 //! row) and successes in a row, which the TTL choice uses.
-
-/// Peers outside this node's interest probed per round, in turn.
-pub const OTHERS_PER_ROUND: usize = 3;
-
-/// The peers to probe in round `round`: every peer of `kept` (those whose
-/// reports this node keeps: the mirrors of its sites, which it may answer
-/// or fetch from) and `k` of `others` in turn, so probes per round are
-/// bounded by zone size plus a constant, not by federation size.
-pub fn targets<T>(kept: Vec<T>, others: Vec<T>, round: u64, k: usize) -> Vec<T> {
-    let n = others.len();
-    let mut out = kept;
-    if n == 0 {
-        return out;
-    }
-    let start = (round as usize).wrapping_mul(k) % n;
-    let mut others: Vec<Option<T>> = others.into_iter().map(Some).collect();
-    for i in 0..k.min(n) {
-        if let Some(p) = others[(start + i) % n].take() {
-            out.push(p);
-        }
-    }
-    out
-}
+//!
+//! The agent probes only the peers whose reports it keeps (the mirrors of
+//! its sites: bounded by zone size); the rest of the federation is watched
+//! by SWIM membership (`swim`).
 
 /// Successes needed to mark a peer up.
 pub const UP_AFTER: u32 = 2;
@@ -158,22 +139,6 @@ mod tests {
         assert_eq!(s.flaps(), 2);
         let s = (0..2 * FLAP_DECAY).fold(s, |s, _| s.observe(Some(1.0)));
         assert_eq!(s.flaps(), 0);
-    }
-
-    #[test]
-    fn kept_peers_every_round_others_in_turn() {
-        let kept = vec![100, 101];
-        let others: Vec<u32> = (0..10).collect();
-        let mut seen = std::collections::BTreeSet::new();
-        for round in 0..4 {
-            let t = targets(kept.clone(), others.clone(), round, 3);
-            assert_eq!(t.len(), 5);
-            assert_eq!(&t[..2], &[100, 101]);
-            seen.extend(t[2..].iter().copied());
-        }
-        assert_eq!(seen.len(), 10, "every other peer probed within 4 rounds");
-        assert_eq!(targets(kept.clone(), vec![], 7, 3), kept);
-        assert_eq!(targets(Vec::<u32>::new(), vec![1], 7, 3), vec![1]);
     }
 
     proptest! {

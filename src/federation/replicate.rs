@@ -35,7 +35,7 @@ use have::Bitmap;
 use plan::{Candidate, Holding};
 
 /// Blobs fetched at once.
-const PARALLEL: usize = 4;
+pub(crate) const PARALLEL: usize = 4;
 /// Longest wait for a peer's availability answer.
 const HAVE_TIMEOUT: Duration = Duration::from_secs(2);
 

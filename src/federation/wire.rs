@@ -53,6 +53,14 @@ pub struct SyncRequest {
     /// with bucket fingerprints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buckets: Option<Vec<u8>>,
+    /// The caller's own (short id, seq): its report is not in `fp`; the
+    /// responder asks for it (`want_me`) when it keeps it and holds older.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub me: Option<Entry>,
+    /// Sites of `sites` the caller follows thinly: the only co-mirrors it
+    /// keeps for each (at most [`super::gossip::MAX_FOLLOW`] read).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub follow: BTreeMap<String, Vec<ShortId>>,
 }
 
 impl SyncRequest {
@@ -86,6 +94,13 @@ pub struct SyncResponse {
     /// the 16 buckets (by the top 4 bits of the short id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buckets: Option<Vec<Fingerprint>>,
+    /// The responder's thin follow lists (as in [`SyncRequest::follow`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub follow: BTreeMap<String, Vec<ShortId>>,
+    /// The responder keeps the caller's report and holds an older one (or
+    /// none): the caller's push carries it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub want_me: bool,
 }
 
 /// `POST /push` request (protocol 2): documents the receiver lacks, and the

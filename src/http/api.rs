@@ -263,6 +263,48 @@ pub async fn sync(
     Ok(Json(resp).into_response())
 }
 
+/// `POST /swim`: one SWIM membership message from a bound peer, signed
+/// with its node key; answers the messages for it (an `Ack`, possibly
+/// relayed for a `PingReq`). The body is read only after a slot and bytes
+/// were reserved.
+pub async fn swim(
+    State(st): State<AppState>,
+    conn: Option<Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    use crate::federation::swim::{self, Refusal};
+    let ip = conn.as_ref().map(|Extension(c)| c.peer.ip());
+    let (fed, body, admitted) = admit(&st, conn, &headers, body, swim::MAX_SWIM_BYTES).await?;
+    let v = stated_version(&body);
+    if v != PROTOCOL {
+        return Ok(wrong_version(&st, ip, v));
+    }
+    let sig = headers.get(swim::SIG_HEADER).and_then(|v| v.to_str().ok());
+    let now = crate::federation::unix_millis();
+    let req = match swim::check(&body, sig, now, |id| fed.membership.key_of(id)) {
+        Ok(r) => r,
+        Err(Refusal::Unknown(id)) if swim::bare_ack(&body, fed.membership.me()).is_some() => {
+            tracing::trace!(from = %id, "ping from a peer not bound yet: bare ack");
+            let reply = swim::bare_ack(&body, fed.membership.me());
+            return Ok(Json(reply).into_response());
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "membership message refused");
+            return Err(match e {
+                Refusal::Unknown(_) | Refusal::Signature(_) => {
+                    HttpError::Forbidden(e.to_string().into())
+                }
+                _ => HttpError::BadRequest(e.to_string().into()),
+            });
+        }
+    };
+    drop(body);
+    let reply = swim::handle(&fed, req.from, req.msg).await;
+    drop(admitted);
+    Ok(Json(reply).into_response())
+}
+
 /// `POST /push`: documents a peer thinks we lack, each verified before
 /// use, and the reports it wants (answered as a bundle; 204 when it wants
 /// none). The body is read only after a slot and bytes were reserved, and

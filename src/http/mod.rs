@@ -75,6 +75,10 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/p2pcdn/v1/push",
             axum::routing::post(api::push),
         )
+        .route(
+            crate::federation::swim::PATH,
+            axum::routing::post(api::swim),
+        )
         .route("/.well-known/p2pcdn/v1/blob/{hash}", get(api::blob))
         .route(
             "/.well-known/p2pcdn/v1/have/{site}/{version}",

@@ -48,6 +48,15 @@ pub trait Steering: Send + Sync + 'static {
         subnet: Option<(IpAddr, u8)>,
     ) -> Option<Steered>;
 
+    /// The number of the snapshot the answers come from, for callers that
+    /// keep answers ([`super::worker::Worker`]'s first-level cache): an
+    /// answer obtained while this returned `Some(g)` may be reused as long
+    /// as it still returns `Some(g)`. `None` (the default): answers may
+    /// change at any time and must not be kept.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
     /// The same decision as [`Steering::addresses`], as pre-encoded answer
     /// records (the fast path). The default encodes the addresses on every
     /// call; implementations keep the encoded answers in their snapshot.
@@ -359,6 +368,24 @@ impl Handler {
     /// bytes); the response's length. No allocation on the fast path.
     pub fn answer_udp_into(&self, packet: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize> {
         match self.answer_fast(packet, src, false, out) {
+            Fast::Reply(n) => Some(n),
+            Fast::NoReply => None,
+            Fast::Slow => copy_into(self.answer_udp_reference(packet, src)?, out),
+        }
+    }
+
+    /// [`Handler::answer_udp_into`] as a UDP thread does it, within a batch
+    /// of `w` (between [`Worker::begin`](super::worker::Worker::begin) and
+    /// [`Worker::finish`](super::worker::Worker::finish)): the same bytes,
+    /// steered answers through the worker's first-level cache.
+    pub fn answer_udp_in(
+        &self,
+        w: &mut super::worker::Worker,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        match self.answer_fast_in(w, packet, src, false, out) {
             Fast::Reply(n) => Some(n),
             Fast::NoReply => None,
             Fast::Slow => copy_into(self.answer_udp_reference(packet, src)?, out),

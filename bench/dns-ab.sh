@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# A/B of DNS CPU per answer on a shared machine: two p2pcdn binaries and
+# gdnsd, measured in turn within the same minutes, several rounds.
+#
+#   bash bench/dns-ab.sh OLD_BINARY NEW_BINARY
+#
+# Environment: ROUNDS [3], SECS per measurement [5], MIX [steered|nxmix|tcp],
+# PORT_OFFSET [100] (the demo's ports + this, so a bench/run.sh of someone
+# else on the demo's ports is not disturbed), WORK [mktemp], KEEP=1.
+#
+# Per round and system: the five-city demo federation (prepared once by
+# `p2pcdn demo --no-serve`) is served by that binary; dnsperf
+# (`-T 1 -c 8 -q 256`, the bench/run.sh load, a Singapore resolver
+# 127.3.0.9) sends the mix to Frankfurt for SECS seconds while
+# `perf stat -e task-clock,context-switches` counts the server process.
+# gdnsd (bench/dns.sh's configuration) stays up and is measured between
+# the two binaries. Prints one line per measurement: system, answers,
+# CPU seconds, answers per CPU-second, context switches per answer, load.
+set -Eeuo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+OLD=$(realpath "$1")
+NEW=$(realpath "$2")
+ROUNDS=${ROUNDS:-3} SECS=${SECS:-5} MIX=${MIX:-steered} PORT_OFFSET=${PORT_OFFSET:-100}
+DNS_PORT=$((5300 + PORT_OFFSET)) HTTPS_PORT=$((8443 + PORT_OFFSET)) HTTP_PORT=$((8080 + PORT_OFFSET))
+. "$HERE/common.sh"
+. "$HERE/fed.sh"
+. "$HERE/dns.sh"
+for c in dnsperf gdnsd perf dig; do command -v "$c" > /dev/null || die "missing $c"; done
+WORK=${WORK:-$(mktemp -d /tmp/p2pcdn-dnsab.XXXXXX)}
+mkdir -p "$WORK/logs"
+trap 'cleanup; [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
+FED=$WORK/fed
+"$NEW" --log warn demo --dir "$FED" --no-serve > "$WORK/logs/demo.log" 2>&1 || die "demo --no-serve failed"
+if [ "$PORT_OFFSET" != 0 ]; then
+    for c in "${CITIES[@]}"; do
+        sed -i -e "s/:5300\b/:$DNS_PORT/g" -e "s/:8443\b/:$HTTPS_PORT/g" -e "s/:8080\b/:$HTTP_PORT/g" \
+            "$FED/$c/p2pcdn.toml"
+    done
+fi
+dns_write_configs
+start_bg "$WORK/logs/gdnsd.log" gdnsd -c "$WORK/gdnsd" start
+GPID=$LAST_PID
+QF=$WORK/dns-$MIX.txt EXTRA=()
+[ "$MIX" = tcp ] && QF=$WORK/dns-steered.txt EXTRA=(-m tcp)
+
+# measure NAME IP PID
+measure() {
+    local name=$1 ip=$2 pid=$3 out ps
+    perf stat -x, -e task-clock,context-switches -p "$pid" -o "$WORK/perf.txt" -- sleep "$SECS" &
+    ps=$!
+    out=$(dnsperf -s "$ip" -p "$DNS_PORT" -a "$DNS_CLIENT" -d "$QF" -l "$SECS" \
+        -T 1 -c 8 -q 256 -t 2 -e "${EXTRA[@]}" 2>&1) || true
+    wait "$ps" || true
+    python3 - "$name" "$(cut -d' ' -f1 /proc/loadavg)" "$WORK/perf.txt" << EOF
+import sys
+name, load, perf = sys.argv[1], sys.argv[2], sys.argv[3]
+out = """$out"""
+done = lost = 0
+for l in out.splitlines():
+    w = l.split()
+    if l.strip().startswith("Queries completed:"): done = int(w[2])
+    if l.strip().startswith("Queries lost:"): lost = int(w[2])
+ms = cs = 0.0
+for l in open(perf):
+    f = l.split(",")
+    if len(f) > 2 and f[2] == "task-clock": ms = float(f[0])
+    if len(f) > 2 and f[2] == "context-switches": cs = float(f[0])
+cpu = ms / 1000
+print(f"{name:10} answers {done:8d} lost {lost:4d} cpu {cpu:6.3f} s  answers/cpu-s {done / max(cpu, 1e-9):9.0f}  cs/answer {cs / max(done, 1):.3f}  load {load}")
+EOF
+}
+
+serve() {
+    P2PCDN=$1
+    fed_start
+    wait_until 30 bash -c "dig +short +time=1 +tries=1 -b $DNS_CLIENT @127.1.0.1 -p $DNS_PORT $SITE A | grep -q 127.3.0.1" \
+        || die "no steered answer from $P2PCDN"
+    sleep 3
+}
+
+wait_until 20 dig +short +time=1 +tries=1 @"$GDNSD_IP" -p "$DNS_PORT" "$SITE" A || die "gdnsd does not answer"
+for r in $(seq 1 "$ROUNDS"); do
+    echo "# round $r ($MIX, ${SECS}s)"
+    serve "$OLD"
+    measure old 127.1.0.1 "${FED_PID[frankfurt]}"
+    fed_stop
+    measure gdnsd "$GDNSD_IP" "$GPID"
+    serve "$NEW"
+    measure new 127.1.0.1 "${FED_PID[frankfurt]}"
+    fed_stop
+done
+stop_pid "$GPID"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A/B of DNS CPU per answer on a shared machine: two p2pcdn binaries and
-# gdnsd, measured in turn within the same minutes, several rounds.
+# A/B of DNS CPU per answer on a shared machine: p2pcdn binaries (or
+# wrapper scripts that exec one) and gdnsd, measured in turn within the
+# same minutes, several rounds.
 #
-#   bash bench/dns-ab.sh OLD_BINARY NEW_BINARY
+#   bash bench/dns-ab.sh BINARY_A BINARY_B [BINARY...]
 #
 # Environment: ROUNDS [3], SECS per measurement [5], MIX [steered|nxmix|tcp],
 # PORT_OFFSET [100] (the demo's ports + this, so a bench/run.sh of someone
@@ -14,13 +15,14 @@
 # 127.3.0.9) sends the mix to Frankfurt for SECS seconds while
 # `perf stat -e task-clock,context-switches` counts the server process.
 # gdnsd (bench/dns.sh's configuration) stays up and is measured between
-# the two binaries. Prints one line per measurement: system, answers,
+# the first two binaries. Prints one line per measurement: system, answers,
 # CPU seconds, answers per CPU-second, context switches per answer, load.
 set -Eeuo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-OLD=$(realpath "$1")
-NEW=$(realpath "$2")
+BINS=()
+for b in "$@"; do BINS+=("$(realpath "$b")"); done
+[ ${#BINS[@]} -ge 2 ] || { echo "usage: $0 BINARY_A BINARY_B [BINARY...]" >&2; exit 2; }
 ROUNDS=${ROUNDS:-3} SECS=${SECS:-5} MIX=${MIX:-steered} PORT_OFFSET=${PORT_OFFSET:-100}
 DNS_PORT=$((5300 + PORT_OFFSET)) HTTPS_PORT=$((8443 + PORT_OFFSET)) HTTP_PORT=$((8080 + PORT_OFFSET))
 . "$HERE/common.sh"
@@ -31,7 +33,7 @@ WORK=${WORK:-$(mktemp -d /tmp/p2pcdn-dnsab.XXXXXX)}
 mkdir -p "$WORK/logs"
 trap 'cleanup; [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
 FED=$WORK/fed
-"$NEW" --log warn demo --dir "$FED" --no-serve > "$WORK/logs/demo.log" 2>&1 || die "demo --no-serve failed"
+"${BINS[0]}" --log warn demo --dir "$FED" --no-serve > "$WORK/logs/demo.log" 2>&1 || die "demo --no-serve failed"
 if [ "$PORT_OFFSET" != 0 ]; then
     for c in "${CITIES[@]}"; do
         sed -i -e "s/:5300\b/:$DNS_PORT/g" -e "s/:8443\b/:$HTTPS_PORT/g" -e "s/:8080\b/:$HTTP_PORT/g" \
@@ -82,12 +84,11 @@ serve() {
 wait_until 20 dig +short +time=1 +tries=1 @"$GDNSD_IP" -p "$DNS_PORT" "$SITE" A || die "gdnsd does not answer"
 for r in $(seq 1 "$ROUNDS"); do
     echo "# round $r ($MIX, ${SECS}s)"
-    serve "$OLD"
-    measure old 127.1.0.1 "${FED_PID[frankfurt]}"
-    fed_stop
-    measure gdnsd "$GDNSD_IP" "$GPID"
-    serve "$NEW"
-    measure new 127.1.0.1 "${FED_PID[frankfurt]}"
-    fed_stop
+    for i in "${!BINS[@]}"; do
+        [ "$i" = 1 ] && measure gdnsd "$GDNSD_IP" "$GPID"
+        serve "${BINS[$i]}"
+        measure "$(basename "${BINS[$i]}")" 127.1.0.1 "${FED_PID[frankfurt]}"
+        fed_stop
+    done
 done
 stop_pid "$GPID"

@@ -271,3 +271,40 @@ fn the_cache_holds_at_most_its_slots() {
     assert!(w.cached() <= L1_SLOTS, "{} entries", w.cached());
     assert!(w.cached() > L1_SLOTS / 2, "{} entries", w.cached());
 }
+
+/// The `dns_request` fuzz target's seeds and recorded regressions, from
+/// three clients, each asked twice through one worker: the worker's bytes
+/// equal the reference path's.
+#[test]
+fn fuzz_inputs_agree_through_the_worker() {
+    let (h, _views, _data) = handler();
+    let mut w = Worker::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for dir in [
+        "fuzz/seeds/dns_request",
+        "tests/fuzz_regressions/dns_request",
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            for src in [
+                SocketAddr::from(([127, 3, 0, 9], 5300)),
+                SocketAddr::from(([127, 1, 0, 9], 5300)),
+                "[fd00:5::9]:53".parse().unwrap(),
+            ] {
+                let want = h.answer_udp_reference(&data, src);
+                for round in 0..2 {
+                    assert_eq!(
+                        answer(&h, &mut w, &data, src),
+                        want,
+                        "{} from {src} (round {round})",
+                        path.display()
+                    );
+                }
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 30, "inputs: {n}");
+}

@@ -1,8 +1,9 @@
 //! The DNS front: a [`Handler`] that turns request bytes into response bytes
 //! (requests decoded as hickory-server's `MessageRequest`, answered from
 //! [`resolve`], plus EDNS(0) (RFC 6891), Client Subnet echo (RFC 7871) and
-//! UDP truncation), and the listeners: UDP with one `SO_REUSEPORT` socket
-//! and receive loop per core, TCP in [`super::tcp`].
+//! UDP truncation), and the listeners: UDP with `dns.udp_threads`
+//! `SO_REUSEPORT` sockets and receive loops ([`udp_threads`]), TCP in
+//! [`super::tcp`].
 //!
 //! The handler does no I/O: steering asks an in-memory snapshot
 //! ([`Steering`]).
@@ -549,8 +550,21 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Running DNS listeners: UDP (one `SO_REUSEPORT` socket and thread per
-/// core, [`super::udp`]) and TCP ([`super::tcp`]) on the same port of each
+/// UDP threads per listen address for the `dns.udp_threads` setting:
+/// `configured` when not 0, else one per two cores (at least one, at most
+/// eight). On the 2-core benchmark machine one thread answered a steered
+/// query for about 25 % less CPU than two (fewer wake-ups: larger
+/// `recvmmsg` batches; docs/BENCHMARKS.md, 2026-11-30 "first-level cache").
+pub fn udp_threads(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 2).clamp(1, 8)
+}
+
+/// Running DNS listeners: UDP (`SO_REUSEPORT` sockets, one thread each,
+/// [`super::udp`]) and TCP ([`super::tcp`]) on the same port of each
 /// address, claimed as [`super::bind`] describes.
 pub struct DnsServer {
     tasks: tokio::task::JoinSet<()>,
@@ -563,20 +577,20 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// Binds UDP and TCP on every address (same port for both; port 0 picks
-    /// one). An address already served fails with `AddrInUse`.
+    /// one), with `udp_workers` UDP sockets and threads per address (at
+    /// least one). An address already served fails with `AddrInUse`.
     pub async fn bind(
         handler: Handler,
         listen: &[SocketAddr],
         tcp: super::tcp::TcpLimits,
+        udp_workers: usize,
     ) -> std::io::Result<Self> {
         let handler = Arc::new(handler);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let stop_udp = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         let permits = Arc::new(tokio::sync::Semaphore::new(tcp.max_connections));
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 8);
+        let workers = udp_workers.max(1);
         let mut claimed = vec![];
         for want in listen {
             claimed.push(super::bind::claim(*want, workers)?);

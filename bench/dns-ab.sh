@@ -6,6 +6,9 @@
 #   bash bench/dns-ab.sh BINARY_A BINARY_B [BINARY...]
 #
 # Environment: ROUNDS [3], SECS per measurement [5], MIX [steered|nxmix|tcp],
+# RATE (q/s: pace dnsperf with -Q and print p50/p99 latency instead, as
+# bench/run.sh's dns-p99 does),
+# PROFILE=FILE (perf record -g of the last binary's last round into FILE),
 # PORT_OFFSET [100] (the demo's ports + this, so a bench/run.sh of someone
 # else on the demo's ports is not disturbed), WORK [mktemp], KEEP=1.
 #
@@ -46,15 +49,31 @@ GPID=$LAST_PID
 QF=$WORK/dns-$MIX.txt EXTRA=()
 [ "$MIX" = tcp ] && QF=$WORK/dns-steered.txt EXTRA=(-m tcp)
 
+# latency NAME IP: steered queries paced at RATE, p50/p99 (ms) and lost (%).
+latency() {
+    local name=$1 ip=$2
+    dnsperf -s "$ip" -p "$DNS_PORT" -a "$DNS_CLIENT" -d "$QF" -l "$SECS" \
+        -T 1 -c 8 -q 256 -t 2 -e -Q "$RATE" -v > "$WORK/lat.log" 2>&1 || true
+    set -- $(python3 "$HERE/latency.py" "$WORK/lat.log")
+    printf '%-10s at %s q/s: p50 %s ms  p99 %s ms  lost %s %%  load %s\n' "$name" "$RATE" "$1" "$2" "$3" \
+        "$(cut -d' ' -f1 /proc/loadavg)"
+}
+
 # measure NAME IP PID
 measure() {
-    local name=$1 ip=$2 pid=$3 out ps
+    if [ -n "${RATE:-}" ]; then
+        latency "$1" "$2"
+        return
+    fi
+    local name=$1 ip=$2 pid=$3 out ps rb0 rb1
+    rb0=$(awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp)
     perf stat -x, -e task-clock,context-switches -p "$pid" -o "$WORK/perf.txt" -- sleep "$SECS" &
     ps=$!
     out=$(dnsperf -s "$ip" -p "$DNS_PORT" -a "$DNS_CLIENT" -d "$QF" -l "$SECS" \
         -T 1 -c 8 -q 256 -t 2 -e "${EXTRA[@]}" 2>&1) || true
     wait "$ps" || true
-    python3 - "$name" "$(cut -d' ' -f1 /proc/loadavg)" "$WORK/perf.txt" << EOF
+    rb1=$(awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp)
+    python3 - "$name" "$(cut -d' ' -f1 /proc/loadavg)" "$WORK/perf.txt" "$((rb1 - rb0))" << EOF
 import sys
 name, load, perf = sys.argv[1], sys.argv[2], sys.argv[3]
 out = """$out"""
@@ -69,7 +88,7 @@ for l in open(perf):
     if len(f) > 2 and f[2] == "task-clock": ms = float(f[0])
     if len(f) > 2 and f[2] == "context-switches": cs = float(f[0])
 cpu = ms / 1000
-print(f"{name:10} answers {done:8d} lost {lost:4d} cpu {cpu:6.3f} s  answers/cpu-s {done / max(cpu, 1e-9):9.0f}  cs/answer {cs / max(done, 1):.3f}  load {load}")
+print(f"{name:10} answers {done:8d} lost {lost:4d} cpu {cpu:6.3f} s  answers/cpu-s {done / max(cpu, 1e-9):9.0f}  cs/answer {cs / max(done, 1):.3f}  load {load}  rcvbuf drops (whole machine) {sys.argv[4]}")
 EOF
 }
 
@@ -87,7 +106,12 @@ for r in $(seq 1 "$ROUNDS"); do
     for i in "${!BINS[@]}"; do
         [ "$i" = 1 ] && measure gdnsd "$GDNSD_IP" "$GPID"
         serve "${BINS[$i]}"
+        if [ -n "${PROFILE:-}" ] && [ "$r" = "$ROUNDS" ] && [ "$i" = $((${#BINS[@]} - 1)) ]; then
+            perf record -F 1999 -g -o "$PROFILE" -p "${FED_PID[frankfurt]}" -- sleep "$SECS" 2> /dev/null &
+            PERF_PID=$!
+        fi
         measure "$(basename "${BINS[$i]}")" 127.1.0.1 "${FED_PID[frankfurt]}"
+        [ -n "${PERF_PID:-}" ] && { wait "$PERF_PID" || true; PERF_PID=; }
         fed_stop
     done
 done

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::precomputed::{fast_qtype, Lookup, Precomputed};
+use super::precomputed::{fast_qtype, steerable_qtype, Lookup, Precomputed};
 use super::rrl::Verdict;
 use super::server::{unmap, Handler, SteeredWire};
 use super::template::Template;
@@ -100,7 +100,10 @@ impl Handler {
             .edns
             .and_then(|e| e.ecs)
             .map(|c| (unmap(c.addr), c.source));
-        let key = Key::new(q.lower_name(), q.qtype, client, subnet);
+        // Only steered answers are cached.
+        let key = steerable_qtype(q.qtype)
+            .then(|| Key::new(q.lower_name(), q.qtype, client, subnet))
+            .flatten();
         let r = match key.as_ref().and_then(|k| w.get(k)) {
             Some((records, scope)) => {
                 let shape = Shape {

@@ -156,8 +156,10 @@ fn serve(handler: &Handler, sock: &UdpSocket, stop: &AtomicBool) {
             th.msg_hdr.msg_iovlen = 1;
             out += 1;
         }
-        send_all(fd, &mut tx_hdr[..out]);
+        // Counted before the responses leave, so a client that has its
+        // answer sees it in the metrics.
         worker.finish(handler);
+        send_all(fd, &mut tx_hdr[..out]);
     }
 }
 

@@ -198,6 +198,8 @@ struct RawDns {
     #[serde(default)]
     tcp_max_connections: Option<Spanned<usize>>,
     #[serde(default)]
+    udp_threads: Option<Spanned<usize>>,
+    #[serde(default)]
     short_ttl: Option<Spanned<u64>>,
     #[serde(default)]
     min_ttl: Option<Spanned<u64>>,
@@ -219,6 +221,7 @@ impl Default for RawDns {
             max_udp_payload: None,
             tcp_idle_timeout_secs: None,
             tcp_max_connections: None,
+            udp_threads: None,
             short_ttl: None,
             min_ttl: None,
             max_ttl: None,
@@ -447,6 +450,10 @@ pub struct DnsConfig {
     pub tcp_idle_timeout_secs: u64,
     /// Open DNS-over-TCP connections over all listeners.
     pub tcp_max_connections: usize,
+    /// UDP receive threads (each with its own `SO_REUSEPORT` socket) per
+    /// listen address; 0: one per two cores, at least one (see
+    /// [`crate::dns::server::udp_threads`]).
+    pub udp_threads: usize,
     /// UDP responses per second per client network (/24, /56); 0 disables RRL.
     pub rrl_rate: u32,
     /// Every N-th limited response is sent truncated (0: none).
@@ -702,6 +709,7 @@ mod limits {
     pub(super) const TCP_IDLE_TIMEOUT: Limit<u64> = l("dns.tcp_idle_timeout_secs", 1, 3600, 10, "");
     pub(super) const TCP_MAX_CONNECTIONS: Limit<usize> =
         l("dns.tcp_max_connections", 1, 65_536, 512, "");
+    pub(super) const UDP_THREADS: Limit<usize> = l("dns.udp_threads", 0, 64, 0, " (0: automatic)");
     pub(super) const SHORT_TTL: Limit<u64> = l("dns.short_ttl", 1, 86400, 5, "");
     pub(super) const MIN_TTL: Limit<u64> = l("dns.min_ttl", 0, 86400, 1, "");
     pub(super) const MAX_TTL: Limit<u64> = l("dns.max_ttl", 1, 86400, 3600, "");
@@ -912,6 +920,7 @@ impl Checker<'_> {
             max_udp_payload: self.num(&d.max_udp_payload, &limits::MAX_UDP_PAYLOAD)?,
             tcp_idle_timeout_secs: self.num(&d.tcp_idle_timeout_secs, &limits::TCP_IDLE_TIMEOUT)?,
             tcp_max_connections: self.num(&d.tcp_max_connections, &limits::TCP_MAX_CONNECTIONS)?,
+            udp_threads: self.num(&d.udp_threads, &limits::UDP_THREADS)?,
             rrl_rate: self.num(&d.rrl_rate, &limits::RRL_RATE)?,
             rrl_slip: self.num(&d.rrl_slip, &limits::RRL_SLIP)?,
             rrl_exempt,

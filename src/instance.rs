@@ -324,6 +324,7 @@ impl Instance {
                 max_connections: cfg.dns.tcp_max_connections,
                 idle_timeout: Duration::from_secs(cfg.dns.tcp_idle_timeout_secs),
             },
+            crate::dns::server::udp_threads(cfg.dns.udp_threads),
         )
         .await
         .map_err(|source| StartError::Bind {

@@ -214,12 +214,18 @@ impl Metrics {
 
     /// Counts one DNS response.
     pub fn dns(&self, transport: &'static str, rcode: hickory_proto::op::ResponseCode) {
+        self.dns_n(transport, rcode, 1);
+    }
+
+    /// Counts `n` DNS responses with the same transport and code (the UDP
+    /// threads add their tallies once per batch).
+    pub fn dns_n(&self, transport: &'static str, rcode: hickory_proto::op::ResponseCode, n: u64) {
         self.dns_responses
             .get_or_create(&DnsLabels {
                 transport,
                 rcode: rcode_name(rcode),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// Records the versions served, `(site, version)`.

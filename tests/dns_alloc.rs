@@ -171,6 +171,29 @@ fn hot_path_does_not_allocate() {
         ("REFUSED", request("example.com.", RecordType::A, None)),
     ];
     let mut out = vec![0u8; 65535];
+    // The UDP threads' path: a worker with its first-level cache, one batch
+    // of 32 per `begin`/`finish` as `recvmmsg` gives them.
+    let mut w = p2pcdn::dns::worker::Worker::new();
+    for (what, req) in &cases {
+        w.begin(&h);
+        assert!(h.answer_udp_in(&mut w, req, src, &mut out).is_some());
+        w.finish(&h);
+        let before = allocs();
+        for _ in 0..1000 / 32 {
+            w.begin(&h);
+            for _ in 0..32 {
+                assert!(h.answer_udp_in(&mut w, req, src, &mut out).is_some());
+            }
+            w.finish(&h);
+        }
+        let n = allocs() - before;
+        assert_eq!(n, 0, "{what} (UDP worker): {n} allocations in 992 answers");
+    }
+    assert!(
+        w.hits() >= 3 * 992,
+        "steered answers from the cache: {}",
+        w.hits()
+    );
     for (what, req) in &cases {
         for tcp in [false, true] {
             // Warm: the zone templates and this client's steering answer are built once.
@@ -244,5 +267,36 @@ fn memory_is_flat_in_distinct_client_prefixes() {
         after - full <= 64 * 1024,
         "{} bytes stayed allocated after 80,000 more distinct clients",
         after - full
+    );
+    // The UDP threads' first-level cache: allocated once (its slots), then
+    // flat however many distinct subnets ask.
+    let before = live();
+    let mut w = p2pcdn::dns::worker::Worker::new();
+    let mut ask_worker = |range: std::ops::Range<u32>| {
+        for i in range {
+            let req = request("www.t.test.", RecordType::A, Some((subnet(i), 24)));
+            w.begin(&h);
+            assert!(h.answer_udp_in(&mut w, &req, src, &mut out).is_some());
+            w.finish(&h);
+        }
+    };
+    ask_worker(0..2_000);
+    let warm = live();
+    ask_worker(2_000..12_000);
+    let end = live();
+    assert!(
+        end - warm <= 16 * 1024,
+        "{} bytes stayed allocated after 10,000 more distinct subnets through a worker",
+        end - warm
+    );
+    assert!(
+        warm - before <= 256 * 1024,
+        "the worker and its filled cache hold {} bytes",
+        warm - before
+    );
+    println!(
+        "worker cache: {} bytes with its slots filled; {} bytes more after 10,000 more subnets",
+        warm - before,
+        end - warm
     );
 }

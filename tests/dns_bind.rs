@@ -47,7 +47,9 @@ const LIMITS: TcpLimits = TcpLimits {
 };
 
 async fn bind(addr: SocketAddr) -> std::io::Result<DnsServer> {
-    DnsServer::bind(handler(), &[addr], LIMITS).await
+    // Two UDP sockets per address: the reuse-port group is what must not
+    // be joined by a second server.
+    DnsServer::bind(handler(), &[addr], LIMITS, 2).await
 }
 
 /// Every query to `addr` is answered (REFUSED: no zones), none lost to another socket.

@@ -19,6 +19,12 @@
 //!    question's case and the ECS option are patched into the templates, and
 //!    name compression follows hickory's encoder exactly.
 //!
+//! 3. The UDP threads' path (`Handler::answer_udp_in` with a `Worker`: the
+//!    first-level cache of steered answers, kept across inputs, so an
+//!    answer cached for one input's question, client and subnet is served
+//!    to later inputs) equals `answer_udp_reference` byte for byte, asked
+//!    twice (the second time from the cache when it was steered).
+//!
 //! For each input that hickory-server decodes as a `MessageRequest`, the
 //! request is also answered per protocol by `Handler::respond` (the pure
 //! answer); the `Message` must encode with `to_vec()`, decode again, carry
@@ -35,6 +41,7 @@ use hickory_server::authority::MessageRequest;
 use hickory_server::server::Request;
 use libfuzzer_sys::fuzz_target;
 use p2pcdn::dns::fast::Fast;
+use p2pcdn::dns::worker::Worker;
 use p2pcdn_fuzz::{dns_handler, MAX_UDP_PAYLOAD};
 
 fn src_for(id: u16) -> SocketAddr {
@@ -169,8 +176,37 @@ fn check_fast(data: &[u8]) {
     }
 }
 
+thread_local! {
+    static WORKER: std::cell::RefCell<Worker> = std::cell::RefCell::new(Worker::new());
+}
+
+/// The UDP worker's path equals the reference, cold and from the cache.
+fn check_worker(data: &[u8]) {
+    let id = data
+        .get(..2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let src = src_for(id);
+    let h = dns_handler();
+    let want = h.answer_udp_reference(data, src);
+    let mut out = vec![0u8; 65535];
+    WORKER.with(|w| {
+        let mut w = w.borrow_mut();
+        for round in 0..2 {
+            w.begin(h);
+            let got = h.answer_udp_in(&mut w, data, src, &mut out);
+            w.finish(h);
+            assert_eq!(
+                got.map(|n| &out[..n]),
+                want.as_deref(),
+                "UDP worker path and reference differ (round {round})"
+            );
+        }
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
     check_fast(data);
+    check_worker(data);
     let fast = check_answer(data, Protocol::Udp);
     let udp = check_respond(data, Protocol::Udp);
     if let (Some(fast), Some(udp)) = (&fast, &udp) {

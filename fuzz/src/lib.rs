@@ -67,7 +67,10 @@ pub const STEERED: &[(&str, bool)] = &[
     ("site.ex.test.", true),
 ];
 
-/// Steering that returns fixed addresses (or `None` for names without holders).
+/// Steering that returns fixed addresses (or `None` for names without
+/// holders), the IPv4 ones depending on the located address (the ECS
+/// address, else the client's), so an answer cached for one client and
+/// served to another shows.
 pub struct FixedSteering;
 
 impl Steering for FixedSteering {
@@ -75,9 +78,14 @@ impl Steering for FixedSteering {
         &self,
         site: &LowerName,
         v6: bool,
-        _client: IpAddr,
+        client: IpAddr,
         subnet: Option<(IpAddr, u8)>,
     ) -> Option<Steered> {
+        let located = subnet.map_or(client, |(a, _)| a);
+        let cell = match located {
+            IpAddr::V4(a) => a.octets()[2],
+            IpAddr::V6(a) => a.octets()[5],
+        } % 8;
         let has = STEERED
             .iter()
             .any(|(n, h)| *h && LowerName::from_str(n).map(|l| &l == site).unwrap_or(false));
@@ -93,8 +101,8 @@ impl Steering for FixedSteering {
             ]
         } else {
             vec![
-                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)),
-                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 11)),
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10 + cell)),
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 20)),
             ]
         };
         // Echo a scope derived from the client's subnet (any u8 must encode).
@@ -104,6 +112,12 @@ impl Steering for FixedSteering {
             scope,
             ttl: 17,
         })
+    }
+
+    /// The answers never change: one generation, so the UDP worker's
+    /// first-level cache is used.
+    fn generation(&self) -> Option<u64> {
+        Some(1)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Binding DNS listeners without sharing a port by accident.
 //!
-//! UDP uses one `SO_REUSEPORT` socket per core, and a reuse-port group
+//! UDP uses one `SO_REUSEPORT` socket per UDP thread, and a reuse-port group
 //! accepts any socket of the same user that also sets the option: a second
 //! server on the same address would silently take part of the queries. So
 //! an address is claimed first with sockets that do not set it: the TCP

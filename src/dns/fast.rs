@@ -9,13 +9,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hickory_proto::op::ResponseCode;
-
-use super::precomputed::{fast_qtype, Lookup, Precomputed};
+use super::precomputed::{fast_qtype, steerable_qtype, Lookup, Precomputed};
 use super::rrl::Verdict;
 use super::server::{unmap, Handler, SteeredWire};
 use super::template::Template;
 use super::wire::{self, Query, WriteError, Writer, TYPE_OPT};
+use super::worker::{Key, Worker};
 
 /// Outcome of the fast path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +24,14 @@ pub enum Fast {
     /// Send nothing (rate limited).
     NoReply,
     /// Not covered: answer through the reference path.
+    Slow,
+}
+
+/// What [`Handler::respond_fast`] did.
+enum Answered {
+    /// This many bytes, with this response code.
+    Reply(usize, u8),
+    NoReply,
     Slow,
 }
 
@@ -39,7 +46,7 @@ impl Handler {
     /// The pre-encoded answers of the current zone snapshot, rebuilt on the
     /// first query after the snapshot changes (`None` while another thread
     /// rebuilds them).
-    fn precomputed(&self) -> Option<Arc<Precomputed>> {
+    pub(super) fn precomputed(&self) -> Option<Arc<Precomputed>> {
         let data = self.data.load();
         if let Some(p) = self.pre.load().as_ref() {
             if p.is_for(&data) {
@@ -58,6 +65,25 @@ impl Handler {
     /// Answers `packet` from `src` into `out` when the fast path covers it.
     /// `tcp`: no rate limiting, and the 65,535-byte limit instead of UDP's.
     pub fn answer_fast(&self, packet: &[u8], src: SocketAddr, tcp: bool, out: &mut [u8]) -> Fast {
+        let mut w = Worker::without_cache();
+        w.begin(self);
+        let r = self.answer_fast_in(&mut w, packet, src, tcp, out);
+        w.finish(self);
+        r
+    }
+
+    /// [`Handler::answer_fast`] as a worker thread does it: from the zone
+    /// snapshot taken by [`Worker::begin`], steered answers through the
+    /// worker's first-level cache, responses counted in the worker (added
+    /// to the metrics by [`Worker::finish`]).
+    pub fn answer_fast_in(
+        &self,
+        w: &mut Worker,
+        packet: &[u8],
+        src: SocketAddr,
+        tcp: bool,
+        out: &mut [u8],
+    ) -> Fast {
         let Some(q) = wire::parse(packet) else {
             return Fast::Slow;
         };
@@ -69,44 +95,84 @@ impl Handler {
         if self.challenge_pending(q.lower_name()) {
             return Fast::Slow;
         }
-        let Some(pre) = self.precomputed() else {
-            return Fast::Slow;
-        };
-        let mut steered: Option<(Arc<Template>, u8)> = None;
-        let fixed = match pre.lookup(q.lower_name(), q.label_count(), |i| q.lower_suffix(i)) {
-            Lookup::Slow => return Fast::Slow,
-            Lookup::Fixed(t) => Some(t),
-            Lookup::Name(e) => {
-                if let Some(site) = e.is_steered(q.qtype) {
-                    let client = unmap(src.ip());
-                    let subnet = q
-                        .edns
-                        .and_then(|e| e.ecs)
-                        .map(|c| (unmap(c.addr), c.source));
-                    let v6 = q.qtype == 28;
-                    if let SteeredWire::Answer { records, scope } =
-                        self.steering.steered_wire(site, v6, client, subnet)
-                    {
-                        steered = Some((records, scope));
+        let client = unmap(src.ip());
+        let subnet = q
+            .edns
+            .and_then(|e| e.ecs)
+            .map(|c| (unmap(c.addr), c.source));
+        // Only steered answers are cached.
+        let key = steerable_qtype(q.qtype)
+            .then(|| Key::new(q.lower_name(), q.qtype, client, subnet))
+            .flatten();
+        let r = match key.as_ref().and_then(|k| w.get(k)) {
+            Some((records, scope)) => {
+                let shape = Shape {
+                    template: records,
+                    steered_scope: Some(scope),
+                    truncated: false,
+                };
+                self.respond_fast(&q, shape, src, tcp, out)
+            }
+            None => {
+                let Some(pre) = w.pre() else {
+                    return Fast::Slow;
+                };
+                let mut steered: Option<(Arc<Template>, u8)> = None;
+                let fixed = match pre.lookup(q.lower_name(), q.label_count(), |i| q.lower_suffix(i))
+                {
+                    Lookup::Slow => return Fast::Slow,
+                    Lookup::Fixed(t) => Some(t),
+                    Lookup::Name(e) => {
+                        if let Some(site) = e.is_steered(q.qtype) {
+                            let v6 = q.qtype == 28;
+                            if let SteeredWire::Answer { records, scope } =
+                                self.steering.steered_wire(site, v6, client, subnet)
+                            {
+                                steered = Some((records, scope));
+                            }
+                        }
+                        e.template(q.qtype)
                     }
+                };
+                let shape = match (&steered, fixed) {
+                    (Some((t, scope)), _) => Shape {
+                        template: t,
+                        steered_scope: Some(*scope),
+                        truncated: false,
+                    },
+                    (None, Some(t)) => Shape {
+                        template: t,
+                        steered_scope: None,
+                        truncated: false,
+                    },
+                    (None, None) => return Fast::Slow,
+                };
+                let r = self.respond_fast(&q, shape, src, tcp, out);
+                if let (Some(k), Some((t, scope))) = (key, &steered) {
+                    w.put(k, t, *scope);
                 }
-                e.template(q.qtype)
+                r
             }
         };
-        let mut shape = match (&steered, fixed) {
-            (Some((t, scope)), _) => Shape {
-                template: t,
-                steered_scope: Some(*scope),
-                truncated: false,
-            },
-            (None, Some(t)) => Shape {
-                template: t,
-                steered_scope: None,
-                truncated: false,
-            },
-            (None, None) => return Fast::Slow,
-        };
-        let transport = if tcp { "tcp" } else { "udp" };
+        match r {
+            Answered::Reply(n, rcode) => {
+                w.count(tcp, rcode);
+                Fast::Reply(n)
+            }
+            Answered::NoReply => Fast::NoReply,
+            Answered::Slow => Fast::Slow,
+        }
+    }
+
+    /// Rate limits (UDP), then writes the response shaped by `shape`.
+    fn respond_fast(
+        &self,
+        q: &Query<'_>,
+        mut shape: Shape<'_>,
+        src: SocketAddr,
+        tcp: bool,
+        out: &mut [u8],
+    ) -> Answered {
         if !tcp {
             if let Some(rrl) = &self.settings.rrl {
                 use crate::metrics::Metrics;
@@ -119,7 +185,7 @@ impl Handler {
                     }
                     Verdict::Drop => {
                         Metrics::count(&m.dns_rate_limited, "drop");
-                        return Fast::NoReply;
+                        return Answered::NoReply;
                     }
                 }
             }
@@ -131,23 +197,21 @@ impl Handler {
             usize::from(q.edns.map_or(512, |e| e.payload.clamp(512, max)))
         };
         let Some(buf) = out.get_mut(..limit) else {
-            return Fast::Slow;
+            return Answered::Slow;
         };
-        let n = match self.write(&q, &shape, buf) {
+        let n = match self.write(q, &shape, buf) {
             Ok(n) => n,
             Err(WriteError::Full) if !shape.truncated => {
                 // RFC 2181 §9, as the reference path does it.
                 shape.truncated = true;
-                match self.write(&q, &shape, buf) {
+                match self.write(q, &shape, buf) {
                     Ok(n) => n,
-                    Err(_) => return Fast::Slow,
+                    Err(_) => return Answered::Slow,
                 }
             }
-            Err(_) => return Fast::Slow,
+            Err(_) => return Answered::Slow,
         };
-        let rcode = ResponseCode::from_low(shape.template.rcode());
-        self.settings.metrics.dns(transport, rcode);
-        Fast::Reply(n)
+        Answered::Reply(n, shape.template.rcode())
     }
 
     /// Writes the whole response; its length.

@@ -5,7 +5,8 @@
 //! `fast` answers common queries from pre-encoded `template`s (`precomputed`
 //! per zone snapshot, steered ones per steering view) through `wire`, and
 //! falls back to the reference path for the rest. `udp` runs the UDP
-//! threads (`recvmmsg`/`sendmmsg`), `tcp` the TCP listeners, `bind` claims
+//! threads (`recvmmsg`/`sendmmsg`), each with a `worker` (batch snapshot,
+//! first-level cache of steered answers, per-batch metrics), `tcp` the TCP listeners, `bind` claims
 //! their addresses.
 
 pub mod answer;
@@ -18,4 +19,5 @@ pub mod tcp;
 pub mod template;
 mod udp;
 pub mod wire;
+pub mod worker;
 pub mod zone;

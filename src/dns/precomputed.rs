@@ -84,10 +84,13 @@ impl Entry {
 
     /// True when `qtype` answers come from steering.
     pub fn is_steered(&self, qtype: u16) -> Option<&LowerName> {
-        self.steered
-            .as_ref()
-            .filter(|_| matches!(qtype, T_A | T_AAAA | T_ANY))
+        self.steered.as_ref().filter(|_| steerable_qtype(qtype))
     }
+}
+
+/// Query types whose answers a steered name takes from steering (A, AAAA, ANY).
+pub fn steerable_qtype(t: u16) -> bool {
+    matches!(t, T_A | T_AAAA | T_ANY)
 }
 
 struct ZoneInfo {

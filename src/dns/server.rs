@@ -1,8 +1,9 @@
 //! The DNS front: a [`Handler`] that turns request bytes into response bytes
 //! (requests decoded as hickory-server's `MessageRequest`, answered from
 //! [`resolve`], plus EDNS(0) (RFC 6891), Client Subnet echo (RFC 7871) and
-//! UDP truncation), and the listeners: UDP with one `SO_REUSEPORT` socket
-//! and receive loop per core, TCP in [`super::tcp`].
+//! UDP truncation), and the listeners: UDP with `dns.udp_threads`
+//! `SO_REUSEPORT` sockets and receive loops ([`udp_threads`]), TCP in
+//! [`super::tcp`].
 //!
 //! The handler does no I/O: steering asks an in-memory snapshot
 //! ([`Steering`]).
@@ -47,6 +48,15 @@ pub trait Steering: Send + Sync + 'static {
         client: IpAddr,
         subnet: Option<(IpAddr, u8)>,
     ) -> Option<Steered>;
+
+    /// The number of the snapshot the answers come from, for callers that
+    /// keep answers ([`super::worker::Worker`]'s first-level cache): an
+    /// answer obtained while this returned `Some(g)` may be reused as long
+    /// as it still returns `Some(g)`. `None` (the default): answers may
+    /// change at any time and must not be kept.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 
     /// The same decision as [`Steering::addresses`], as pre-encoded answer
     /// records (the fast path). The default encodes the addresses on every
@@ -365,6 +375,24 @@ impl Handler {
         }
     }
 
+    /// [`Handler::answer_udp_into`] as a UDP thread does it, within a batch
+    /// of `w` (between [`Worker::begin`](super::worker::Worker::begin) and
+    /// [`Worker::finish`](super::worker::Worker::finish)): the same bytes,
+    /// steered answers through the worker's first-level cache.
+    pub fn answer_udp_in(
+        &self,
+        w: &mut super::worker::Worker,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        match self.answer_fast_in(w, packet, src, false, out) {
+            Fast::Reply(n) => Some(n),
+            Fast::NoReply => None,
+            Fast::Slow => copy_into(self.answer_udp_reference(packet, src)?, out),
+        }
+    }
+
     /// [`Handler::answer_tcp`] into `out` (65,535 bytes); the response's length.
     pub fn answer_tcp_into(&self, packet: &[u8], src: SocketAddr, out: &mut [u8]) -> Option<usize> {
         match self.answer_fast(packet, src, true, out) {
@@ -522,8 +550,21 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Running DNS listeners: UDP (one `SO_REUSEPORT` socket and thread per
-/// core, [`super::udp`]) and TCP ([`super::tcp`]) on the same port of each
+/// UDP threads per listen address for the `dns.udp_threads` setting:
+/// `configured` when not 0, else one per two cores (at least one, at most
+/// eight). On the 2-core benchmark machine one thread answered a steered
+/// query for about 25 % less CPU than two (fewer wake-ups: larger
+/// `recvmmsg` batches; docs/BENCHMARKS.md, 2026-11-30 "first-level cache").
+pub fn udp_threads(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 2).clamp(1, 8)
+}
+
+/// Running DNS listeners: UDP (`SO_REUSEPORT` sockets, one thread each,
+/// [`super::udp`]) and TCP ([`super::tcp`]) on the same port of each
 /// address, claimed as [`super::bind`] describes.
 pub struct DnsServer {
     tasks: tokio::task::JoinSet<()>,
@@ -536,20 +577,20 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// Binds UDP and TCP on every address (same port for both; port 0 picks
-    /// one). An address already served fails with `AddrInUse`.
+    /// one), with `udp_workers` UDP sockets and threads per address (at
+    /// least one). An address already served fails with `AddrInUse`.
     pub async fn bind(
         handler: Handler,
         listen: &[SocketAddr],
         tcp: super::tcp::TcpLimits,
+        udp_workers: usize,
     ) -> std::io::Result<Self> {
         let handler = Arc::new(handler);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let stop_udp = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         let permits = Arc::new(tokio::sync::Semaphore::new(tcp.max_connections));
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 8);
+        let workers = udp_workers.max(1);
         let mut claimed = vec![];
         for want in listen {
             claimed.push(super::bind::claim(*want, workers)?);

@@ -2,7 +2,9 @@
 //! datagrams with `recvmmsg`, answering them in place (no task, no channel)
 //! and sending the batch of responses with one `sendmmsg`.
 //!
-//! Buffers are allocated once per thread. A thread checks its stop flag at
+//! Buffers and the [`Worker`] (zone snapshot per batch, first-level cache
+//! of steered answers, response counts added once per batch) are
+//! allocated once per thread. A thread checks its stop flag at
 //! least every [`POLL`] (the socket's receive timeout).
 
 use std::io;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::server::Handler;
+use super::worker::Worker;
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 const BATCH: usize = 32;
@@ -94,6 +97,7 @@ fn serve(handler: &Handler, sock: &UdpSocket, stop: &AtomicBool) {
         BATCH
     ];
     let mut tx_hdr = vec![zero_hdr; BATCH];
+    let mut worker = Worker::new();
     while !stop.load(Ordering::Relaxed) {
         for (i, h) in rx_hdr.iter_mut().enumerate() {
             h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
@@ -125,6 +129,7 @@ fn serve(handler: &Handler, sock: &UdpSocket, stop: &AtomicBool) {
             continue;
         }
         let mut out = 0usize;
+        worker.begin(handler);
         for i in 0..n as usize {
             let h = &rx_hdr[i];
             let Some(src) = to_socket_addr(&names[i], h.msg_hdr.msg_namelen) else {
@@ -137,7 +142,7 @@ fn serve(handler: &Handler, sock: &UdpSocket, stop: &AtomicBool) {
             ) else {
                 continue;
             };
-            let Some(resp_len) = handler.answer_udp_into(packet, src, slot) else {
+            let Some(resp_len) = handler.answer_udp_in(&mut worker, packet, src, slot) else {
                 continue;
             };
             tx_iov[out] = libc::iovec {
@@ -151,6 +156,9 @@ fn serve(handler: &Handler, sock: &UdpSocket, stop: &AtomicBool) {
             th.msg_hdr.msg_iovlen = 1;
             out += 1;
         }
+        // Counted before the responses leave, so a client that has its
+        // answer sees it in the metrics.
+        worker.finish(handler);
         send_all(fd, &mut tx_hdr[..out]);
     }
 }

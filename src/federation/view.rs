@@ -37,8 +37,11 @@ pub struct SiteView {
 /// snapshot so far (a view lives 250 ms; resolvers and ECS prefixes repeat,
 /// so most queries are one hash lookup instead of a geo lookup and a
 /// ranking).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SteerView {
+    /// Distinct for every view built in this process (see
+    /// [`Steering::generation`]).
+    generation: u64,
     sites: HashMap<String, SiteView>,
     /// Client network → (mirror id, RTT ms) from every mirror's signed
     /// report (only networks with enough samples are reported).
@@ -104,6 +107,19 @@ impl AnswerCache {
                 m.insert(key, a);
             }
         }
+    }
+}
+
+/// Source of [`SteerView::generation`]: every view built takes the next number.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Default for SteerView {
+    fn default() -> Self {
+        Self::from_sites(HashMap::new())
     }
 }
 
@@ -211,6 +227,7 @@ impl SteerView {
             );
         }
         Self {
+            generation: next_generation(),
             by_name: name_index(&sites),
             sites,
             rtts,
@@ -221,6 +238,7 @@ impl SteerView {
     /// A view of the given sites (no federation state; for tests and tools).
     pub fn from_sites(sites: HashMap<String, SiteView>) -> Self {
         Self {
+            generation: next_generation(),
             by_name: name_index(&sites),
             sites,
             rtts: HashMap::new(),
@@ -246,6 +264,11 @@ impl SteerView {
             m.rtt_ms = list.iter().find(|(id, _)| *id == m.id).map(|(_, r)| *r);
         }
         std::borrow::Cow::Owned(c)
+    }
+
+    /// This view's number: distinct for every view built in this process.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// A site's view.
@@ -379,6 +402,10 @@ fn ecs_scope(subnet: Option<(IpAddr, u8)>) -> u8 {
 }
 
 impl Steering for FederatedSteering {
+    fn generation(&self) -> Option<u64> {
+        Some(self.view.load().generation)
+    }
+
     fn addresses(
         &self,
         site: &LowerName,

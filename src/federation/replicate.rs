@@ -471,14 +471,12 @@ async fn swarm_pass(
     if missing.is_empty() {
         return false;
     }
-    let seen = track.seen(&replicators).to_vec();
     let plan = plan::plan(&plan::Input {
         me: fed.me,
         blobs,
         missing: &missing,
         candidates: &candidates,
         replicators: &replicators,
-        seen: &seen,
         origin_open: &overdue,
     });
     if plan.fetch.is_empty() {

@@ -43,8 +43,6 @@ pub struct Track {
     started: Instant,
     peers: HashMap<PublicKey, PeerTrack>,
     wanted_since: HashMap<usize, Instant>,
-    /// Every replicator seen (or presumed) for this version.
-    seen: Vec<PublicKey>,
 }
 
 /// Tracks per site.
@@ -64,7 +62,6 @@ impl SwarmBook {
                 started: now,
                 peers: HashMap::new(),
                 wanted_since: HashMap::new(),
-                seen: Vec::new(),
             });
         if t.version != version {
             *t = Track {
@@ -72,7 +69,6 @@ impl SwarmBook {
                 started: now,
                 peers: HashMap::new(),
                 wanted_since: HashMap::new(),
-                seen: Vec::new(),
             };
         }
         t
@@ -177,19 +173,6 @@ impl Track {
         v
     }
 
-    /// Adds `live` to the replicators seen for this version and returns
-    /// them all (sorted): the set first fetches are balanced over, which
-    /// only grows while the version replicates.
-    pub fn seen(&mut self, live: &[PublicKey]) -> &[PublicKey] {
-        for k in live {
-            if !self.seen.contains(k) {
-                self.seen.push(*k);
-            }
-        }
-        self.seen.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        &self.seen
-    }
-
     /// Notes the blobs (index, size) missing now; returns those that have
     /// waited longer than their patience (anyone may ask an origin).
     pub fn overdue(&mut self, missing: &[(usize, u64)], now: Instant) -> Vec<usize> {
@@ -211,29 +194,6 @@ impl Track {
 mod tests {
     use super::*;
     use crate::keys::SecretKey;
-
-    #[test]
-    fn seen_replicators_only_grow_until_the_version_changes() {
-        let t0 = Instant::now();
-        let (a, b) = (
-            SecretKey::generate().unwrap().public(),
-            SecretKey::generate().unwrap().public(),
-        );
-        let mut book = SwarmBook::default();
-        let t = book.track("s", 1, t0);
-        assert_eq!(t.seen(&[a]).to_vec(), vec![a]);
-        let both = t.seen(&[b]).to_vec();
-        assert_eq!(both.len(), 2);
-        assert_eq!(
-            t.seen(&[]).to_vec(),
-            both,
-            "a replicator out of view stays seen"
-        );
-        assert!(
-            book.track("s", 2, t0).seen(&[]).is_empty(),
-            "a new version starts over"
-        );
-    }
 
     #[test]
     fn replicators_are_live_and_incomplete() {

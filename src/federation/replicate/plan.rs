@@ -97,10 +97,6 @@ pub struct Input<'a> {
     pub candidates: &'a [Candidate],
     /// Live replicators other than this node.
     pub replicators: &'a [PublicKey],
-    /// Every replicator seen for this version so far, live or not (the
-    /// first fetches are balanced over these with the live ones, so a
-    /// replicator missing from one round's view moves only its own blobs).
-    pub seen: &'a [PublicKey],
     /// Indexes (into `blobs`) of blobs any node may ask an origin for.
     pub origin_open: &'a [usize],
 }
@@ -133,16 +129,6 @@ fn score(blob: &BlobHash, key: &PublicKey) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&out.as_bytes()[..8]);
     u64::from_be_bytes(b)
-}
-
-/// The replicator among `me` and `others` with the highest rendezvous score
-/// for `blob`: who takes a blob whose balanced first fetcher is not live.
-fn rendezvous_owner(blob: &BlobHash, me: &PublicKey, others: &[PublicKey]) -> PublicKey {
-    std::iter::once(me)
-        .chain(others)
-        .max_by_key(|k| (score(blob, k), k.as_bytes()))
-        .copied()
-        .unwrap_or(*me)
 }
 
 /// The replicator among `me` and `others` that pulls each of `blobs` (hash,
@@ -208,20 +194,11 @@ pub fn plan(input: &Input<'_>) -> Plan {
         })
         .collect();
     maybes.sort_by(by_cost);
-    let mut over: Vec<PublicKey> = input.replicators.to_vec();
-    over.extend(input.seen.iter().filter(|k| **k != input.me));
-    let owners = first_fetchers(input.blobs, &input.me, &over);
+    let owners = first_fetchers(input.blobs, &input.me, input.replicators);
     let mut out = Plan::default();
     for &i in input.missing {
-        let (Some(owner), Some((hash, _))) = (owners.get(i), input.blobs.get(i)) else {
+        let Some(owner) = owners.get(i) else {
             continue;
-        };
-        // A first fetcher not live now: the blob goes to the live
-        // replicator with the highest rendezvous score.
-        let owner = if *owner == input.me || input.replicators.contains(owner) {
-            *owner
-        } else {
-            rendezvous_owner(hash, &input.me, input.replicators)
         };
         let mut helpers: Vec<usize> = (0..input.candidates.len())
             .filter(|&k| {
@@ -230,7 +207,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
             })
             .collect();
         helpers.sort_by(|a, b| assigned[*a].cmp(&assigned[*b]).then_with(|| by_cost(a, b)));
-        let origin_allowed = input.origin_open.contains(&i) || owner == input.me;
+        let origin_allowed = input.origin_open.contains(&i) || *owner == input.me;
         let mut sources = helpers;
         if origin_allowed {
             sources.extend(
@@ -321,7 +298,6 @@ mod tests {
             candidates: &cands,
             replicators: &[other],
             origin_open: &[],
-            seen: &[],
         });
         assert_eq!(p.fetch.len() + p.waiting.len(), 64);
         let owners = first_fetchers(&blobs, &me, &[other]);
@@ -347,7 +323,6 @@ mod tests {
             candidates: &cands,
             replicators: &[other],
             origin_open: &[],
-            seen: &[],
         });
         assert!(p2.waiting.is_empty());
         assert!(p2.fetch.iter().all(|f| f.sources == vec![1]), "{p2:?}");
@@ -360,7 +335,6 @@ mod tests {
             candidates: &cands[..1],
             replicators: &[],
             origin_open: &[],
-            seen: &[],
         });
         assert!(p3.waiting.is_empty());
         // Opened after a timeout: the origin is allowed, after helpers.
@@ -371,53 +345,8 @@ mod tests {
             candidates: &cands[..1],
             replicators: &[other],
             origin_open: &p.waiting,
-            seen: &[],
         });
         assert!(p4.fetch.iter().all(|f| f.sources == vec![0]));
-    }
-
-    #[test]
-    fn a_replicator_missing_from_the_view_moves_only_its_own_blobs() {
-        let ks: Vec<PublicKey> = (0..4).map(|_| key()).collect();
-        let (me, origin) = (ks[0], key());
-        let blobs: Vec<(BlobHash, u64)> =
-            (0..8u8).map(|i| (BlobHash::of(&[i]), 128 << 20)).collect();
-        let missing: Vec<usize> = (0..8).collect();
-        let cands = vec![cand(origin, true, 1.0, Holding::All)];
-        let full = first_fetchers(&blobs, &me, &ks[1..]);
-        let mine = |p: &Plan| -> Vec<usize> { p.fetch.iter().map(|f| f.blob).collect() };
-        let all = plan(&Input {
-            me,
-            blobs: &blobs,
-            missing: &missing,
-            candidates: &cands,
-            replicators: &ks[1..],
-            origin_open: &[],
-            seen: &[],
-        });
-        assert_eq!(mine(&all).len(), 2);
-        // ks[3] drops out of this round's view but was seen before: my own
-        // share stays, and of ks[3]'s blobs I take those whose rendezvous
-        // winner among the live ones is me.
-        let p = plan(&Input {
-            me,
-            blobs: &blobs,
-            missing: &missing,
-            candidates: &cands,
-            replicators: &ks[1..3],
-            origin_open: &[],
-            seen: &ks,
-        });
-        let expect: Vec<usize> = (0..8)
-            .filter(|&i| {
-                full[i] == me
-                    || (full[i] == ks[3] && rendezvous_owner(&blobs[i].0, &me, &ks[1..3]) == me)
-            })
-            .collect();
-        assert_eq!(mine(&p), expect);
-        for i in mine(&all) {
-            assert!(mine(&p).contains(&i));
-        }
     }
 
     #[test]
@@ -439,7 +368,6 @@ mod tests {
             candidates: &cands,
             replicators: &[],
             origin_open: &[],
-            seen: &[],
         });
         // Round robin over helpers, cheapest first; the origin is last.
         assert_eq!(p.fetch[0].sources, vec![1, 2, 0, 3]);
@@ -463,7 +391,6 @@ mod tests {
             candidates: &cands,
             replicators: &[],
             origin_open: &[],
-            seen: &[],
         });
         assert!(p.fetch.iter().all(|f| f.sources == vec![1, 0]));
     }
@@ -493,7 +420,7 @@ mod tests {
             }).collect();
             let replicators: Vec<PublicKey> = (0..reps).map(|_| key()).collect();
             let open: Vec<usize> = (0..n).filter(|&i| open_mask[i]).collect();
-            let p = plan(&Input { me, blobs: &blobs, missing: &missing, candidates: &cands, replicators: &replicators, origin_open: &open, seen: &[] });
+            let p = plan(&Input { me, blobs: &blobs, missing: &missing, candidates: &cands, replicators: &replicators, origin_open: &open });
             let owners = first_fetchers(&blobs, &me, &replicators);
             let mut seen: Vec<usize> = p.fetch.iter().map(|f| f.blob).chain(p.waiting.iter().copied()).collect();
             seen.sort();

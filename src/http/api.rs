@@ -381,6 +381,25 @@ pub async fn have(
     };
     let manifest = match &s.newest {
         Some(m) if s.config.mirror && s.authorized && m.manifest.version == version => m.clone(),
+        // The catalog picks up a publish made by another process up to
+        // 0.5 s after gossip (which reads the database) already offers its
+        // manifest: answer from the database then, or a replicator polling
+        // the publishing node in that window would take it for another
+        // replicator instead of the origin.
+        _ if s.config.mirror
+            && s.newest
+                .as_ref()
+                .is_none_or(|m| m.manifest.version < version) =>
+        {
+            match st
+                .fed
+                .as_ref()
+                .and_then(|f| f.offered_manifest(&site, version))
+            {
+                Some(vm) => vm,
+                None => return not_here(),
+            }
+        }
         _ => return not_here(),
     };
     let blobs = manifest.blobs();

@@ -64,7 +64,7 @@ print(max([h["version"] for h in d.get("holds", []) if h["site"] == sys.argv[1]]
 
 fed_start_one() {
     local i=$1 c=${CITIES[$1]}
-    start_bg "$WORK/logs/serve-$c.log" "$P2PCDN" --log warn serve --config "$FED/$c/p2pcdn.toml"
+    start_bg "$WORK/logs/serve-$c.log" "$P2PCDN" --log "${P2PCDN_LOG:-warn}" serve --config "$FED/$c/p2pcdn.toml"
     FED_PID[$c]=$LAST_PID
 }
 

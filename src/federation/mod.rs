@@ -754,6 +754,23 @@ impl Federation {
             .collect()
     }
 
+    /// The manifest gossip offers for `site` (the newest stored) if it is
+    /// `version`, still valid and authorizes this node to mirror it: what
+    /// the catalog serves as newest once it reloads.
+    pub fn offered_manifest(
+        &self,
+        site: &str,
+        version: u64,
+    ) -> Option<Arc<crate::manifest::VerifiedManifest>> {
+        let site = crate::manifest::normalize_site(site);
+        let row = self.db.newest_manifest(&site).ok().flatten()?;
+        if row.version != version {
+            return None;
+        }
+        let vm = self.sites.verified(&row, crate::catalog::unix_now()).ok()?;
+        replicate::authorized(&vm.manifest.mirrors, &self.me).then_some(vm)
+    }
+
     /// Manifest envelopes (base64) of configured sites newer than `theirs`.
     fn manifests_newer(&self, theirs: &BTreeMap<String, u64>) -> Vec<String> {
         let mut out = vec![];

@@ -12,8 +12,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use std::collections::HashMap;
+
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::Federation;
 use crate::catalog::unix_now;
@@ -39,31 +41,108 @@ pub(crate) const PARALLEL: usize = 4;
 /// Longest wait for a peer's availability answer.
 const HAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs until shutdown: on every manifest arrival, every second, and every
-/// 250 ms while blobs wait for another replicator.
+/// Blob pulls running in the background (at most [`PARALLEL`]): a pass
+/// starts pulls and returns, so a pull that ends frees its slot for the next
+/// blob at once instead of waiting for the slowest pull of its pass.
+#[derive(Default)]
+struct Pulls {
+    tasks: JoinSet<bool>,
+    running: HashMap<tokio::task::Id, BlobHash>,
+}
+
+impl Pulls {
+    fn is_running(&self, h: &BlobHash) -> bool {
+        self.running.values().any(|r| r == h)
+    }
+
+    fn free(&self) -> usize {
+        PARALLEL.saturating_sub(self.running.len())
+    }
+
+    fn spawn(
+        &mut self,
+        h: BlobHash,
+        pull: impl std::future::Future<Output = bool> + Send + 'static,
+    ) {
+        let id = self.tasks.spawn(pull).id();
+        self.running.insert(id, h);
+    }
+
+    /// Records an ended pull; true when it stored its blob.
+    fn ended(&mut self, r: Result<(tokio::task::Id, bool), tokio::task::JoinError>) -> bool {
+        match r {
+            Ok((id, ok)) => {
+                self.running.remove(&id);
+                ok
+            }
+            Err(e) => {
+                self.running.remove(&e.id());
+                tracing::warn!(error = %e, "blob pull task ended abnormally");
+                false
+            }
+        }
+    }
+
+    /// Collects pulls that ended without being waited for.
+    fn reap(&mut self) {
+        while let Some(r) = self.tasks.try_join_next_with_id() {
+            self.ended(r);
+        }
+    }
+}
+
+/// Runs until shutdown: on every manifest arrival, whenever a pull stores a
+/// blob, every second, and every 250 ms while blobs are being pulled or wait
+/// for another replicator.
 pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let mut round: u64 = 0;
     let mut notified = true;
     let mut book = SwarmBook::default();
+    let mut pulls = Pulls::default();
     let blobs = blob_client(&fed);
-    loop {
+    'passes: loop {
         // Served (complete) versions are checked for missing blobs only when
         // something reported a problem, and every 30 s: that costs one stat()
         // per blob.
-        let waiting = replicate_once(&fed, &blobs, &mut book, notified, round % 30 == 0).await;
+        pulls.reap();
+        let waiting = replicate_once(
+            &fed,
+            &blobs,
+            &mut book,
+            &mut pulls,
+            notified,
+            round % 30 == 0,
+        )
+        .await;
         round = round.wrapping_add(1);
         notified = false;
-        let pause = if waiting {
+        let pause = if waiting || !pulls.running.is_empty() {
             Duration::from_millis(250)
         } else {
             Duration::from_secs(1)
         };
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = fed.replicate_now.notified() => notified = true,
-            _ = stop.changed() => break,
+        let until = tokio::time::Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                // A stored blob: plan again now (its slot is free, and peers
+                // may wait for it). A failed pull waits for the timer, so a
+                // source failing at once cannot spin this loop.
+                Some(r) = pulls.tasks.join_next_with_id(), if !pulls.tasks.is_empty() => {
+                    if pulls.ended(r) {
+                        break;
+                    }
+                }
+                _ = fed.replicate_now.notified() => {
+                    notified = true;
+                    break;
+                }
+                _ = stop.changed() => break 'passes,
+            }
         }
     }
+    // Pulls cut here keep their bytes for resuming.
+    pulls.tasks.shutdown().await;
 }
 
 /// The client for blob pulls: the peer client's settings over HTTP/1.1, so
@@ -131,6 +210,7 @@ async fn replicate_once(
     fed: &Arc<Federation>,
     blobs_client: &reqwest::Client,
     book: &mut SwarmBook,
+    pulls: &mut Pulls,
     notified: bool,
     slow_round: bool,
 ) -> bool {
@@ -169,6 +249,7 @@ async fn replicate_once(
                 fed,
                 blobs_client,
                 book,
+                pulls,
                 &site.hostname,
                 &vm,
                 &blobs,
@@ -291,12 +372,15 @@ fn settle(fed: &Federation) -> Duration {
 
 /// One swarming pass over the missing blobs (indexes into `blobs`, the
 /// manifest's blob order) of `site` at `vm`'s version: poll availability,
-/// plan, pull. Returns whether blobs wait for another replicator or failed
-/// (try again soon).
+/// plan, and start pulls of blobs not already being pulled into the free
+/// slots of `pulls`. Returns whether blobs wait for another replicator or a
+/// free slot (try again soon).
+#[allow(clippy::too_many_arguments)]
 async fn swarm_pass(
     fed: &Arc<Federation>,
     blobs_client: &reqwest::Client,
     book: &mut SwarmBook,
+    pulls: &mut Pulls,
     site: &str,
     vm: &VerifiedManifest,
     blobs: &[(BlobHash, u64)],
@@ -378,11 +462,19 @@ async fn swarm_pass(
             replicators.push(k);
         }
     }
-    let hashes: Vec<BlobHash> = blobs.iter().map(|(h, _)| *h).collect();
+    // Blobs being pulled are neither planned nor waiting.
+    let missing: Vec<usize> = missing
+        .iter()
+        .copied()
+        .filter(|&i| !pulls.is_running(&blobs[i].0))
+        .collect();
+    if missing.is_empty() {
+        return false;
+    }
     let plan = plan::plan(&plan::Input {
         me: fed.me,
-        blobs: &hashes,
-        missing,
+        blobs,
+        missing: &missing,
         candidates: &candidates,
         replicators: &replicators,
         origin_open: &overdue,
@@ -406,33 +498,27 @@ async fn swarm_pass(
         replicators = replicators.len(),
         "replicating"
     );
-    let peers_by_key: std::collections::HashMap<PublicKey, &super::Peer> =
-        peers.iter().map(|p| (p.key, p)).collect();
-    let jobs: Vec<_> = plan
-        .fetch
-        .iter()
-        .map(|f| {
-            let (h, size) = blobs[f.blob];
-            let sources: Vec<(PublicKey, String, String, bool)> = f
-                .sources
-                .iter()
-                .filter_map(|&k| {
-                    let c = candidates.get(k)?;
-                    let p = peers_by_key.get(&c.key)?;
-                    Some((c.key, p.url.clone(), p.name.clone(), c.origin))
-                })
-                .collect();
-            let fed = fed.clone();
-            let client = blobs_client.clone();
-            let site = site.to_string();
-            async move { pull_one(&fed, &client, &site, h, size, &sources).await }
-        })
-        .collect();
-    let results = futures_util::stream::iter(jobs)
-        .buffer_unordered(PARALLEL)
-        .collect::<Vec<bool>>()
-        .await;
-    !plan.waiting.is_empty() || results.iter().any(|ok| !ok)
+    let peers_by_key: HashMap<PublicKey, &super::Peer> = peers.iter().map(|p| (p.key, p)).collect();
+    let free = pulls.free();
+    for f in plan.fetch.iter().take(free) {
+        let (h, size) = blobs[f.blob];
+        let sources: Vec<(PublicKey, String, String, bool)> = f
+            .sources
+            .iter()
+            .filter_map(|&k| {
+                let c = candidates.get(k)?;
+                let p = peers_by_key.get(&c.key)?;
+                Some((c.key, p.url.clone(), p.name.clone(), c.origin))
+            })
+            .collect();
+        let fed = fed.clone();
+        let client = blobs_client.clone();
+        let site = site.to_string();
+        pulls.spawn(h, async move {
+            pull_one(&fed, &client, &site, h, size, &sources).await
+        });
+    }
+    !plan.waiting.is_empty() || plan.fetch.len() > free
 }
 
 /// Pulls one blob, trying `sources` (key, URL, name, is-origin) in order;

@@ -3,8 +3,6 @@
 //! (`have`) between peers.
 //! Handlers translate; verification happens in `federation`.
 
-use std::io::SeekFrom;
-
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -14,8 +12,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::decide::{self, RangeDecision};
 use super::intake::Admitted;
@@ -380,10 +376,6 @@ pub async fn blob(
                     .into_response()
             }
         };
-    let mut file = tokio::fs::File::from_std(file);
-    if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
     st.load.record(len);
     let uploaded = st.metrics.peer_upload_bytes.clone();
     let mut hm = HeaderMap::new();
@@ -402,7 +394,7 @@ pub async fn blob(
     }
     // Counted as the bytes leave for the connection (never more than the
     // socket writes: TLS framing only adds).
-    let stream = ReaderStream::with_capacity(file.take(len), 1 << 20).inspect(move |chunk| {
+    let stream = super::file_stream::file_stream(file, start, len, 1 << 20).inspect(move |chunk| {
         if let Ok(b) = chunk {
             uploaded.inc_by(b.len() as u64);
         }
@@ -431,6 +423,25 @@ pub async fn have(
     };
     let manifest = match &s.newest {
         Some(m) if s.config.mirror && s.authorized && m.manifest.version == version => m.clone(),
+        // The catalog picks up a publish made by another process up to
+        // 0.5 s after gossip (which reads the database) already offers its
+        // manifest: answer from the database then, or a replicator polling
+        // the publishing node in that window would take it for another
+        // replicator instead of the origin.
+        _ if s.config.mirror
+            && s.newest
+                .as_ref()
+                .is_none_or(|m| m.manifest.version < version) =>
+        {
+            match st
+                .fed
+                .as_ref()
+                .and_then(|f| f.offered_manifest(&site, version))
+            {
+                Some(vm) => vm,
+                None => return not_here(),
+            }
+        }
         _ => return not_here(),
     };
     let blobs = manifest.blobs();

@@ -7,6 +7,7 @@ pub mod acme;
 pub mod api;
 pub mod decide;
 pub mod error;
+pub mod file_stream;
 pub mod intake;
 pub mod listen;
 pub mod rtt;

@@ -13,7 +13,7 @@ use crate::store::{BlobStore, PartialWriter, StoreError};
 /// Longest wait for a peer's response headers to a blob request.
 pub const HEADERS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes gathered from the network before one hand-off to the writer.
-const BATCH: usize = 1 << 20;
+const BATCH: u64 = 1 << 20;
 
 /// Why a blob pull failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +148,10 @@ pub async fn fetch_blob(
     };
     let mut stream = resp.bytes_stream();
     let mut received: u64 = 0;
-    let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
+    // Chunks as they arrived, handed to the writer together once they add up
+    // to a batch (written with one vectored write, never copied together).
+    let mut batch: Vec<bytes::Bytes> = Vec::new();
+    let mut batch_len: u64 = 0;
     loop {
         // Wake at least every 250 ms, so a source that sends nothing is
         // measured against the minimum rate too.
@@ -159,27 +162,32 @@ pub async fn fetch_blob(
             Ok(Some(chunk)) => {
                 let chunk = chunk.map_err(|e| PullError::Transport(e.to_string()))?;
                 received += chunk.len() as u64;
-                if writer.offset() + batch.len() as u64 + chunk.len() as u64 > size {
+                if writer.offset() + batch_len + chunk.len() as u64 > size {
                     writer.abandon();
                     return Err(PullError::TooLong(size));
                 }
-                batch.extend_from_slice(&chunk);
+                batch_len += chunk.len() as u64;
+                batch.push(chunk);
             }
             Err(_) => {}
         }
-        if batch.len() >= BATCH || (done && !batch.is_empty()) {
-            let data = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            writer = on_writer(writer, move |w| w.append(&data)).await?.0;
+        if batch_len >= BATCH || (done && batch_len > 0) {
+            let data = std::mem::take(&mut batch);
+            batch_len = 0;
+            writer = on_writer(writer, move |w| w.append_chunks(&data)).await?.0;
         }
         if done {
             break;
         }
         let elapsed = started.elapsed();
-        let held = writer.offset() + batch.len() as u64;
+        let held = writer.offset() + batch_len;
         if held < size && too_slow(received, elapsed) {
             let data = std::mem::take(&mut batch);
             // Keep what arrived: the download resumes from this source.
-            let _ = on_writer(writer, move |w| w.append(&data).and_then(|()| w.flush())).await;
+            let _ = on_writer(writer, move |w| {
+                w.append_chunks(&data).and_then(|()| w.flush())
+            })
+            .await;
             return Err(PullError::TooSlow {
                 bytes: received,
                 millis: elapsed.as_millis() as u64,

@@ -16,11 +16,16 @@
 //! 1. helpers holding it come first, least-assigned (in this plan) first,
 //!    then by cost (RTT, weighted by load): several blobs are pulled in
 //!    parallel from different peers;
-//! 2. an origin is asked only by the blob's **first fetcher**, the live
-//!    replicator with the highest rendezvous score `BLAKE3(blob ‖ key)`;
-//!    every replicator computes the same owner, so each blob leaves the
-//!    origin once. Anyone asks an origin once the caller opens it (the blob
-//!    waited too long: the first fetcher is stuck) — `origin_open`;
+//! 2. an origin is asked only by the blob's **first fetcher**
+//!    ([`first_fetchers`]): the version's blobs, largest first, each go to
+//!    the live replicator with the fewest bytes assigned so far, ties to the
+//!    highest rendezvous score `BLAKE3(blob ‖ key)`; every replicator
+//!    computes the same owners from the same manifest and replicator set, so
+//!    each blob leaves the origin once and every replicator gets an even
+//!    share of the first fetches (a plain rendezvous split of 8 blobs over
+//!    4 replicators was seen at 6/1/1/0). Anyone asks an origin once the
+//!    caller opens it (the blob waited too long: the first fetcher is
+//!    stuck) — `origin_open`;
 //! 3. peers that may hold the blob through an older version come last, and
 //!    only where an origin may be asked;
 //! 4. a blob with no allowed source waits for the next round.
@@ -84,8 +89,8 @@ impl Candidate {
 pub struct Input<'a> {
     /// This node.
     pub me: PublicKey,
-    /// The version's blobs, in manifest order.
-    pub blobs: &'a [BlobHash],
+    /// The version's blobs (hash, size), in manifest order.
+    pub blobs: &'a [(BlobHash, u64)],
     /// Indexes (into `blobs`) of the blobs this node lacks.
     pub missing: &'a [usize],
     /// Peers that may serve blobs.
@@ -126,13 +131,50 @@ fn score(blob: &BlobHash, key: &PublicKey) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// The replicator among `me` and `others` that pulls `blob` from an origin.
-pub fn first_fetcher(blob: &BlobHash, me: &PublicKey, others: &[PublicKey]) -> PublicKey {
-    std::iter::once(me)
-        .chain(others)
-        .max_by_key(|k| (score(blob, k), k.as_bytes()))
-        .copied()
-        .unwrap_or(*me)
+/// The replicator among `me` and `others` that pulls each of `blobs` (hash,
+/// size; the whole version, in manifest order) from an origin: blobs in
+/// order of size (largest first, then hash), each to the replicator with the
+/// fewest bytes assigned so far, ties to the highest rendezvous score. The
+/// answer depends only on the blob list and the set of replicators (not on
+/// their order, nor on who asks), so every replicator computes the same owners.
+pub fn first_fetchers(
+    blobs: &[(BlobHash, u64)],
+    me: &PublicKey,
+    others: &[PublicKey],
+) -> Vec<PublicKey> {
+    let mut keys: Vec<PublicKey> = std::iter::once(*me).chain(others.iter().copied()).collect();
+    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    keys.dedup();
+    let mut order: Vec<usize> = (0..blobs.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ((ha, sa), (hb, sb)) = (&blobs[a], &blobs[b]);
+        sb.cmp(sa).then_with(|| ha.as_bytes().cmp(hb.as_bytes()))
+    });
+    let mut assigned = vec![0u64; keys.len()];
+    let mut owner: std::collections::HashMap<BlobHash, usize> = std::collections::HashMap::new();
+    let mut out = vec![*me; blobs.len()];
+    for i in order {
+        let (hash, size) = blobs[i];
+        // A blob listed twice has one owner.
+        let k = match owner.get(&hash) {
+            Some(&k) => k,
+            None => {
+                let Some(k) = (0..keys.len()).min_by(|&a, &b| {
+                    assigned[a].cmp(&assigned[b]).then_with(|| {
+                        (score(&hash, &keys[b]), keys[b].as_bytes())
+                            .cmp(&(score(&hash, &keys[a]), keys[a].as_bytes()))
+                    })
+                }) else {
+                    continue;
+                };
+                assigned[k] = assigned[k].saturating_add(size.max(1));
+                owner.insert(hash, k);
+                k
+            }
+        };
+        out[i] = keys[k];
+    }
+    out
 }
 
 /// Decides who fetches what from whom. See the module documentation.
@@ -152,9 +194,10 @@ pub fn plan(input: &Input<'_>) -> Plan {
         })
         .collect();
     maybes.sort_by(by_cost);
+    let owners = first_fetchers(input.blobs, &input.me, input.replicators);
     let mut out = Plan::default();
     for &i in input.missing {
-        let Some(hash) = input.blobs.get(i) else {
+        let Some(owner) = owners.get(i) else {
             continue;
         };
         let mut helpers: Vec<usize> = (0..input.candidates.len())
@@ -164,8 +207,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
             })
             .collect();
         helpers.sort_by(|a, b| assigned[*a].cmp(&assigned[*b]).then_with(|| by_cost(a, b)));
-        let origin_allowed = input.origin_open.contains(&i)
-            || first_fetcher(hash, &input.me, input.replicators) == input.me;
+        let origin_allowed = input.origin_open.contains(&i) || *owner == input.me;
         let mut sources = helpers;
         if origin_allowed {
             sources.extend(
@@ -198,8 +240,10 @@ mod tests {
         SecretKey::generate().unwrap().public()
     }
 
-    fn hashes(n: usize) -> Vec<BlobHash> {
-        (0..n).map(|i| BlobHash::of(&i.to_be_bytes())).collect()
+    fn hashes(n: usize) -> Vec<(BlobHash, u64)> {
+        (0..n)
+            .map(|i| (BlobHash::of(&i.to_be_bytes()), 1000))
+            .collect()
     }
 
     fn cand(key: PublicKey, origin: bool, rtt: f64, holding: Holding) -> Candidate {
@@ -213,22 +257,31 @@ mod tests {
     }
 
     #[test]
-    fn each_blob_has_one_first_fetcher_among_replicators() {
+    fn each_blob_has_one_first_fetcher_and_shares_are_even() {
         let ks: Vec<PublicKey> = (0..4).map(|_| key()).collect();
         let blobs = hashes(400);
-        let mut per = [0usize; 4];
-        for b in &blobs {
-            let owners: Vec<PublicKey> = (0..4)
-                .map(|m| {
-                    let others: Vec<PublicKey> =
-                        (0..4).filter(|&o| o != m).map(|o| ks[o]).collect();
-                    first_fetcher(b, &ks[m], &others)
-                })
-                .collect();
-            assert!(owners.iter().all(|o| *o == owners[0]), "all agree");
-            per[ks.iter().position(|k| *k == owners[0]).unwrap()] += 1;
+        let views: Vec<Vec<PublicKey>> = (0..4)
+            .map(|m| {
+                let mut others: Vec<PublicKey> =
+                    (0..4).filter(|&o| o != m).map(|o| ks[o]).collect();
+                others.reverse();
+                first_fetchers(&blobs, &ks[m], &others)
+            })
+            .collect();
+        assert!(views.iter().all(|v| *v == views[0]), "all agree");
+        for k in &ks {
+            assert_eq!(views[0].iter().filter(|o| *o == k).count(), 100);
         }
-        assert!(per.iter().all(|&n| n > 60), "spread: {per:?}");
+        // The benchmark's shape: 8 blobs of 128 MiB and 4 small ones over
+        // 4 replicators: two large blobs each.
+        let mut blobs: Vec<(BlobHash, u64)> =
+            (0..8u8).map(|i| (BlobHash::of(&[i]), 128 << 20)).collect();
+        blobs.extend((0..4u8).map(|i| (BlobHash::of(&[100, i]), 1000)));
+        let owners = first_fetchers(&blobs, &ks[0], &ks[1..]);
+        for k in &ks {
+            let large = (0..8).filter(|&i| owners[i] == *k).count();
+            assert_eq!(large, 2, "{k:?}");
+        }
     }
 
     #[test]
@@ -247,13 +300,15 @@ mod tests {
             origin_open: &[],
         });
         assert_eq!(p.fetch.len() + p.waiting.len(), 64);
+        let owners = first_fetchers(&blobs, &me, &[other]);
         for f in &p.fetch {
-            assert_eq!(first_fetcher(&blobs[f.blob], &me, &[other]), me);
+            assert_eq!(owners[f.blob], me);
             assert_eq!(f.sources, vec![0]);
         }
         for &w in &p.waiting {
-            assert_eq!(first_fetcher(&blobs[w], &me, &[other]), other);
+            assert_eq!(owners[w], other);
         }
+        assert_eq!(p.fetch.len(), 32, "an even split");
         assert!(!p.fetch.is_empty() && !p.waiting.is_empty());
         // The other replicator now holds its share: fetched from it, never the origin.
         let theirs = Bitmap::from_flags((0..64).map(|i| p.waiting.contains(&i)));
@@ -366,11 +421,12 @@ mod tests {
             let replicators: Vec<PublicKey> = (0..reps).map(|_| key()).collect();
             let open: Vec<usize> = (0..n).filter(|&i| open_mask[i]).collect();
             let p = plan(&Input { me, blobs: &blobs, missing: &missing, candidates: &cands, replicators: &replicators, origin_open: &open });
+            let owners = first_fetchers(&blobs, &me, &replicators);
             let mut seen: Vec<usize> = p.fetch.iter().map(|f| f.blob).chain(p.waiting.iter().copied()).collect();
             seen.sort();
             prop_assert_eq!(seen, missing.clone());
             for f in &p.fetch {
-                let mine = first_fetcher(&blobs[f.blob], &me, &replicators) == me;
+                let mine = owners[f.blob] == me;
                 for &s in &f.sources {
                     prop_assert!(cands[s].holding.has(f.blob));
                     if cands[s].origin {
@@ -384,9 +440,38 @@ mod tests {
             }
             for &w in &p.waiting {
                 prop_assert!(!cands.iter().any(|c| !c.origin && c.holding.has(w)));
-                let mine = first_fetcher(&blobs[w], &me, &replicators) == me;
+                let mine = owners[w] == me;
                 prop_assert!(!(mine || open.contains(&w)) || !cands.iter().any(|c| c.origin));
             }
+        }
+
+        /// Every replicator computes the same owners whatever the order it
+        /// knows the others in, and the bytes assigned differ by at most one
+        /// blob's size.
+        #[test]
+        fn first_fetchers_agree_and_balance(
+            sizes in proptest::collection::vec(0u64..1_000_000, 1..40),
+            n in 1usize..6,
+        ) {
+            let ks: Vec<PublicKey> = (0..n).map(|_| key()).collect();
+            let blobs: Vec<(BlobHash, u64)> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (BlobHash::of(&(i as u64).to_be_bytes()), *s))
+                .collect();
+            let first = first_fetchers(&blobs, &ks[0], &ks[1..]);
+            for m in 1..n {
+                let mut others: Vec<PublicKey> = ks.iter().copied().filter(|k| *k != ks[m]).collect();
+                others.reverse();
+                prop_assert_eq!(&first_fetchers(&blobs, &ks[m], &others), &first);
+            }
+            let per: Vec<u64> = ks
+                .iter()
+                .map(|k| (0..blobs.len()).filter(|&i| first[i] == *k).map(|i| blobs[i].1.max(1)).sum())
+                .collect();
+            let largest = sizes.iter().map(|s| (*s).max(1)).max().unwrap_or(1);
+            let (lo, hi) = (per.iter().min().copied().unwrap_or(0), per.iter().max().copied().unwrap_or(0));
+            prop_assert!(hi - lo <= largest, "{per:?}");
         }
     }
 }

@@ -301,15 +301,7 @@ async fn post_sync(
     url: &str,
     req: &super::wire::SyncRequest,
 ) -> Result<SyncResponse, String> {
-    let resp = fed
-        .http
-        .post(format!("{url}/.well-known/p2pcdn/v1/sync"))
-        .json(req)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| super::error_chain(&e.without_url()))?;
-    let resp = refuse_on_error(resp).await?;
+    let resp = post_json(fed, url, "sync", req).await?;
     // Responses of every exchange share one byte budget: bound peers are
     // anyone with a domain, and each may answer with 64 MiB.
     let (body, _held) =
@@ -354,15 +346,7 @@ async fn push_to(
     if push.manifests.is_empty() && push.reports.is_empty() && push.want.is_empty() {
         return Ok(());
     }
-    let resp = fed
-        .http
-        .post(format!("{url}/.well-known/p2pcdn/v1/push"))
-        .json(push)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| super::error_chain(&e.without_url()))?;
-    let resp = refuse_on_error(resp).await?;
+    let resp = post_json(fed, url, "push", push).await?;
     if push.want.is_empty() {
         return Ok(());
     }
@@ -374,6 +358,25 @@ async fn push_to(
     Ok(())
 }
 
+/// POSTs `body` as JSON to the peer API endpoint `endpoint` (`sync`,
+/// `push`) at `url`; an error status becomes [`refuse_on_error`]'s text.
+async fn post_json<T: serde::Serialize + ?Sized>(
+    fed: &Federation,
+    url: &str,
+    endpoint: &str,
+    body: &T,
+) -> Result<reqwest::Response, String> {
+    let resp = fed
+        .http
+        .post(format!("{url}/.well-known/p2pcdn/v1/{endpoint}"))
+        .json(body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| super::error_chain(&e.without_url()))?;
+    refuse_on_error(resp).await
+}
+
 /// A peer's error status, with the first line of its body (a protocol
 /// version refusal names both versions there).
 async fn refuse_on_error(resp: reqwest::Response) -> Result<reqwest::Response, String> {
@@ -381,7 +384,14 @@ async fn refuse_on_error(resp: reqwest::Response) -> Result<reqwest::Response, S
     if status.is_success() {
         return Ok(resp);
     }
-    let text = read_limited(resp, 1024)
+    let text = first_line(resp, 1024).await;
+    Err(format!("HTTP {status}: {text}"))
+}
+
+/// The first line of a peer's answer body, read up to `limit` bytes
+/// (empty when unreadable): what an error answer says.
+pub(super) async fn first_line(resp: reqwest::Response, limit: usize) -> String {
+    read_limited(resp, limit)
         .await
         .map(|b| {
             String::from_utf8_lossy(&b)
@@ -390,8 +400,7 @@ async fn refuse_on_error(resp: reqwest::Response) -> Result<reqwest::Response, S
                 .unwrap_or("")
                 .to_string()
         })
-        .unwrap_or_default();
-    Err(format!("HTTP {status}: {text}"))
+        .unwrap_or_default()
 }
 
 /// Parses a peer's answer, naming a protocol version mismatch plainly.

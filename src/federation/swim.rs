@@ -324,16 +324,7 @@ pub async fn send(fed: &super::Federation, out: &Out, timeout: Duration, relay: 
     };
     let status = resp.status();
     if !status.is_success() {
-        let text = super::agent::read_limited(resp, 512)
-            .await
-            .map(|b| {
-                String::from_utf8_lossy(&b)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .unwrap_or_default();
+        let text = super::agent::first_line(resp, 512).await;
         // A peer without the endpoint (an older protocol 2 build) never
         // acks: say so once instead of letting it look dead for no reason.
         if status == reqwest::StatusCode::NOT_FOUND && m.warn_once(out.to) {

@@ -2,14 +2,16 @@
 //! battery of names, types, spellings of case, EDNS and Client Subnet
 //! options (the fuzz target `dns_request` does the same on arbitrary bytes).
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::op::Message;
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{LowerName, Name, RecordType};
 use p2pcdn::dns::fast::Fast;
 use p2pcdn::dns::server::{DnsData, DnsSettings, Handler, SharedDnsData, Steered, Steering};
@@ -98,22 +100,10 @@ fn request(
     ecs: Option<(IpAddr, u8)>,
     id: u16,
 ) -> Vec<u8> {
-    let mut m = Message::new();
+    let mut m = common::query(name, t, edns, ecs);
     m.set_id(id);
-    m.set_message_type(MessageType::Query);
-    m.set_op_code(OpCode::Query);
     m.set_recursion_desired(id % 2 == 0);
     m.set_checking_disabled(id % 3 == 0);
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
-    if let Some(p) = edns {
-        let mut e = Edns::new();
-        e.set_max_payload(p);
-        if let Some((ip, prefix)) = ecs {
-            e.options_mut()
-                .insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
-        }
-        m.set_edns(e);
-    }
     m.to_vec().unwrap()
 }
 

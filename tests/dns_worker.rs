@@ -5,6 +5,8 @@
 //! (another id, another spelling of case, other EDNS sizes, ECS scopes),
 //! a new steering view seen by the next batch, and the cache's bound.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -12,8 +14,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::op::Message;
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use p2pcdn::dns::server::{DnsData, DnsSettings, Handler, SharedDnsData};
 use p2pcdn::dns::worker::{Worker, L1_SLOTS};
@@ -101,22 +102,10 @@ fn request(
     ecs: Option<(IpAddr, u8)>,
     id: u16,
 ) -> Vec<u8> {
-    let mut m = Message::new();
+    let mut m = common::query(name, t, edns, ecs);
     m.set_id(id);
-    m.set_message_type(MessageType::Query);
-    m.set_op_code(OpCode::Query);
     m.set_recursion_desired(id % 2 == 0);
     m.set_checking_disabled(id % 3 == 0);
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
-    if let Some(p) = edns {
-        let mut e = Edns::new();
-        e.set_max_payload(p);
-        if let Some((ip, prefix)) = ecs {
-            e.options_mut()
-                .insert(EdnsOption::Subnet(ClientSubnet::new(ip, prefix, 0)));
-        }
-        m.set_edns(e);
-    }
     m.to_vec().unwrap()
 }
 

@@ -9,6 +9,7 @@
 # RATE (q/s: pace dnsperf with -Q and print p50/p99 latency instead, as
 # bench/run.sh's dns-p99 does),
 # PROFILE=FILE (perf record -g of the last binary's last round into FILE),
+# LATLOG=DIR (keep each paced run's dnsperf -v output there),
 # PORT_OFFSET [100] (the demo's ports + this, so a bench/run.sh of someone
 # else on the demo's ports is not disturbed), WORK [mktemp], KEEP=1.
 #
@@ -18,7 +19,8 @@
 # 127.3.0.9) sends the mix to Frankfurt for SECS seconds while
 # `perf stat -e task-clock,context-switches` counts the server process.
 # gdnsd (bench/dns.sh's configuration) stays up and is measured between
-# the first two binaries. Prints one line per measurement: system, answers,
+# the first two binaries, while the second one's federation runs (as in
+# bench/run.sh, where gdnsd shares the machine with the demo federation). Prints one line per measurement: system, answers,
 # CPU seconds, answers per CPU-second, context switches per answer, load.
 set -Eeuo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,6 +56,7 @@ latency() {
     local name=$1 ip=$2
     dnsperf -s "$ip" -p "$DNS_PORT" -a "$DNS_CLIENT" -d "$QF" -l "$SECS" \
         -T 1 -c 8 -q 256 -t 2 -e -Q "$RATE" -v > "$WORK/lat.log" 2>&1 || true
+    [ -n "${LATLOG:-}" ] && cp "$WORK/lat.log" "$LATLOG/$name-$(date +%s%N).log"
     set -- $(python3 "$HERE/latency.py" "$WORK/lat.log")
     printf '%-10s at %s q/s: p50 %s ms  p99 %s ms  lost %s %%  load %s\n' "$name" "$RATE" "$1" "$2" "$3" \
         "$(cut -d' ' -f1 /proc/loadavg)"
@@ -104,8 +107,9 @@ wait_until 20 dig +short +time=1 +tries=1 @"$GDNSD_IP" -p "$DNS_PORT" "$SITE" A 
 for r in $(seq 1 "$ROUNDS"); do
     echo "# round $r ($MIX, ${SECS}s)"
     for i in "${!BINS[@]}"; do
-        [ "$i" = 1 ] && measure gdnsd "$GDNSD_IP" "$GPID"
         serve "${BINS[$i]}"
+        # gdnsd shares the machine with a running federation, as in bench/run.sh.
+        [ "$i" = 1 ] && measure gdnsd "$GDNSD_IP" "$GPID"
         if [ -n "${PROFILE:-}" ] && [ "$r" = "$ROUNDS" ] && [ "$i" = $((${#BINS[@]} - 1)) ]; then
             perf record -F 1999 -g -o "$PROFILE" -p "${FED_PID[frankfurt]}" -- sleep "$SECS" 2> /dev/null &
             PERF_PID=$!

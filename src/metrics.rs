@@ -46,6 +46,8 @@ pub struct Metrics {
     pub dns_rate_limited: Family<Outcome, Counter>,
     /// DNS-over-TCP connections closed at once because of the cap.
     pub dns_tcp_refused: Counter,
+    /// Times a UDP socket's queue built up and its burst thread was woken.
+    pub dns_udp_bursts: Counter,
     /// HTTP(S) responses, by status class.
     pub http_responses: Family<Outcome, Counter>,
     /// Blobs pulled from peers, by outcome ("ok", "failed").
@@ -95,6 +97,7 @@ impl Metrics {
             dns_responses: Family::default(),
             dns_rate_limited: Family::default(),
             dns_tcp_refused: Counter::default(),
+            dns_udp_bursts: Counter::default(),
             http_responses: Family::default(),
             blob_pulls: Family::default(),
             peer_upload_bytes: Counter::default(),
@@ -128,6 +131,11 @@ impl Metrics {
             "dns_tcp_refused",
             "DNS-over-TCP connections closed at once because tcp_max_connections were open",
             m.dns_tcp_refused.clone(),
+        );
+        r.register(
+            "dns_udp_bursts",
+            "Times a DNS UDP socket's receive came back full and its burst thread was woken to drain the queue",
+            m.dns_udp_bursts.clone(),
         );
         r.register(
             "http_responses",

@@ -550,7 +550,8 @@ pub fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// UDP threads per listen address for the `dns.udp_threads` setting:
+/// UDP sockets per listen address for the `dns.udp_threads` setting (each
+/// has a receive thread and a burst thread, see `dns::udp`):
 /// `configured` when not 0, else one per two cores (at least one, at most
 /// eight). On the 2-core benchmark machine one thread answered a steered
 /// query for about 25 % less CPU than two (fewer wake-ups: larger

@@ -394,11 +394,14 @@ pub async fn blob(
     }
     // Counted as the bytes leave for the connection (never more than the
     // socket writes: TLS framing only adds).
-    let stream = super::file_stream::file_stream(file, start, len, 1 << 20).inspect(move |chunk| {
-        if let Ok(b) = chunk {
-            uploaded.inc_by(b.len() as u64);
-        }
-    });
+    let path = st.store.blob_path(&h);
+    let stream = super::file_stream::uncached_stream(file, path, start, len, 1 << 20).inspect(
+        move |chunk| {
+            if let Ok(b) = chunk {
+                uploaded.inc_by(b.len() as u64);
+            }
+        },
+    );
     (status, hm, Body::from_stream(stream)).into_response()
 }
 

@@ -5,6 +5,8 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -18,37 +20,66 @@ pub fn file_stream(
     len: u64,
     piece: usize,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    pieces(file, None, start, len, piece)
+}
+
+/// [`file_stream`] for a peer's blob pull: what the page cache does not
+/// hold is read with direct I/O from `path` (the file `file` is), so
+/// bytes a peer pulls once take no fresh page-cache pages
+/// ([`crate::store::direct::read_range`]).
+pub fn uncached_stream(
+    file: File,
+    path: PathBuf,
+    start: u64,
+    len: u64,
+    piece: usize,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    pieces(file, Some(path), start, len, piece)
+}
+
+fn pieces(
+    file: File,
+    path: Option<PathBuf>,
+    start: u64,
+    len: u64,
+    piece: usize,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     let piece = piece.max(1) as u64;
-    futures_util::stream::unfold(
-        (Some(file), start, len),
-        move |(file, pos, left)| async move {
+    let path = path.map(Arc::new);
+    futures_util::stream::unfold((Some(file), start, len), move |(file, pos, left)| {
+        let path = path.clone();
+        async move {
             let file = file?;
             if left == 0 {
                 return None;
             }
             let n = left.min(piece);
             let read = tokio::task::spawn_blocking(move || {
+                let cap = usize::try_from(n).map_err(io::Error::other)?;
+                if let Some(p) = path {
+                    let b = crate::store::direct::read_range(&file, &p, pos, cap)?;
+                    return Ok((file, b));
+                }
                 let mut f = file;
                 f.seek(SeekFrom::Start(pos))?;
-                let cap = usize::try_from(n).map_err(io::Error::other)?;
                 let mut buf = Vec::with_capacity(cap);
                 // Reads into the spare capacity (nothing zeroed first).
                 (&mut f).take(n).read_to_end(&mut buf)?;
                 if (buf.len() as u64) < n {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
-                Ok((f, buf))
+                Ok((f, Bytes::from(buf)))
             })
             .await
             .map_err(io::Error::other)
             .and_then(|r| r);
             match read {
-                Ok((f, buf)) => Some((Ok(Bytes::from(buf)), (Some(f), pos + n, left - n))),
+                Ok((f, buf)) => Some((Ok(buf), (Some(f), pos + n, left - n))),
                 // Ends the stream after the error.
                 Err(e) => Some((Err(e), (None, pos, 0))),
             }
-        },
-    )
+        }
+    })
 }
 
 #[cfg(test)]
@@ -93,6 +124,27 @@ mod tests {
         assert_eq!((out.as_slice(), err), (&data[123..5_123], None));
         let (out, sizes, _) = collect(file_stream(File::open(&p).unwrap(), 10_000, 0, 1000)).await;
         assert!(out.is_empty() && sizes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn uncached_ranges_are_the_same_bytes() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let d = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let p = d.path().join("f");
+        File::create(&p).unwrap().write_all(&data).unwrap();
+        for (start, len, piece) in [
+            (0u64, 100_000u64, 4096usize),
+            (4095, 50_001, 30_000),
+            (99_999, 1, 7),
+        ] {
+            let s = uncached_stream(File::open(&p).unwrap(), p.clone(), start, len, piece);
+            let (out, _, err) = collect(s).await;
+            assert_eq!(err, None);
+            assert_eq!(out, &data[start as usize..(start + len) as usize]);
+        }
+        let s = uncached_stream(File::open(&p).unwrap(), p.clone(), 90_000, 20_000, 8192);
+        let (out, _, err) = collect(s).await;
+        assert_eq!((out.len(), err), (8192, Some(io::ErrorKind::UnexpectedEof)));
     }
 
     #[tokio::test]

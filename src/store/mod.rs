@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::hash::BlobHash;
 
+pub mod direct;
 mod partial;
 pub use partial::PartialWriter;
 

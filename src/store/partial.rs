@@ -8,15 +8,22 @@
 //! a cut connection) leaves its prefix behind; [`BlobStore::partial`] resumes
 //! it only for the same source (re-hashing it), so bytes a bad source wrote
 //! can never make a good source look bad.
+//!
+//! Appended bytes are gathered in an aligned buffer and written in whole
+//! blocks with direct I/O where the file system allows it
+//! ([`super::direct`]: no page-cache copy); a tail or an unaligned resume
+//! point is written buffered.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, IoSlice, Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+use super::direct::{self, AlignedBuf, ALIGN};
 use super::{io_err, BlobStore, StoreError};
 use crate::hash::BlobHash;
 
-/// Writes are batched into buffers of this size.
+/// Writes are batched into buffers of this size (a multiple of [`ALIGN`]).
 const WRITE_BUFFER: usize = 1 << 20;
 /// Every this many bytes appended, write-back of what was appended since the
 /// last time is started (`sync_file_range`, not waited for), so the fsync
@@ -33,10 +40,19 @@ pub struct PartialWriter {
     hash: BlobHash,
     size: u64,
     path: PathBuf,
-    file: BufWriter<File>,
+    /// The file, opened normally (buffered writes, fsync).
+    file: File,
+    /// The same file opened for direct I/O (`None` where refused).
+    direct: Option<File>,
+    /// Appended bytes not yet in the file: `stage[..staged]`.
+    stage: AlignedBuf,
+    staged: usize,
     hasher: blake3::Hasher,
+    /// Bytes appended (in the file or staged).
     have: u64,
-    /// Offset up to which write-back was started.
+    /// Bytes in the file.
+    flushed: u64,
+    /// Offset up to which write-back of buffered writes was started.
     written_back: u64,
 }
 
@@ -122,8 +138,9 @@ impl BlobStore {
         } else if path.exists() {
             tracing::info!(blob = %h.short(), "discarding a partial download written by another source");
         }
+        // Positioned writes (never O_APPEND, which Linux applies to pwrite too).
         let file = if have > 0 {
-            OpenOptions::new().append(true).open(&path)
+            OpenOptions::new().write(true).open(&path)
         } else {
             self.discard_partial(&h);
             File::create(&path)
@@ -133,14 +150,26 @@ impl BlobStore {
             let sp = self.partial_source_path(&h);
             fs::write(&sp, source).map_err(io_err(&sp))?;
         }
+        // A resumed file may be longer than what hashed (never: the hash
+        // read it all) or end mid-block; writing continues at `have`.
+        let direct = direct::open_write(&path);
+        let stage_len = usize::try_from(size)
+            .unwrap_or(WRITE_BUFFER)
+            .clamp(ALIGN, WRITE_BUFFER)
+            .div_ceil(ALIGN)
+            * ALIGN;
         Ok(PartialWriter {
             store: self.clone(),
             hash: h,
             size,
             path,
-            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            file,
+            direct,
+            stage: AlignedBuf::new(stage_len),
+            staged: 0,
             hasher,
             have,
+            flushed: have,
             written_back: have,
         })
     }
@@ -179,16 +208,11 @@ impl PartialWriter {
     /// Drops the bytes held and starts over (the source answered with the
     /// whole blob instead of the requested range).
     pub fn restart(&mut self) -> Result<(), StoreError> {
-        self.file.flush().map_err(io_err(&self.path))?;
-        self.file.get_ref().set_len(0).map_err(io_err(&self.path))?;
-        // A file opened for resuming appends anyway; a fresh one must write
-        // from the start again.
-        self.file
-            .get_mut()
-            .seek(SeekFrom::Start(0))
-            .map_err(io_err(&self.path))?;
+        self.staged = 0;
+        self.file.set_len(0).map_err(io_err(&self.path))?;
         self.hasher = blake3::Hasher::new();
         self.have = 0;
+        self.flushed = 0;
         self.written_back = 0;
         Ok(())
     }
@@ -199,10 +223,10 @@ impl PartialWriter {
         self.append_chunks(&[data])
     }
 
-    /// Appends `chunks` in order, hashing them; a megabyte or more goes to
-    /// the file in one vectored write, without being copied into a buffer
-    /// first. More bytes than the blob's size abandon the download
-    /// ([`StoreError::SizeMismatch`]; drop the writer then).
+    /// Appends `chunks` in order, hashing them; they are gathered in the
+    /// aligned buffer and written a megabyte at a time. More bytes than the
+    /// blob's size abandon the download ([`StoreError::SizeMismatch`]; drop
+    /// the writer then).
     pub fn append_chunks<B: AsRef<[u8]>>(&mut self, chunks: &[B]) -> Result<(), StoreError> {
         let len: u64 = chunks.iter().map(|c| c.as_ref().len() as u64).sum();
         let total = self.have.saturating_add(len);
@@ -217,37 +241,91 @@ impl PartialWriter {
             });
         }
         for c in chunks {
-            self.hasher.update(c.as_ref());
-        }
-        let mut slices: Vec<IoSlice<'_>> =
-            chunks.iter().map(|c| IoSlice::new(c.as_ref())).collect();
-        let mut rest: &mut [IoSlice<'_>] = &mut slices;
-        // `BufWriter` passes a vectored write of at least its capacity
-        // straight to the file (after flushing what it holds).
-        while !rest.is_empty() {
-            match self.file.write_vectored(rest) {
-                Ok(0) => {
-                    return Err(StoreError::Io {
-                        path: self.path.display().to_string(),
-                        source: std::io::ErrorKind::WriteZero.into(),
-                    })
+            let mut c = c.as_ref();
+            self.hasher.update(c);
+            while !c.is_empty() {
+                let room = self.room();
+                let n = room.min(c.len());
+                let (now, later) = c.split_at(n);
+                let at = self.staged;
+                let Some(dst) = self.stage.as_mut_slice().get_mut(at..at + n) else {
+                    return Err(self.short_buffer());
+                };
+                dst.copy_from_slice(now);
+                self.staged += n;
+                c = later;
+                if n == room {
+                    self.write_stage()?;
                 }
-                Ok(n) => IoSlice::advance_slices(&mut rest, n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(&self.path)(e)),
             }
         }
         self.have = total;
-        if self.have - self.written_back >= WRITEBACK_EVERY {
-            start_writeback(self.file.get_ref(), self.written_back);
-            self.written_back = self.have;
+        Ok(())
+    }
+
+    /// How many more bytes the buffer takes before it is written: up to
+    /// the next block boundary when the file ends mid-block (a resumed
+    /// or flushed download), else the whole buffer.
+    fn room(&self) -> usize {
+        let mis = (self.flushed % ALIGN as u64) as usize;
+        let cap = if mis != 0 {
+            ALIGN - mis
+        } else {
+            self.stage.as_slice().len()
+        };
+        cap.saturating_sub(self.staged).max(1)
+    }
+
+    fn short_buffer(&self) -> StoreError {
+        StoreError::Io {
+            path: self.path.display().to_string(),
+            source: std::io::Error::other("write buffer overrun"),
+        }
+    }
+
+    /// Writes the buffered bytes at the end of the file: directly when
+    /// they are whole aligned blocks at an aligned offset, else buffered.
+    fn write_stage(&mut self) -> Result<(), StoreError> {
+        let n = self.staged;
+        if n == 0 {
+            return Ok(());
+        }
+        let data = self
+            .stage
+            .as_slice()
+            .get(..n)
+            .ok_or_else(|| self.short_buffer())?;
+        let aligned = self.flushed % ALIGN as u64 == 0 && n % ALIGN == 0;
+        let mut done = false;
+        let mut refused = false;
+        if let (true, Some(d)) = (aligned, &self.direct) {
+            match direct::write_at(d, data, self.flushed) {
+                Ok(()) => done = true,
+                // Refused alignment or flags: buffered from now on.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => refused = true,
+                Err(e) => return Err(io_err(&self.path)(e)),
+            }
+        }
+        if refused {
+            self.direct = None;
+        }
+        if !done {
+            self.file
+                .write_all_at(data, self.flushed)
+                .map_err(io_err(&self.path))?;
+        }
+        self.flushed += n as u64;
+        self.staged = 0;
+        if !done && self.flushed - self.written_back >= WRITEBACK_EVERY {
+            start_writeback(&self.file, self.written_back);
+            self.written_back = self.flushed;
         }
         Ok(())
     }
 
-    /// Flushes what was appended, keeping the download resumable.
+    /// Writes what was appended to the file, keeping the download resumable.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        self.file.flush().map_err(io_err(&self.path))
+        self.write_stage()
     }
 
     /// Completes the download: with every byte present and the BLAKE3
@@ -269,19 +347,10 @@ impl PartialWriter {
             self.abandon();
             return Err(StoreError::HashMismatch { expected, actual });
         }
-        let Self {
-            store,
-            hash,
-            path,
-            file,
-            ..
-        } = self;
-        let file = file.into_inner().map_err(|e| StoreError::Io {
-            path: path.display().to_string(),
-            source: e.into_error(),
-        })?;
-        store.commit(file, &path, &hash)?;
-        let _ = fs::remove_file(store.partial_source_path(&hash));
+        self.direct = None;
+        let file = self.file.try_clone().map_err(io_err(&self.path))?;
+        self.store.commit(file, &self.path, &self.hash)?;
+        let _ = fs::remove_file(self.store.partial_source_path(&self.hash));
         Ok(())
     }
 
@@ -290,6 +359,17 @@ impl PartialWriter {
         let (store, hash) = (self.store.clone(), self.hash);
         drop(self);
         store.discard_partial(&hash);
+    }
+}
+
+impl Drop for PartialWriter {
+    /// A writer dropped without [`PartialWriter::finish`] (a cut
+    /// connection, a cancelled task) still writes what it holds, so the
+    /// download resumes after every byte that was appended.
+    fn drop(&mut self) {
+        if let Err(e) = self.write_stage() {
+            tracing::debug!(blob = %self.hash.short(), error = %e, "partial download: buffered bytes not written");
+        }
     }
 }
 

@@ -4,12 +4,13 @@
 //! `tokio::fs::File` plus `ReaderStream` make).
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
 /// Streams `len` bytes of `file` from `start`, in pieces of at most `piece`
 /// bytes. A file that ends early ends the stream with
@@ -37,6 +38,10 @@ pub fn uncached_stream(
     pieces(file, Some(path), start, len, piece)
 }
 
+/// How many pieces are read ahead of the one being sent (a direct read
+/// waits for the disk; the next one is read while this one is sent).
+const READ_AHEAD: usize = 2;
+
 fn pieces(
     file: File,
     path: Option<PathBuf>,
@@ -45,41 +50,44 @@ fn pieces(
     piece: usize,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     let piece = piece.max(1) as u64;
+    let file = Arc::new(file);
     let path = path.map(Arc::new);
-    futures_util::stream::unfold((Some(file), start, len), move |(file, pos, left)| {
-        let path = path.clone();
-        async move {
-            let file = file?;
-            if left == 0 {
-                return None;
+    let end = start.saturating_add(len);
+    futures_util::stream::iter(0..len.div_ceil(piece))
+        .map(move |i| {
+            let (file, path) = (Arc::clone(&file), path.clone());
+            let pos = start + i * piece;
+            let n = piece.min(end - pos);
+            async move {
+                tokio::task::spawn_blocking(move || read_piece(&file, path.as_deref(), pos, n))
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|r| r)
             }
-            let n = left.min(piece);
-            let read = tokio::task::spawn_blocking(move || {
-                let cap = usize::try_from(n).map_err(io::Error::other)?;
-                if let Some(p) = path {
-                    let b = crate::store::direct::read_range(&file, &p, pos, cap)?;
-                    return Ok((file, b));
-                }
-                let mut f = file;
-                f.seek(SeekFrom::Start(pos))?;
-                let mut buf = Vec::with_capacity(cap);
-                // Reads into the spare capacity (nothing zeroed first).
-                (&mut f).take(n).read_to_end(&mut buf)?;
-                if (buf.len() as u64) < n {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                Ok((f, Bytes::from(buf)))
-            })
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r);
-            match read {
-                Ok((f, buf)) => Some((Ok(buf), (Some(f), pos + n, left - n))),
-                // Ends the stream after the error.
-                Err(e) => Some((Err(e), (None, pos, 0))),
-            }
-        }
-    })
+        })
+        .buffered(READ_AHEAD)
+        // Ends the stream after the first error.
+        .scan(false, |failed, r| {
+            let out = if *failed {
+                None
+            } else {
+                *failed = r.is_err();
+                Some(r)
+            };
+            std::future::ready(out)
+        })
+}
+
+/// Reads `n` bytes at `pos`: through [`crate::store::direct::read_range`]
+/// when `path` is given, else from the page cache.
+fn read_piece(file: &File, path: Option<&PathBuf>, pos: u64, n: u64) -> io::Result<Bytes> {
+    let cap = usize::try_from(n).map_err(io::Error::other)?;
+    if let Some(p) = path {
+        return crate::store::direct::read_range(file, p, pos, cap);
+    }
+    let mut buf = vec![0u8; cap];
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@
 //! fresh page also costs a host fault, about 7 µs per 4 KiB page
 //! (docs/BENCHMARKS.md: 43 % of a 1 GiB replication's CPU was that copy).
 //! So [`crate::store::PartialWriter`] writes whole aligned blocks straight
-//! from a reused buffer to the disk, and a peer's blob pull reads what is
-//! not already cached straight from the disk ([`read_range`]); bytes in the
-//! page cache (a blob just published, a hot file) are still read from it.
+//! from a reused buffer to the disk, and a peer's blob pull reads a range
+//! that is not wholly cached straight from the disk ([`read_range`]); a
+//! range the page cache holds (a hot file) is still read from it.
 //!
 //! Where `O_DIRECT` is refused (tmpfs, other systems) both fall back to
 //! ordinary buffered I/O: the same bytes, only the page-cache cost differs.
@@ -55,10 +55,62 @@ impl AlignedBuf {
             .unwrap_or_default()
     }
 
-    /// Bytes `range` of the aligned region as [`Bytes`], without a copy.
+    /// A buffer of at least `len` bytes: one kept from earlier use when
+    /// `len` ≤ [`POOLED`] (hot memory, nothing to zero), else a new one.
+    /// Its length is `len`.
+    pub fn take(len: usize) -> Self {
+        if len <= POOLED {
+            let kept = POOL.lock().ok().and_then(|mut p| p.pop());
+            let mut b = kept.unwrap_or_else(|| Self::new(POOLED));
+            b.len = len;
+            return b;
+        }
+        Self::new(len)
+    }
+
+    /// Returns a buffer from [`AlignedBuf::take`] for reuse (at most
+    /// [`POOL_MAX`] are kept).
+    pub fn give_back(mut self) {
+        if self.buf.len() == POOLED + ALIGN {
+            self.len = POOLED;
+            if let Ok(mut p) = POOL.lock() {
+                if p.len() < POOL_MAX {
+                    p.push(self);
+                }
+            }
+        }
+    }
+
+    /// Bytes `range` of the aligned region as [`Bytes`], without a copy;
+    /// the buffer goes back to the pool when the last `Bytes` is dropped.
     fn into_bytes(self, range: std::ops::Range<usize>) -> Bytes {
         let (start, end) = (self.off + range.start, self.off + range.end);
-        Bytes::from(self.buf).slice(start..end)
+        Bytes::from_owner(Lent(Some(self))).slice(start..end)
+    }
+}
+
+/// Size of the buffers kept for reuse (a 1 MiB piece plus one block for
+/// an unaligned start).
+pub const POOLED: usize = (1 << 20) + ALIGN;
+/// Most buffers kept (≈ 32 MiB).
+const POOL_MAX: usize = 32;
+static POOL: std::sync::Mutex<Vec<AlignedBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// An [`AlignedBuf`] lent to a [`Bytes`]; returned to the pool on drop.
+struct Lent(Option<AlignedBuf>);
+
+impl AsRef<[u8]> for Lent {
+    /// The whole underlying allocation (the `Bytes` slices it by offset).
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |b| b.buf.as_slice())
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.give_back();
+        }
     }
 }
 
@@ -93,77 +145,75 @@ pub fn write_at(direct: &File, data: &[u8], pos: u64) -> io::Result<()> {
 }
 
 /// Reads bytes `pos..pos + len` of the file at `path` (`file` is it opened
-/// normally): what the page cache holds is copied from it, the rest is read
+/// normally): from the page cache when it holds the whole range, else
 /// with direct I/O in aligned blocks (buffered where that is refused). An
 /// early end of file is [`io::ErrorKind::UnexpectedEof`].
 pub fn read_range(file: &File, path: &Path, pos: u64, len: usize) -> io::Result<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
     }
-    let cached = cached_prefix(file, pos, len);
-    if let Ok(b) = &cached {
-        if b.len() == len {
-            return cached;
-        }
+    if fully_cached(file, pos, len) {
+        return buffered_read(file, pos, len);
     }
-    let (head, got) = match cached {
-        Ok(b) => {
-            let n = b.len();
-            (Some(b), n)
-        }
-        Err(_) => (None, 0),
-    };
-    let rest_pos = pos + got as u64;
-    let rest_len = len - got;
-    let rest = match open(path, false) {
-        Some(d) => match direct_read(&d, rest_pos, rest_len) {
-            Ok(b) => b,
+    match open(path, false) {
+        Some(d) => match direct_read(&d, pos, len) {
+            Ok(b) => Ok(b),
             // EINVAL: an alignment this device refuses; read it buffered.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                buffered_read(file, rest_pos, rest_len)?
-            }
-            Err(e) => return Err(e),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => buffered_read(file, pos, len),
+            Err(e) => Err(e),
         },
-        None => buffered_read(file, rest_pos, rest_len)?,
-    };
-    Ok(match head {
-        Some(h) if !h.is_empty() => {
-            let mut v = Vec::with_capacity(len);
-            v.extend_from_slice(&h);
-            v.extend_from_slice(&rest);
-            Bytes::from(v)
-        }
-        _ => rest,
-    })
+        None => buffered_read(file, pos, len),
+    }
 }
 
-/// The longest prefix of `pos..pos + len` the page cache holds, read
-/// without waiting for the disk (`preadv2` with `RWF_NOWAIT`; an error
-/// where that is not supported).
-fn cached_prefix(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
+/// Whether the page cache holds every page of `pos..pos + len`, asked with
+/// `cachestat(2)` (Linux 6.5+), which reads nothing and starts no
+/// read-ahead (a `preadv2` with `RWF_NOWAIT` would start it, filling the
+/// cache with exactly the pages this module avoids). `false` where the call
+/// is missing.
+fn fully_cached(file: &File, pos: u64, len: usize) -> bool {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        let iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: len,
-        };
-        let off = libc::off_t::try_from(pos).map_err(io::Error::other)?;
-        // SAFETY: the iovec covers `len` bytes of `buf`'s allocation, which
-        // outlives the call; the kernel writes at most `len` bytes.
-        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
         }
-        // SAFETY: the kernel initialized the first `n` (≤ len) bytes.
-        unsafe { buf.set_len((n as usize).min(len)) };
-        Ok(Bytes::from(buf))
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        /// `__NR_cachestat`, the same on every architecture.
+        const SYS_CACHESTAT: libc::c_long = 451;
+        let page = ALIGN as u64;
+        let range = Range {
+            off: pos / page * page,
+            len: (pos % page + len as u64).div_ceil(page) * page,
+        };
+        let mut st = Stat::default();
+        // SAFETY: both pointers are to live, properly laid out structs the
+        // call only reads (`range`) or writes (`st`); flags must be 0.
+        let r = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                file.as_raw_fd(),
+                &range as *const Range,
+                &mut st as *mut Stat,
+                0,
+            )
+        };
+        r == 0 && st.nr_cache >= range.len / page
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (file, pos, len);
-        Err(io::ErrorKind::Unsupported.into())
+        false
     }
 }
 
@@ -174,7 +224,7 @@ fn direct_read(direct: &File, pos: u64, len: usize) -> io::Result<Bytes> {
     let lead = (pos % ALIGN as u64) as usize;
     let start = pos - lead as u64;
     let span = (lead + len).div_ceil(ALIGN) * ALIGN;
-    let mut buf = AlignedBuf::new(span);
+    let mut buf = AlignedBuf::take(span);
     let mut got = 0;
     while got < lead + len {
         let Some(dst) = buf.as_mut_slice().get_mut(got..) else {
@@ -211,6 +261,19 @@ mod tests {
 
     fn data(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 131 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn pooled_buffers_come_back_with_the_requested_length() {
+        let mut b = AlignedBuf::take(10);
+        assert_eq!(b.as_slice().len(), 10);
+        b.as_mut_slice().fill(7);
+        b.give_back();
+        let b = AlignedBuf::take(ALIGN * 3);
+        assert_eq!(b.as_slice().len(), ALIGN * 3);
+        assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
+        let big = AlignedBuf::take(POOLED + 1);
+        assert_eq!(big.as_slice().len(), POOLED + 1);
     }
 
     #[test]

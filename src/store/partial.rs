@@ -165,7 +165,7 @@ impl BlobStore {
             path,
             file,
             direct,
-            stage: AlignedBuf::new(stage_len),
+            stage: AlignedBuf::take(stage_len),
             staged: 0,
             hasher,
             have,
@@ -370,6 +370,7 @@ impl Drop for PartialWriter {
         if let Err(e) = self.write_stage() {
             tracing::debug!(blob = %self.hash.short(), error = %e, "partial download: buffered bytes not written");
         }
+        std::mem::replace(&mut self.stage, AlignedBuf::new(0)).give_back();
     }
 }
 

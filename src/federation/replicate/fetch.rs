@@ -101,6 +101,36 @@ async fn on_writer<T: Send + 'static>(
     w.blocking(f).await.map_err(PullError::from_store)
 }
 
+/// The download's writer: idle, or busy writing one batch on the blocking
+/// pool (so the next batch is received meanwhile: a direct write waits for
+/// the disk).
+enum Sink {
+    Idle(PartialWriter),
+    Busy(tokio::task::JoinHandle<Result<(PartialWriter, ()), crate::store::StoreError>>),
+}
+
+impl Sink {
+    /// The writer, once its write (if any) is done.
+    async fn writer(self) -> Result<PartialWriter, PullError> {
+        match self {
+            Sink::Idle(w) => Ok(w),
+            Sink::Busy(h) => h
+                .await
+                .map_err(|e| PullError::Local(e.to_string()))?
+                .map(|(w, ())| w)
+                .map_err(PullError::from_store),
+        }
+    }
+
+    /// Starts writing `data` once the previous write is done.
+    async fn write(self, data: Vec<bytes::Bytes>) -> Result<Sink, PullError> {
+        let w = self.writer().await?;
+        Ok(Sink::Busy(tokio::spawn(
+            w.blocking(move |w| w.append_chunks(&data)),
+        )))
+    }
+}
+
 /// Downloads one blob from `url` into `store`, resuming a partial download
 /// only if `source` (the peer's key) wrote it; the store commits it only if
 /// size and BLAKE3 match. The transfer must keep an average of
@@ -134,7 +164,7 @@ pub async fn fetch_blob(
         .map_err(|_| PullError::NoResponse(HEADERS_TIMEOUT.as_secs()))?
         .map_err(|e| PullError::Transport(e.to_string()))?;
     let status = resp.status();
-    let mut writer = if status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0 {
+    let writer = if status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0 {
         tracing::info!(blob = %h.short(), resumed_at = have, "resuming partial download");
         writer
     } else if status.is_success() {
@@ -148,8 +178,12 @@ pub async fn fetch_blob(
     };
     let mut stream = resp.bytes_stream();
     let mut received: u64 = 0;
+    // Bytes handed to the writer (written, or in the write under way).
+    let mut submitted = writer.offset();
+    let mut sink = Sink::Idle(writer);
     // Chunks as they arrived, handed to the writer together once they add up
     // to a batch (written with one vectored write, never copied together).
+    // One batch is written on the blocking pool while the next arrives.
     let mut batch: Vec<bytes::Bytes> = Vec::new();
     let mut batch_len: u64 = 0;
     loop {
@@ -162,8 +196,8 @@ pub async fn fetch_blob(
             Ok(Some(chunk)) => {
                 let chunk = chunk.map_err(|e| PullError::Transport(e.to_string()))?;
                 received += chunk.len() as u64;
-                if writer.offset() + batch_len + chunk.len() as u64 > size {
-                    writer.abandon();
+                if submitted + batch_len + chunk.len() as u64 > size {
+                    sink.writer().await?.abandon();
                     return Err(PullError::TooLong(size));
                 }
                 batch_len += chunk.len() as u64;
@@ -173,27 +207,29 @@ pub async fn fetch_blob(
         }
         if batch_len >= BATCH || (done && batch_len > 0) {
             let data = std::mem::take(&mut batch);
+            submitted += batch_len;
             batch_len = 0;
-            writer = on_writer(writer, move |w| w.append_chunks(&data)).await?.0;
+            sink = sink.write(data).await?;
         }
         if done {
             break;
         }
         let elapsed = started.elapsed();
-        let held = writer.offset() + batch_len;
+        let held = submitted + batch_len;
         if held < size && too_slow(received, elapsed) {
             let data = std::mem::take(&mut batch);
             // Keep what arrived: the download resumes from this source.
-            let _ = on_writer(writer, move |w| {
-                w.append_chunks(&data).and_then(|()| w.flush())
-            })
-            .await;
+            if let Ok(w) = sink.writer().await {
+                let _ =
+                    on_writer(w, move |w| w.append_chunks(&data).and_then(|()| w.flush())).await;
+            }
             return Err(PullError::TooSlow {
                 bytes: received,
                 millis: elapsed.as_millis() as u64,
             });
         }
     }
+    let writer = sink.writer().await?;
     tokio::task::spawn_blocking(move || writer.finish())
         .await
         .map_err(|e| PullError::Local(e.to_string()))?

@@ -3,42 +3,17 @@
 //! other program, holds the port in a SO_REUSEPORT group), and servers on
 //! port 0 always get ports of their own.
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use p2pcdn::dns::server::{
-    DnsData, DnsServer, DnsSettings, Handler, SharedDnsData, Steered, Steering,
-};
+use p2pcdn::dns::server::{DnsServer, Handler};
 use p2pcdn::dns::tcp::TcpLimits;
 
-struct NoSteering;
-
-impl Steering for NoSteering {
-    fn addresses(
-        &self,
-        _: &hickory_proto::rr::LowerName,
-        _: bool,
-        _: std::net::IpAddr,
-        _: Option<(std::net::IpAddr, u8)>,
-    ) -> Option<Steered> {
-        None
-    }
-}
-
 fn handler() -> Handler {
-    let data: SharedDnsData = Arc::new(arc_swap::ArcSwap::from_pointee(DnsData::default()));
-    Handler::new(
-        data,
-        Arc::new(NoSteering),
-        DnsSettings {
-            fallback_ttl: 5,
-            max_udp_payload: 1232,
-            rrl: None,
-            metrics: Default::default(),
-        },
-    )
+    common::zoneless::handler(Default::default())
 }
 
 const LIMITS: TcpLimits = TcpLimits {

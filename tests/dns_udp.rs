@@ -4,30 +4,16 @@
 //! every burst is answered exactly once with its own ID, through real
 //! sockets, and the wake-ups are counted in `p2pcdn_dns_udp_bursts_total`.
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use p2pcdn::dns::server::{
-    DnsData, DnsServer, DnsSettings, Handler, SharedDnsData, Steered, Steering,
-};
+use p2pcdn::dns::server::DnsServer;
 use p2pcdn::dns::tcp::TcpLimits;
 use p2pcdn::metrics::Metrics;
-
-struct NoSteering;
-
-impl Steering for NoSteering {
-    fn addresses(
-        &self,
-        _: &hickory_proto::rr::LowerName,
-        _: bool,
-        _: std::net::IpAddr,
-        _: Option<(std::net::IpAddr, u8)>,
-    ) -> Option<Steered> {
-        None
-    }
-}
 
 /// A query for example.com A with `id` (REFUSED: the server has no zones).
 fn query(id: u16) -> Vec<u8> {
@@ -71,17 +57,7 @@ fn burst(addr: SocketAddr, first: u16, n: u16) -> HashSet<u16> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_queue_wakes_the_burst_thread_and_every_query_is_answered_once() {
     let metrics = Arc::new(Metrics::new());
-    let data: SharedDnsData = Arc::new(arc_swap::ArcSwap::from_pointee(DnsData::default()));
-    let handler = Handler::new(
-        data,
-        Arc::new(NoSteering),
-        DnsSettings {
-            fallback_ttl: 5,
-            max_udp_payload: 1232,
-            rrl: None,
-            metrics: Arc::clone(&metrics),
-        },
-    );
+    let handler = common::zoneless::handler(Arc::clone(&metrics));
     let limits = TcpLimits {
         max_connections: 4,
         idle_timeout: Duration::from_secs(5),

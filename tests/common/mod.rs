@@ -19,6 +19,7 @@ pub mod acme;
 pub mod fed;
 pub mod served;
 pub mod system;
+pub mod zoneless;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 

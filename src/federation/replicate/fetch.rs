@@ -105,7 +105,7 @@ async fn on_writer<T: Send + 'static>(
 /// pool (so the next batch is received meanwhile: a direct write waits for
 /// the disk).
 enum Sink {
-    Idle(PartialWriter),
+    Idle(Box<PartialWriter>),
     Busy(tokio::task::JoinHandle<Result<(PartialWriter, ()), crate::store::StoreError>>),
 }
 
@@ -113,7 +113,7 @@ impl Sink {
     /// The writer, once its write (if any) is done.
     async fn writer(self) -> Result<PartialWriter, PullError> {
         match self {
-            Sink::Idle(w) => Ok(w),
+            Sink::Idle(w) => Ok(*w),
             Sink::Busy(h) => h
                 .await
                 .map_err(|e| PullError::Local(e.to_string()))?
@@ -180,7 +180,7 @@ pub async fn fetch_blob(
     let mut received: u64 = 0;
     // Bytes handed to the writer (written, or in the write under way).
     let mut submitted = writer.offset();
-    let mut sink = Sink::Idle(writer);
+    let mut sink = Sink::Idle(Box::new(writer));
     // Chunks as they arrived, handed to the writer together once they add up
     // to a batch (written with one vectored write, never copied together).
     // One batch is written on the blocking pool while the next arrives.

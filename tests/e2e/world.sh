@@ -1077,6 +1077,11 @@ for k in "${KINDS[@]}"; do
         ok "kill drill: $(net_name "$k" 3) fetches again (from $from) $win ms after the kill, within the TTL it held (${held_ms} ms) + 2 s"
     else
         bad "kill drill: $(net_name "$k" 3): failure window $win ms (then from $from), bound: TTL held (${held_ms} ms) + 2 s"
+        # Each fetch since the kill (ms after it: start, end, curl's exit
+        # code, address, name lookup s), to tell a late steering change
+        # from a slow fetch.
+        awk -v kill="$t_kill" '$2 > kill { printf "  drill fetch: +%d..+%d rc=%s %s lookup=%s\n", $1 - kill, $2 - kill, $3, $4, $5 }' \
+            "$TMP/log/drill-${k}3.log" | head -40
     fi
 done
 # c3 is now steered to the next nearest mirror, Sydney, and only to it.

@@ -1,33 +1,26 @@
 //! A byte range of an open file as a stream of [`Bytes`] for a response
 //! body: each piece is read on the blocking pool straight into the buffer
 //! handed to the connection (no intermediate buffer and copy, as
-//! `tokio::fs::File` plus `ReaderStream` make).
+//! `tokio::fs::File` plus `ReaderStream` make), one piece read ahead.
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-/// Streams `len` bytes of `file` from `start`, in pieces of at most `piece`
-/// bytes. A file that ends early ends the stream with
-/// [`io::ErrorKind::UnexpectedEof`] (the connection is cut, never padded).
-pub fn file_stream(
-    file: File,
-    start: u64,
-    len: u64,
-    piece: usize,
-) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    pieces(file, None, start, len, piece)
-}
+/// How many pieces are read ahead of the one being sent (a direct read
+/// waits for the disk; the next one is read while this one is sent).
+const READ_AHEAD: usize = 2;
 
-/// [`file_stream`] for a peer's blob pull: what the page cache does not
-/// hold is read with direct I/O from `path` (the file `file` is), so
-/// bytes a peer pulls once take no fresh page-cache pages
-/// ([`crate::store::direct::read_range`]).
+/// Streams `len` bytes of `file` (opened from `path`) from `start`, in
+/// pieces of at most `piece` bytes, for a peer's blob pull: each piece is
+/// read with [`crate::store::direct::read_range`], from the page cache when
+/// it holds the piece, else with direct I/O, so bytes a peer pulls once take
+/// no fresh page-cache pages. A file that ends early ends the stream with
+/// [`io::ErrorKind::UnexpectedEof`] (the connection is cut, never padded).
 pub fn uncached_stream(
     file: File,
     path: PathBuf,
@@ -35,34 +28,23 @@ pub fn uncached_stream(
     len: u64,
     piece: usize,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    pieces(file, Some(path), start, len, piece)
-}
-
-/// How many pieces are read ahead of the one being sent (a direct read
-/// waits for the disk; the next one is read while this one is sent).
-const READ_AHEAD: usize = 2;
-
-fn pieces(
-    file: File,
-    path: Option<PathBuf>,
-    start: u64,
-    len: u64,
-    piece: usize,
-) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     let piece = piece.max(1) as u64;
     let file = Arc::new(file);
-    let path = path.map(Arc::new);
+    let path = Arc::new(path);
     let end = start.saturating_add(len);
     futures_util::stream::iter(0..len.div_ceil(piece))
         .map(move |i| {
-            let (file, path) = (Arc::clone(&file), path.clone());
+            let (file, path) = (Arc::clone(&file), Arc::clone(&path));
             let pos = start + i * piece;
             let n = piece.min(end - pos);
             async move {
-                tokio::task::spawn_blocking(move || read_piece(&file, path.as_deref(), pos, n))
-                    .await
-                    .map_err(io::Error::other)
-                    .and_then(|r| r)
+                tokio::task::spawn_blocking(move || {
+                    let n = usize::try_from(n).map_err(io::Error::other)?;
+                    crate::store::direct::read_range(&file, &path, pos, n)
+                })
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r)
             }
         })
         .buffered(READ_AHEAD)
@@ -76,18 +58,6 @@ fn pieces(
             };
             std::future::ready(out)
         })
-}
-
-/// Reads `n` bytes at `pos`: through [`crate::store::direct::read_range`]
-/// when `path` is given, else from the page cache.
-fn read_piece(file: &File, path: Option<&PathBuf>, pos: u64, n: u64) -> io::Result<Bytes> {
-    let cap = usize::try_from(n).map_err(io::Error::other)?;
-    if let Some(p) = path {
-        return crate::store::direct::read_range(file, p, pos, cap);
-    }
-    let mut buf = vec![0u8; cap];
-    file.read_exact_at(&mut buf, pos)?;
-    Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]
@@ -124,13 +94,33 @@ mod tests {
     async fn ranges_arrive_whole_in_pieces() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (_d, p) = file_with(&data);
-        let (out, sizes, err) =
-            collect(file_stream(File::open(&p).unwrap(), 0, 10_000, 4096)).await;
+        let (out, sizes, err) = collect(uncached_stream(
+            File::open(&p).unwrap(),
+            p.clone(),
+            0,
+            10_000,
+            4096,
+        ))
+        .await;
         assert_eq!((out, err), (data.clone(), None));
         assert_eq!(sizes, vec![4096, 4096, 1808]);
-        let (out, _, err) = collect(file_stream(File::open(&p).unwrap(), 123, 5_000, 1000)).await;
+        let (out, _, err) = collect(uncached_stream(
+            File::open(&p).unwrap(),
+            p.clone(),
+            123,
+            5_000,
+            1000,
+        ))
+        .await;
         assert_eq!((out.as_slice(), err), (&data[123..5_123], None));
-        let (out, sizes, _) = collect(file_stream(File::open(&p).unwrap(), 10_000, 0, 1000)).await;
+        let (out, sizes, _) = collect(uncached_stream(
+            File::open(&p).unwrap(),
+            p.clone(),
+            10_000,
+            0,
+            1000,
+        ))
+        .await;
         assert!(out.is_empty() && sizes.is_empty());
     }
 
@@ -158,7 +148,14 @@ mod tests {
     #[tokio::test]
     async fn a_short_file_ends_with_an_error() {
         let (_d, p) = file_with(&[1u8; 3000]);
-        let (out, _, err) = collect(file_stream(File::open(&p).unwrap(), 0, 5000, 2048)).await;
+        let (out, _, err) = collect(uncached_stream(
+            File::open(&p).unwrap(),
+            p.clone(),
+            0,
+            5000,
+            2048,
+        ))
+        .await;
         assert_eq!(out.len(), 2048, "whole pieces only");
         assert_eq!(err, Some(io::ErrorKind::UnexpectedEof));
     }

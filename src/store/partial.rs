@@ -150,8 +150,7 @@ impl BlobStore {
             let sp = self.partial_source_path(&h);
             fs::write(&sp, source).map_err(io_err(&sp))?;
         }
-        // A resumed file may be longer than what hashed (never: the hash
-        // read it all) or end mid-block; writing continues at `have`.
+        // Writing continues at `have`, which may be mid-block (see `room`).
         let direct = direct::open_write(&path);
         let stage_len = usize::try_from(size)
             .unwrap_or(WRITE_BUFFER)

@@ -8,6 +8,7 @@ use rand::seq::IndexedRandom;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::pace::{self, Pace};
 use super::wire::{Bundle, SyncResponse};
 use super::{replicate, Federation, Peer};
 use crate::catalog::unix_now;
@@ -22,13 +23,6 @@ pub fn spawn(fed: Arc<Federation>, tasks: &mut JoinSet<()>, shutdown: watch::Rec
     tasks.spawn(super::memory::run(fed.clone(), shutdown.clone()));
     tasks.spawn(replicate::scrub_loop(fed.clone(), shutdown.clone()));
     tasks.spawn(replicate::run(fed, shutdown));
-}
-
-async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = stop.changed() => true,
-    }
 }
 
 /// The certificates this node serves for its mirrored sites (`None`
@@ -132,7 +126,11 @@ pub fn report_due(old: Option<&Report>, current: &Report, now: u64, ttl_secs: u6
 
 async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let mut last = Instant::now();
+    let mut pace = Pace::new(Duration::from_secs(1), pace::GOSSIP_SPREAD);
     loop {
+        if pace.tick(&mut stop).await {
+            break;
+        }
         fed.load.tick(last.elapsed().as_secs_f64());
         last = Instant::now();
         // Re-sign only when something peers act on changed or a third of
@@ -145,9 +143,6 @@ async fn report_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
                 fed.set_own_report(r);
             }
         }
-        if sleep_or_stop(Duration::from_secs(1), &mut stop).await {
-            break;
-        }
     }
 }
 
@@ -157,7 +152,11 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
     let in_flight = Arc::new(std::sync::Mutex::new(
         std::collections::HashSet::<String>::new(),
     ));
+    let mut pace = Pace::new(interval, pace::GOSSIP_SPREAD);
     loop {
+        if pace.tick(&mut stop).await {
+            break;
+        }
         // Bind URLs we learned (bootstrap peers, URLs named in reports): a
         // few per round, from a bounded queue (`bindq`).
         let mut binds = JoinSet::new();
@@ -242,9 +241,6 @@ async fn gossip_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
                     f.remove(&url);
                 }
             });
-        }
-        if sleep_or_stop(interval, &mut stop).await {
-            break;
         }
     }
     rounds.abort_all();
@@ -469,17 +465,15 @@ async fn probe_loop(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
         .mul_f64(0.8)
         .clamp(Duration::from_secs(1), Duration::from_secs(2));
     let recheck = suspect_recheck(interval);
-    let mut ticker = tokio::time::interval(interval);
+    let mut pace = Pace::new(interval, pace::PROBE_SPREAD);
     let mut round: u64 = 0;
     // Proof-of-holding checks run beside the probes, one round of them at a
     // time: a check may download a whole blob (up to 3 s), and health
     // detection must never wait for it.
     let mut spot: Option<tokio::task::JoinHandle<()>> = None;
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'rounds: loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => break,
+        if pace.tick(&mut stop).await {
+            break;
         }
         let round_start = Instant::now();
         // Peers whose reports this node keeps (the mirrors of its sites:

@@ -25,6 +25,7 @@ pub mod gossip;
 pub mod holding;
 pub mod membership;
 pub mod memory;
+pub mod pace;
 pub mod plausible;
 pub mod probe;
 pub mod replicate;

@@ -51,21 +51,26 @@ GPID=$LAST_PID
 QF=$WORK/dns-$MIX.txt EXTRA=()
 [ "$MIX" = tcp ] && QF=$WORK/dns-steered.txt EXTRA=(-m tcp)
 
-# latency NAME IP: steered queries paced at RATE, p50/p99 (ms) and lost (%).
+# latency NAME IP PID: steered queries paced at RATE, p50/p99 (ms),
+# lost (%) and the server's CPU (cores: task-clock over the run).
 latency() {
-    local name=$1 ip=$2
+    local name=$1 ip=$2 pid=$3 ps cores
+    perf stat -x, -e task-clock -p "$pid" -o "$WORK/perf.txt" -- sleep "$SECS" &
+    ps=$!
     dnsperf -s "$ip" -p "$DNS_PORT" -a "$DNS_CLIENT" -d "$QF" -l "$SECS" \
         -T 1 -c 8 -q 256 -t 2 -e -Q "$RATE" -v > "$WORK/lat.log" 2>&1 || true
+    wait "$ps" || true
+    cores=$(awk -F, -v s="$SECS" '$3 == "task-clock" {printf "%.2f", $1 / 1000 / s}' "$WORK/perf.txt")
     [ -n "${LATLOG:-}" ] && cp "$WORK/lat.log" "$LATLOG/$name-$(date +%s%N).log"
     set -- $(python3 "$HERE/latency.py" "$WORK/lat.log")
-    printf '%-10s at %s q/s: p50 %s ms  p99 %s ms  lost %s %%  load %s\n' "$name" "$RATE" "$1" "$2" "$3" \
-        "$(cut -d' ' -f1 /proc/loadavg)"
+    printf '%-10s at %s q/s: p50 %s ms  p99 %s ms  lost %s %%  server cores %s  load %s\n' "$name" "$RATE" "$1" "$2" "$3" \
+        "$cores" "$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 # measure NAME IP PID
 measure() {
     if [ -n "${RATE:-}" ]; then
-        latency "$1" "$2"
+        latency "$1" "$2" "$3"
         return
     fi
     local name=$1 ip=$2 pid=$3 out ps rb0 rb1

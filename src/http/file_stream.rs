@@ -83,6 +83,23 @@ mod tests {
         (out, sizes, None)
     }
 
+    /// Streams `len` bytes of the file at `p` from `start` in `piece`s and collects them.
+    async fn read(
+        p: &std::path::Path,
+        start: u64,
+        len: u64,
+        piece: usize,
+    ) -> (Vec<u8>, Vec<usize>, Option<io::ErrorKind>) {
+        collect(uncached_stream(
+            File::open(p).unwrap(),
+            p.to_path_buf(),
+            start,
+            len,
+            piece,
+        ))
+        .await
+    }
+
     fn file_with(data: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
@@ -94,33 +111,12 @@ mod tests {
     async fn ranges_arrive_whole_in_pieces() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (_d, p) = file_with(&data);
-        let (out, sizes, err) = collect(uncached_stream(
-            File::open(&p).unwrap(),
-            p.clone(),
-            0,
-            10_000,
-            4096,
-        ))
-        .await;
+        let (out, sizes, err) = read(&p, 0, 10_000, 4096).await;
         assert_eq!((out, err), (data.clone(), None));
         assert_eq!(sizes, vec![4096, 4096, 1808]);
-        let (out, _, err) = collect(uncached_stream(
-            File::open(&p).unwrap(),
-            p.clone(),
-            123,
-            5_000,
-            1000,
-        ))
-        .await;
+        let (out, _, err) = read(&p, 123, 5_000, 1000).await;
         assert_eq!((out.as_slice(), err), (&data[123..5_123], None));
-        let (out, sizes, _) = collect(uncached_stream(
-            File::open(&p).unwrap(),
-            p.clone(),
-            10_000,
-            0,
-            1000,
-        ))
-        .await;
+        let (out, sizes, _) = read(&p, 10_000, 0, 1000).await;
         assert!(out.is_empty() && sizes.is_empty());
     }
 
@@ -135,27 +131,18 @@ mod tests {
             (4095, 50_001, 30_000),
             (99_999, 1, 7),
         ] {
-            let s = uncached_stream(File::open(&p).unwrap(), p.clone(), start, len, piece);
-            let (out, _, err) = collect(s).await;
+            let (out, _, err) = read(&p, start, len, piece).await;
             assert_eq!(err, None);
             assert_eq!(out, &data[start as usize..(start + len) as usize]);
         }
-        let s = uncached_stream(File::open(&p).unwrap(), p.clone(), 90_000, 20_000, 8192);
-        let (out, _, err) = collect(s).await;
+        let (out, _, err) = read(&p, 90_000, 20_000, 8192).await;
         assert_eq!((out.len(), err), (8192, Some(io::ErrorKind::UnexpectedEof)));
     }
 
     #[tokio::test]
     async fn a_short_file_ends_with_an_error() {
         let (_d, p) = file_with(&[1u8; 3000]);
-        let (out, _, err) = collect(uncached_stream(
-            File::open(&p).unwrap(),
-            p.clone(),
-            0,
-            5000,
-            2048,
-        ))
-        .await;
+        let (out, _, err) = read(&p, 0, 5000, 2048).await;
         assert_eq!(out.len(), 2048, "whole pieces only");
         assert_eq!(err, Some(io::ErrorKind::UnexpectedEof));
     }

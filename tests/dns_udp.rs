@@ -3,6 +3,8 @@
 //! woken and drains the queue alongside the main thread. Every query of
 //! every burst is answered exactly once with its own ID, through real
 //! sockets, and the wake-ups are counted in `p2pcdn_dns_udp_bursts_total`.
+//! The receive thread runs with a short time slice (`dns::sched`), the
+//! burst thread with the default one.
 
 mod common;
 
@@ -103,5 +105,65 @@ async fn a_queue_wakes_the_burst_thread_and_every_query_is_answered_once() {
     );
     let line = format!("p2pcdn_dns_udp_bursts_total {bursts}");
     assert!(metrics.render().contains(&line), "no {line:?} in /metrics");
+    server.shutdown().await;
+}
+
+/// Whether the running kernel honours custom time slices (6.12 and later).
+fn kernel_has_custom_slices() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release.trim().split(['.', '-']);
+    let major: u32 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let minor: u32 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (major, minor) >= (6, 12)
+}
+
+/// The time slice (ns) of this process's thread named `name`, from
+/// `/proc/self/task/*/sched` (`se.slice`).
+fn thread_slice(name: &str) -> Option<u64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let sched = std::fs::read_to_string(task.path().join("sched")).ok()?;
+        return sched
+            .lines()
+            .find(|l| l.starts_with("se.slice"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse().ok());
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_receive_thread_runs_with_a_short_time_slice() {
+    if !kernel_has_custom_slices() {
+        eprintln!("kernel before 6.12: no custom time slices to check");
+        return;
+    }
+    let handler = common::zoneless::handler(Arc::new(Metrics::new()));
+    let limits = TcpLimits {
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(5),
+    };
+    let server = DnsServer::bind(handler, &["127.0.0.1:0".parse().unwrap()], limits, 1)
+        .await
+        .unwrap();
+    // The thread sets its slice as it starts: one answered query proves it ran.
+    let addr = server.addrs[0];
+    let got = tokio::task::spawn_blocking(move || burst(addr, 1, 1))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        thread_slice("dns-udp-0"),
+        Some(100_000),
+        "the UDP receive thread's se.slice (ns)"
+    );
+    let helper = thread_slice("dns-udp-0b");
+    assert!(
+        helper.is_some_and(|s| s != 100_000),
+        "the burst helper keeps the default slice: {helper:?}"
+    );
     server.shutdown().await;
 }

@@ -6,14 +6,16 @@
 //! per zone snapshot, steered ones per steering view) through `wire`, and
 //! falls back to the reference path for the rest. `udp` runs the UDP
 //! threads (`recvmmsg`/`sendmmsg`), each with a `worker` (batch snapshot,
-//! first-level cache of steered answers, per-batch metrics), `tcp` the TCP listeners, `bind` claims
-//! their addresses.
+//! first-level cache of steered answers, per-batch metrics) and asks
+//! `sched` for a short time slice for them; `tcp` runs the TCP listeners,
+//! `bind` claims their addresses.
 
 pub mod answer;
 mod bind;
 pub mod fast;
 pub mod precomputed;
 pub mod rrl;
+mod sched;
 pub mod server;
 pub mod tcp;
 pub mod template;

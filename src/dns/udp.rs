@@ -12,6 +12,13 @@
 //! builds up, two cores answer it. Counted in
 //! `p2pcdn_dns_udp_bursts_total`.
 //!
+//! The main thread asks the kernel for a short time slice
+//! ([`sched::UDP_SLICE`]) so that, when a datagram wakes it onto a busy
+//! core, it preempts the running task instead of waiting up to 1.4 ms for
+//! that task's slice to end (see `dns::sched`). The helper keeps the
+//! default slice: giving it the short one as well was no better in the
+//! A/B runs (docs/BENCHMARKS.md, session 13).
+//!
 //! [`BATCH`] is small (8) so that the first answer of a batch does not
 //! wait for many others before the `sendmmsg`, and so that a queue of
 //! more than a few datagrams wakes the helper: in `bench/dns-ab.sh` A/B
@@ -33,6 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::sched;
 use super::server::Handler;
 use super::worker::Worker;
 
@@ -93,6 +101,11 @@ struct Wake {
 /// The main loop of one socket: blocking receives; a full batch wakes the
 /// burst helper.
 fn serve(handler: &Handler, sock: &UdpSocket, stop: &AtomicBool, wake: &Wake) {
+    match sched::set_slice(sched::UDP_SLICE) {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!("UDP thread has a non-default scheduling policy: left as is"),
+        Err(e) => tracing::debug!(error = %e, "could not shorten the UDP thread's time slice"),
+    }
     let mut lane = Lane::new(sock.as_raw_fd());
     while !stop.load(Ordering::Relaxed) {
         if lane.round(handler, libc::MSG_WAITFORONE) == Some(BATCH)

@@ -114,6 +114,11 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredManifest> {
 }
 
 /// A handle on the metadata database.
+///
+/// Reads that the federation loops run every round (`held_version`,
+/// `newest_manifest`, `data_version`, ...) go through rusqlite's statement
+/// cache (`prepare_cached`, 16 statements per connection; this module has
+/// fewer), so SQL is parsed once per statement, not once per call.
 pub struct Db {
     conn: Mutex<Connection>,
 }
@@ -143,17 +148,18 @@ impl Db {
 
     /// Changes whenever another connection commits (cheap change detection).
     pub fn data_version(&self) -> Result<i64, DbError> {
-        self.with(|c| Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?))
+        self.with(|c| {
+            Ok(c.prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))?)
+        })
     }
 
     /// Highest version ever accepted for `site` (any state): the rollback floor.
     pub fn held_version(&self, site: &str) -> Result<Option<u64>, DbError> {
         self.with(|c| {
-            let v: Option<i64> = c.query_row(
-                "SELECT max(version) FROM manifests WHERE site = ?1",
-                [site],
-                |r| r.get(0),
-            )?;
+            let v: Option<i64> = c
+                .prepare_cached("SELECT max(version) FROM manifests WHERE site = ?1")?
+                .query_row([site], |r| r.get(0))?;
             Ok(v.map(|v| v.max(0) as u64))
         })
     }
@@ -198,7 +204,7 @@ impl Db {
     /// The newest complete manifest of every site.
     pub fn current_manifests(&self) -> Result<Vec<StoredManifest>, DbError> {
         self.with(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT site, version, envelope, state FROM manifests m
                  WHERE state = 'complete'
                    AND version = (SELECT max(version) FROM manifests
@@ -212,7 +218,7 @@ impl Db {
     /// Manifests that still need their blobs (pending or complete).
     pub fn live_manifests(&self) -> Result<Vec<StoredManifest>, DbError> {
         self.with(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT site, version, envelope, state FROM manifests WHERE state IN ('pending', 'complete')",
             )?;
             let rows = st.query_map([], row)?;
@@ -223,8 +229,10 @@ impl Db {
     /// A specific manifest, if held.
     pub fn manifest(&self, site: &str, version: u64) -> Result<Option<StoredManifest>, DbError> {
         self.with(|c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT site, version, envelope, state FROM manifests WHERE site = ?1 AND version = ?2",
+            )?
+            .query_row(
                 params![site, i(version)],
                 row,
             )
@@ -235,8 +243,10 @@ impl Db {
     /// The newest accepted manifest of `site`, any state.
     pub fn newest_manifest(&self, site: &str) -> Result<Option<StoredManifest>, DbError> {
         self.with(|c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT site, version, envelope, state FROM manifests WHERE site = ?1 ORDER BY version DESC LIMIT 1",
+            )?
+            .query_row(
                 [site],
                 row,
             )
@@ -247,10 +257,10 @@ impl Db {
     /// Records that a verified blob is in the store.
     pub fn record_blob(&self, h: &BlobHash, size: u64, now: u64) -> Result<(), DbError> {
         self.with(|c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT OR IGNORE INTO blobs (hash, size, added_at) VALUES (?1, ?2, ?3)",
-                params![h.to_hex(), i(size), i(now)],
-            )?;
+            )?
+            .execute(params![h.to_hex(), i(size), i(now)])?;
             Ok(())
         })
     }
@@ -309,7 +319,7 @@ impl Db {
     /// whose addresses do not parse keep the ones that do.
     pub fn remembered_peers(&self, max: usize) -> Result<Vec<RememberedPeer>, DbError> {
         self.with(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT url, name, node_key, addresses FROM peers
                  ORDER BY last_seen DESC, url LIMIT ?1",
             )?;
@@ -332,7 +342,9 @@ impl Db {
     /// Number of blobs in the index.
     pub fn blob_count(&self) -> Result<u64, DbError> {
         self.with(|c| {
-            let n: i64 = c.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))?;
+            let n: i64 = c
+                .prepare_cached("SELECT count(*) FROM blobs")?
+                .query_row([], |r| r.get(0))?;
             Ok(n.max(0) as u64)
         })
     }

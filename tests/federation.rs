@@ -311,7 +311,10 @@ async fn replicate_steer_and_respect_owner_control() {
     assert!(spilled, "answers spill away from the overloaded mirror");
 
     // São Paulo loses its blobs but still claims to hold the version: the
-    // other authorities' spot-checks catch it and stop steering to it.
+    // other authorities' spot-checks catch it and stop steering to it. Its
+    // blob directory becomes a file (a failed disk), so its own repair
+    // (the replicator, the scrub 30 s after start) cannot make the claim
+    // true again before two checks in a row have failed.
     let a = ask("127.4.0.9".parse().unwrap(), f.nodes[0].dns, None).await;
     assert_eq!(
         a.first(),
@@ -320,7 +323,7 @@ async fn replicate_steer_and_respect_owner_control() {
     );
     let blobs = f.config(3).data_dir.join("blobs");
     std::fs::remove_dir_all(&blobs).unwrap();
-    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(&blobs, b"").unwrap();
     let caught = eventually(15, async || {
         let a = ask("127.4.0.9".parse().unwrap(), f.nodes[0].dns, None).await;
         !a.is_empty() && !a.contains(&f.nodes[3].ip)

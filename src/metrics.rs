@@ -48,6 +48,8 @@ pub struct Metrics {
     pub dns_tcp_refused: Counter,
     /// Times a UDP socket's queue built up and its burst thread was woken.
     pub dns_udp_bursts: Counter,
+    /// Steering views swapped in (each starts with no cached answers).
+    pub steer_views: Counter,
     /// HTTP(S) responses, by status class.
     pub http_responses: Family<Outcome, Counter>,
     /// Blobs pulled from peers, by outcome ("ok", "failed").
@@ -98,6 +100,7 @@ impl Metrics {
             dns_rate_limited: Family::default(),
             dns_tcp_refused: Counter::default(),
             dns_udp_bursts: Counter::default(),
+            steer_views: Counter::default(),
             http_responses: Family::default(),
             blob_pulls: Family::default(),
             peer_upload_bytes: Counter::default(),
@@ -136,6 +139,11 @@ impl Metrics {
             "dns_udp_bursts",
             "Times a DNS UDP socket's receive came back full and its burst thread was woken to drain the queue",
             m.dns_udp_bursts.clone(),
+        );
+        r.register(
+            "steer_views",
+            "Steering views swapped in: the federation state changed what DNS answers (or a health change, reload or new explore slot asked for a fresh view); each starts with no cached answers",
+            m.steer_views.clone(),
         );
         r.register(
             "http_responses",

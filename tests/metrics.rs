@@ -83,3 +83,47 @@ async fn metrics_count_dns_and_http_answers() {
     assert_eq!(r.status(), 404);
     inst.shutdown().await;
 }
+
+/// The steering view is rebuilt every 250 ms, but a rebuilt view replaces
+/// the current one (and empties its cached answers) only when it would
+/// answer differently: on a steady instance `p2pcdn_steer_views_total`
+/// stays put while answers keep coming.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_steady_instance_keeps_its_steering_view() {
+    let w = World::new();
+    w.publish(SITE, &w.site_dir("v"), Some(7)).unwrap();
+    let mut cfg = w.config();
+    cfg.metrics_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    // No TTL ramp (short = standard) and an explore slot of an hour: no
+    // view change is due while the test runs.
+    cfg.dns.answer_ttl = 3600;
+    cfg.dns.short_ttl = 3600;
+    let inst = p2pcdn::instance::Instance::start(cfg).await.unwrap();
+    let dns = inst.dns_addrs[0];
+    let url = format!("http://{}/metrics", inst.metrics_addrs[0]);
+    let views = || async {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        sample(&text, "p2pcdn_steer_views_total").unwrap_or_else(|| panic!("{text}"))
+    };
+    let site = format!("{SITE}.");
+    let steered = async || {
+        let r = udp(dns, &query(&site, RecordType::A, None, None)).await;
+        assert_eq!(r.response_code(), ResponseCode::NoError);
+        assert!(!r.answers().is_empty(), "{r:?}");
+    };
+    steered().await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let before = views().await;
+    assert!(before >= 1.0);
+    // Eight rebuilds' worth of time, answering all along.
+    for _ in 0..10 {
+        steered().await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        views().await,
+        before,
+        "the view was swapped without a change"
+    );
+    inst.shutdown().await;
+}

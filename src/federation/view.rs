@@ -2,6 +2,13 @@
 //! location and held version, rebuilt a few times a second from the
 //! federation state, so a DNS query only does a geo lookup and a pure
 //! [`steer`](crate::steer::steer) call over a small vector.
+//!
+//! A rebuilt view replaces the current one only when it would steer
+//! differently ([`SteerView::steers_as`]), when the explore slot turns,
+//! when a peer's health changed or the configuration was reloaded, or when
+//! the current view's answer cache is full. Otherwise the current view,
+//! with the answers it has computed and the DNS threads' first-level
+//! caches keyed on its generation, stays.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -34,9 +41,10 @@ pub struct SiteView {
 }
 
 /// All sites' candidates, and the steering answers computed from this
-/// snapshot so far (a view lives 250 ms; resolvers and ECS prefixes repeat,
-/// so most queries are one hash lookup instead of a geo lookup and a
-/// ranking).
+/// snapshot so far (a view lives from 250 ms until what it steers changes,
+/// at most one explore slot of `dns.answer_ttl` seconds; resolvers and ECS
+/// prefixes repeat, so most queries are one hash lookup instead of a geo
+/// lookup and a ranking).
 #[derive(Debug)]
 pub struct SteerView {
     /// Distinct for every view built in this process (see
@@ -108,6 +116,68 @@ impl AnswerCache {
             }
         }
     }
+
+    /// Whether some shard takes no more answers (a poisoned shard counts
+    /// as full).
+    fn is_full(&self) -> bool {
+        self.shards.iter().any(|s| {
+            !s.lock()
+                .is_ok_and(|m| m.len() < MAX_CACHED_ANSWERS / SHARDS)
+        })
+    }
+}
+
+/// The rules a view is steered by, for comparing views.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// Ranking policy.
+    pub policy: &'a Policy,
+    /// Answer TTL policy.
+    pub ttl: &'a TtlPolicy,
+}
+
+impl Rules<'_> {
+    /// Loads that no rule tells apart: equal, or both idle for ranking
+    /// ([`steer::load_is_idle`]) and neither busy for the TTL
+    /// ([`TtlPolicy::is_busy`]). A mirror's load moves a little all the
+    /// time; only crossing a threshold changes an answer.
+    fn loads_alike(&self, a: f64, b: f64) -> bool {
+        a == b
+            || (steer::load_is_idle(a, self.policy)
+                && steer::load_is_idle(b, self.policy)
+                && !self.ttl.is_busy(a)
+                && !self.ttl.is_busy(b))
+    }
+}
+
+/// Whether two candidates steer alike under `rules`: every field equal,
+/// except loads ([`Rules::loads_alike`]) and uptimes, compared by their
+/// step on the TTL ramp ([`TtlPolicy::ramp_step`]; nothing else reads the
+/// uptime).
+fn candidate_steers_as(a: &Candidate, b: &Candidate, rules: Rules<'_>) -> bool {
+    // Destructured so that a new field must be considered here.
+    let Candidate {
+        id,
+        addrs,
+        point,
+        rtt_ms,
+        load,
+        healthy,
+        authorized,
+        version,
+        up_secs,
+        flaps,
+    } = a;
+    *id == b.id
+        && *addrs == b.addrs
+        && *point == b.point
+        && *rtt_ms == b.rtt_ms
+        && rules.loads_alike(*load, b.load)
+        && *healthy == b.healthy
+        && *authorized == b.authorized
+        && *version == b.version
+        && rules.ttl.ramp_step(*up_secs) == rules.ttl.ramp_step(b.up_secs)
+        && *flaps == b.flaps
 }
 
 /// Source of [`SteerView::generation`]: every view built takes the next number.
@@ -271,6 +341,26 @@ impl SteerView {
         self.generation
     }
 
+    /// Whether this view steers every query as `other` does, given the
+    /// same parameters and explore slot: the same sites with the same
+    /// target versions and candidates (in the same order, alike under
+    /// `rules`: [`candidate_steers_as`]) and the same measured RTTs. A NaN
+    /// RTT makes views differ.
+    pub fn steers_as(&self, other: &SteerView, rules: Rules<'_>) -> bool {
+        self.rtts == other.rtts
+            && self.sites.len() == other.sites.len()
+            && self.sites.iter().all(|(host, a)| {
+                other.sites.get(host).is_some_and(|b| {
+                    a.target == b.target
+                        && a.candidates.len() == b.candidates.len()
+                        && a.candidates
+                            .iter()
+                            .zip(&b.candidates)
+                            .all(|(x, y)| candidate_steers_as(x, y, rules))
+                })
+            })
+    }
+
     /// A site's view.
     pub fn site(&self, host: &str) -> Option<&SiteView> {
         self.sites.get(host)
@@ -324,7 +414,8 @@ impl FederatedSteering {
     }
 
     /// Steers with `params` from now on. Answers already computed from the
-    /// current view (at most 250 ms old) stay until the next view.
+    /// current view stay until the next view, which the reload asks for at
+    /// once (`health_changed`).
     pub fn set_params(&self, params: SteerParams) {
         self.params.store(Arc::new(params));
     }
@@ -445,22 +536,58 @@ impl Steering for FederatedSteering {
 }
 
 /// Rebuilds the view every 250 ms, and at once when a peer's health
-/// changes, until shutdown.
+/// changes (or the configuration was reloaded), until shutdown. A rebuilt
+/// view replaces the current one when [`replace_view`] says so.
 pub async fn run(
     fed: Arc<Federation>,
     catalog: SharedCatalog,
     view: Arc<ArcSwap<SteerView>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut forced = true;
+    let mut slot = None;
     loop {
-        view.store(Arc::new(SteerView::build(&fed, &catalog)));
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            // A mirror went down or came up: answer accordingly at once.
-            _ = fed.health_changed.notified() => {}
-            _ = stop.changed() => break,
+        let cfg = fed.config();
+        let (policy, ttl) = (
+            crate::reload::steer_policy(&cfg),
+            crate::reload::ttl_policy(&cfg),
+        );
+        let rules = Rules {
+            policy: &policy,
+            ttl: &ttl,
+        };
+        let now_slot = unix_now() / u64::from(ttl.standard.max(1));
+        let new = SteerView::build(&fed, &catalog);
+        if replace_view(&view.load(), &new, forced, slot == Some(now_slot), rules) {
+            view.store(Arc::new(new));
+            slot = Some(now_slot);
+            fed.metrics.steer_views.inc();
         }
+        forced = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => false,
+            // A mirror went down or came up, or a reload changed the
+            // steering parameters: answer accordingly at once.
+            _ = fed.health_changed.notified() => true,
+            _ = stop.changed() => break,
+        };
     }
+}
+
+/// Whether `new` replaces the `current` view. It does when asked to
+/// (`forced`: health change, reload, start), when the explore slot of the
+/// current view's answers has passed (answers depend on it,
+/// [`steer::explore_seed`]), when `current`'s answer cache is full (so a
+/// flood of distinct clients is answered from fresh caches, as before), or
+/// when `new` would steer differently. Keeping `current` keeps its cached
+/// answers and the DNS threads' caches, which a new generation empties.
+pub fn replace_view(
+    current: &SteerView,
+    new: &SteerView,
+    forced: bool,
+    same_slot: bool,
+    rules: Rules<'_>,
+) -> bool {
+    forced || !same_slot || current.answers.is_full() || !new.steers_as(current, rules)
 }
 
 #[cfg(test)]
@@ -613,5 +740,149 @@ mod tests {
         assert_eq!(got.addrs, vec![IpAddr::from([10, 1, 0, 1])]);
         // Stable mirrors, a clear decision: the standard TTL.
         assert_eq!(got.ttl, TtlPolicy::default().standard);
+    }
+
+    /// `view` with `f` applied to its site's candidates.
+    fn edited(f: impl FnOnce(&mut Vec<Candidate>)) -> SteerView {
+        let mut v = view([true; 5]);
+        if let Some(sv) = v.sites.get_mut("www.t.test") {
+            f(&mut sv.candidates);
+        }
+        v
+    }
+
+    #[test]
+    fn views_that_steer_alike_are_recognized() {
+        let (policy, ttl) = (Policy::default(), TtlPolicy::default());
+        let rules = Rules {
+            policy: &policy,
+            ttl: &ttl,
+        };
+        let a = view([true; 5]);
+        assert!(view([true; 5]).steers_as(&a, rules));
+        // Uptimes past the end of the TTL ramp are alike.
+        let older = edited(|c| c[2].up_secs = 7200);
+        assert!(older.steers_as(&a, rules));
+        // Within the ramp, uptimes on the same step are alike (default
+        // ramp: 5 s to 30 s over 300 s, a step every 12 s); on different
+        // steps they are not (the TTL differs).
+        let step = |up| edited(|c| c[2].up_secs = up);
+        assert!(step(12).steers_as(&step(23), rules));
+        assert!(!step(11).steers_as(&step(12), rules));
+        assert!(!step(299).steers_as(&step(300), rules));
+        // Loads below the spill threshold (0.8) and the busy load (0.8)
+        // are alike, NaN and negative ones count as idle.
+        for load in [0.0, 0.2, 0.79, f64::NAN, -1.0] {
+            assert!(
+                edited(|c| c[0].load = load).steers_as(&a, rules),
+                "load {load}"
+            );
+        }
+        let loaded = edited(|c| c[0].load = 0.85);
+        assert!(loaded.steers_as(&edited(|c| c[0].load = 0.85), rules));
+        type Edit<'a> = &'a dyn Fn(&mut Vec<Candidate>);
+        let differs: [Edit<'_>; 10] = [
+            &|c| c[0].load = 0.8,
+            &|c| c[0].load = 0.85,
+            &|c| c[0].load = 1.5,
+            &|c| c[1].healthy = false,
+            &|c| c[1].version = Some(8),
+            &|c| c[3].authorized = false,
+            &|c| c[3].flaps = 1,
+            &|c| c[4].addrs.push(IpAddr::from([10, 9, 9, 9])),
+            &|c| c[4].rtt_ms = Some(12.0),
+            &|c| {
+                c.pop();
+            },
+        ];
+        for (i, f) in differs.iter().enumerate() {
+            let b = edited(|c| f(c));
+            assert!(!b.steers_as(&a, rules), "change {i} went unnoticed");
+            assert!(
+                !a.steers_as(&b, rules),
+                "change {i} went unnoticed (reversed)"
+            );
+        }
+        let mut target = view([true; 5]);
+        if let Some(sv) = target.sites.get_mut("www.t.test") {
+            sv.target = Some(8);
+        }
+        assert!(!target.steers_as(&a, rules));
+        let mut more = view([true; 5]);
+        more.sites
+            .insert("other.t.test".into(), SiteView::default());
+        assert!(!more.steers_as(&a, rules) && !a.steers_as(&more, rules));
+        let net = ClientNet::of(IpAddr::from([127, 3, 0, 9]));
+        let rtt = view([true; 5]).with_rtts(HashMap::from([(net, vec![([1; 32], 80.0)])]));
+        assert!(!rtt.steers_as(&a, rules));
+        // Two loaded mirrors are compared exactly (the penalty grows).
+        assert!(!loaded.steers_as(&edited(|c| c[0].load = 0.86), rules));
+        // A spill threshold of 1 or more turns the penalty off: loads up to
+        // capacity are then alike for ranking, still not for the TTL.
+        let lax = Policy {
+            spill_threshold: 1.0,
+            ..Policy::default()
+        };
+        let lax_ttl = TtlPolicy {
+            busy_load: 2.0,
+            ..TtlPolicy::default()
+        };
+        let lax = Rules {
+            policy: &lax,
+            ttl: &lax_ttl,
+        };
+        assert!(loaded.steers_as(&a, lax));
+        assert!(!edited(|c| c[0].load = 1.01).steers_as(&a, lax));
+    }
+
+    #[test]
+    fn the_current_view_and_its_answers_stay_while_nothing_changes() {
+        let (policy, ttl) = (Policy::default(), TtlPolicy::default());
+        let rules = Rules {
+            policy: &policy,
+            ttl: &ttl,
+        };
+        let (steering, shared) =
+            FederatedSteering::new(None, Policy::default(), TtlPolicy::default(), 0);
+        shared.store(Arc::new(view([true; 5])));
+        let site = LowerName::from_str("www.t.test.").unwrap();
+        let client = IpAddr::from([127, 3, 0, 9]);
+        let first = steering.cached(&site, false, client, None).unwrap();
+        let current = shared.load_full();
+        // An equal rebuild is not swapped in: the cached answer stays.
+        assert!(!replace_view(
+            &current,
+            &view([true; 5]),
+            false,
+            true,
+            rules
+        ));
+        let again = steering.cached(&site, false, client, None).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        // Forced (health change, reload), a new explore slot, or a view
+        // that steers differently replaces it.
+        assert!(replace_view(&current, &view([true; 5]), true, true, rules));
+        assert!(replace_view(
+            &current,
+            &view([true; 5]),
+            false,
+            false,
+            rules
+        ));
+        assert!(replace_view(
+            &current,
+            &view([false, true, true, true, true]),
+            false,
+            true,
+            rules
+        ));
+        // So does a full answer cache (distinct clients then get fresh
+        // caches every rebuild, as before views were kept).
+        for i in 0..u32::try_from(MAX_CACHED_ANSWERS * 2).unwrap() {
+            let ip = IpAddr::from((10u32 << 24 | i).to_be_bytes());
+            steering.cached(&site, false, ip, None).unwrap();
+        }
+        assert!(current.answers.is_full());
+        assert!(replace_view(&current, &view([true; 5]), false, true, rules));
     }
 }

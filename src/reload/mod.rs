@@ -88,15 +88,20 @@ pub fn steer_params(cfg: &Config) -> Result<SteerParams, crate::geo::GeoError> {
     };
     Ok(SteerParams {
         geo,
-        policy: crate::steer::Policy {
-            k: cfg.steering.answers,
-            spill_threshold: cfg.steering.spill_threshold,
-            band_ms: cfg.steering.band_ms,
-            ..Default::default()
-        },
+        policy: steer_policy(cfg),
         ttl: ttl_policy(cfg),
         explore_every: cfg.steering.explore_every,
     })
+}
+
+/// The ranking policy from the configuration.
+pub fn steer_policy(cfg: &Config) -> crate::steer::Policy {
+    crate::steer::Policy {
+        k: cfg.steering.answers,
+        spill_threshold: cfg.steering.spill_threshold,
+        band_ms: cfg.steering.band_ms,
+        ..Default::default()
+    }
 }
 
 /// The answer-TTL policy from the configuration.

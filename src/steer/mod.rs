@@ -273,6 +273,15 @@ fn estimate(client: &ClientInfo, c: &Candidate, knobs: &Knobs) -> (Estimate, Opt
     (e, distance_ms)
 }
 
+/// Whether `load` is below every ranking rule that reads load: no spill
+/// penalty (rule 4) and not past capacity. Candidates whose loads are both
+/// idle rank alike, whatever the loads.
+pub fn load_is_idle(load: f64, policy: &Policy) -> bool {
+    let k = Knobs::from(policy);
+    let l = sanitized_load(load);
+    l <= 1.0 && (l <= k.threshold || k.threshold >= 1.0)
+}
+
 /// Spill penalty in ms for a load above the threshold (rule 4).
 fn spill_penalty(load: f64, knobs: &Knobs) -> f64 {
     if load <= knobs.threshold || knobs.threshold >= 1.0 {

@@ -90,6 +90,19 @@ impl TtlPolicy {
         self.short.min(self.standard)
     }
 
+    /// Where a mirror up for `up_secs` stands on the TTL ramp: `None` once
+    /// settled, else the step that sets the ramp's TTL. Mirrors on the same
+    /// step get the same TTL, so views compare uptimes by step.
+    pub fn ramp_step(&self, up_secs: u64) -> Option<u64> {
+        let span = u64::from(self.standard).saturating_sub(u64::from(self.short()));
+        (up_secs < self.settle_secs).then(|| span * up_secs / self.settle_secs.max(1))
+    }
+
+    /// Whether a mirror at `load` makes an answer busy (short TTL).
+    pub fn is_busy(&self, load: f64) -> bool {
+        load.is_finite() && load >= self.busy_load
+    }
+
     /// The TTL for fallback records (no mirror could serve).
     pub fn fallback(&self) -> Ttl {
         Ttl {
@@ -123,8 +136,7 @@ pub fn choose(policy: &TtlPolicy, decision: &Decision, candidates: &[Candidate])
     if chosen.iter().any(|c| c.flaps >= policy.flap_limit.max(1)) {
         return short(Reason::Flapping);
     }
-    let busy = |c: &&Candidate| c.load.is_finite() && c.load >= policy.busy_load;
-    if chosen.iter().any(busy) {
+    if chosen.iter().any(|c| policy.is_busy(c.load)) {
         return short(Reason::Busy);
     }
     // A NaN margin counts as close (unknown is not safe).
@@ -137,11 +149,9 @@ pub fn choose(policy: &TtlPolicy, decision: &Decision, candidates: &[Candidate])
     }
     let youngest = chosen.iter().map(|c| c.up_secs).min().unwrap_or(0);
     let standard = policy.standard;
-    if youngest < policy.settle_secs {
+    if let Some(step) = policy.ramp_step(youngest) {
         // Linear ramp short → standard over settle_secs.
-        let lo = u64::from(policy.short());
-        let span = u64::from(standard).saturating_sub(lo);
-        let secs = lo + span * youngest / policy.settle_secs.max(1);
+        let secs = u64::from(policy.short()) + step;
         return Ttl {
             secs: policy.clamp(u32::try_from(secs).unwrap_or(standard)),
             reason: Reason::New,
@@ -307,6 +317,23 @@ mod tests {
             prop_assert!(t.secs <= stable.secs);
             if t.reason != Reason::Stable && t.reason != Reason::New {
                 prop_assert_eq!(t.secs, p.clamp(short.min(standard)));
+            }
+        }
+
+        /// Views compare uptimes by ramp step: equal steps must give equal
+        /// TTLs, whatever else the candidates are.
+        #[test]
+        fn uptimes_on_the_same_ramp_step_get_the_same_ttl(
+            a in 0u64..1_000, b in 0u64..1_000, flaps in 0u32..3, load in 0.0f64..1.0,
+            margin in proptest::option::of(0.0f64..50.0),
+            standard in 1u32..600, short in 1u32..60, settle in 0u64..600,
+        ) {
+            let p = TtlPolicy { standard, short, settle_secs: settle, ..TtlPolicy::default() };
+            let d = decision(margin, false);
+            let ta = choose(&p, &d, &[mirror(a, flaps, load)]);
+            let tb = choose(&p, &d, &[mirror(b, flaps, load)]);
+            if p.ramp_step(a) == p.ramp_step(b) {
+                prop_assert_eq!(ta.secs, tb.secs);
             }
         }
     }

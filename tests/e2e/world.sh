@@ -628,7 +628,9 @@ resolve() {
     local src dst
     src="$(cli"$fam" "$k" "$n")"
     dst="$(res"$fam" "$k" "$n")"
-    in_ns "$PFX-$k$n" dig +noall +answer +time=3 +tries=1 -b "$src" "@$dst" "$WWW" "$type" 2>/dev/null |
+    # A client's stub at glibc's defaults (timeout 5 s, 2 attempts): a
+    # resolver that first tries a killed authority may take over 3 s.
+    in_ns "$PFX-$k$n" dig +noall +answer +time=5 +tries=2 -b "$src" "@$dst" "$WWW" "$type" 2>/dev/null |
         awk -v t="$type" '$4 == t { print $2, $5 }' | sort -k2 |
         awk '{ ttl = $1; a = a " " $2 } END { if (ttl != "") print ttl a }'
 }

@@ -56,18 +56,27 @@ fn burst(addr: SocketAddr, first: u16, n: u16) -> HashSet<u16> {
     got
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_queue_wakes_the_burst_thread_and_every_query_is_answered_once() {
-    let metrics = Arc::new(Metrics::new());
-    let handler = common::zoneless::handler(Arc::clone(&metrics));
+/// A server of the zoneless handler on one UDP socket of 127.0.0.1.
+async fn one_socket(metrics: Arc<Metrics>) -> DnsServer {
     let limits = TcpLimits {
         max_connections: 4,
         idle_timeout: Duration::from_secs(5),
     };
+    DnsServer::bind(
+        common::zoneless::handler(metrics),
+        &["127.0.0.1:0".parse().unwrap()],
+        limits,
+        1,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_wakes_the_burst_thread_and_every_query_is_answered_once() {
+    let metrics = Arc::new(Metrics::new());
     // One socket: one main thread and its burst thread.
-    let server = DnsServer::bind(handler, &["127.0.0.1:0".parse().unwrap()], limits, 1)
-        .await
-        .unwrap();
+    let server = one_socket(Arc::clone(&metrics)).await;
     let addr = server.addrs[0];
     let m = Arc::clone(&metrics);
     let (bursts, rounds) = tokio::task::spawn_blocking(move || {
@@ -141,14 +150,7 @@ async fn the_receive_thread_runs_with_a_short_time_slice() {
         eprintln!("kernel before 6.12: no custom time slices to check");
         return;
     }
-    let handler = common::zoneless::handler(Arc::new(Metrics::new()));
-    let limits = TcpLimits {
-        max_connections: 4,
-        idle_timeout: Duration::from_secs(5),
-    };
-    let server = DnsServer::bind(handler, &["127.0.0.1:0".parse().unwrap()], limits, 1)
-        .await
-        .unwrap();
+    let server = one_socket(Arc::new(Metrics::new())).await;
     // The thread sets its slice as it starts: one answered query proves it ran.
     let addr = server.addrs[0];
     let got = tokio::task::spawn_blocking(move || burst(addr, 1, 1))
